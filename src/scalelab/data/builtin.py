@@ -1,0 +1,155 @@
+"""Bundled and generated datasets: ``digits``, ``mnist1d`` and ``synthetic``.
+
+None of them touches the network: digits ships with scikit-learn, mnist1d is generated
+procedurally (and cached on disk), and synthetic is generated from a seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from scalelab.data.dataset import Dataset, checked_dataset
+
+
+def cache_dir() -> Path:
+    """scalelab's cache directory: ``$SCALELAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/scalelab``."""
+    explicit = os.environ.get("SCALELAB_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "scalelab"
+
+
+def _stratified_split(X, y, *, test_size: float, split_seed: int):
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(X, y, test_size=test_size, random_state=split_seed, stratify=y)
+
+
+def load_digits(*, test_size: float, split_seed: int) -> Dataset:
+    """scikit-learn's bundled 8×8 digits as (1, 8, 8) images scaled to [0, 1], 10 classes."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    X = (bunch.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    X_train, X_test, y_train, y_test = _stratified_split(X, bunch.target, test_size=test_size, split_seed=split_seed)
+    return checked_dataset("digits", X_train, y_train, X_test, y_test, n_classes=10)
+
+
+def load_mnist1d(*, n_samples: int, test_size: float, generator_seed: int) -> Dataset:
+    """MNIST-1D (Greydanus 2020) generated offline with ``mnist1d.data.make_dataset``.
+
+    Inputs are (1, 40) signals, 10 classes. The generated arrays are cached under
+    :func:`cache_dir` keyed by the generation arguments, because generating tens of
+    thousands of samples takes seconds and every worker would otherwise repeat it.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+    from mnist1d.utils import ObjectView
+
+    args = get_dataset_args(as_dict=True)
+    args.pop("url", None)  # never used: scalelab only generates, it does not download
+    args.update(num_samples=int(n_samples), train_split=1.0 - float(test_size), seed=int(generator_seed))
+    key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir() / "mnist1d" / f"{key}.npz"
+    if path.exists():
+        with np.load(path) as cached:
+            arrays = {k: cached[k] for k in ("x", "y", "x_test", "y_test")}
+    else:
+        state = np.random.get_state()  # make_dataset reseeds numpy's global generator
+        try:
+            generated = make_dataset(ObjectView(args))
+        finally:
+            np.random.set_state(state)
+        arrays = {k: np.asarray(generated[k]) for k in ("x", "y", "x_test", "y_test")}
+        arrays["x"] = arrays["x"].astype(np.float32)
+        arrays["x_test"] = arrays["x_test"].astype(np.float32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)  # atomic, so concurrent workers never read a half-written file
+    return checked_dataset(
+        "mnist1d",
+        arrays["x"][:, None, :],
+        arrays["y"],
+        arrays["x_test"][:, None, :],
+        arrays["y_test"],
+        n_classes=10,
+    )
+
+
+def load_synthetic(
+    *,
+    n_samples: int,
+    n_classes: int,
+    n_features: int,
+    shape: tuple[int, ...] | None,
+    noise: float,
+    generator_seed: int,
+    test_size: float,
+    split_seed: int,
+) -> Dataset:
+    """A seeded, learnable classification task of any size.
+
+    Tabular (``shape`` unset): scikit-learn's ``make_classification`` with
+    ``n_features`` features, half of them informative, two clusters per class.
+
+    Image-shaped (``shape = [C, H, W]``): each class has two smooth prototype images;
+    a sample is one of its class's prototypes plus smooth and pixel noise, shifted by a
+    few pixels, squashed into [0, 1]. ``noise`` scales the nuisance terms, so larger
+    values make the task harder; at the default a small CNN is well above chance but not
+    perfect, and accuracy keeps improving with data.
+    """
+    rng = np.random.default_rng(generator_seed)
+    if shape is None:
+        from sklearn.datasets import make_classification
+
+        informative = max(2, n_features // 2)
+        X, y = make_classification(
+            n_samples=n_samples,
+            n_features=n_features,
+            n_informative=informative,
+            n_redundant=min(n_features - informative, informative // 2),
+            n_classes=n_classes,
+            n_clusters_per_class=2,
+            class_sep=1.0 / max(noise, 1e-6),
+            flip_y=0.0,
+            random_state=int(rng.integers(2**31 - 1)),
+        )
+        X = X.astype(np.float32)
+    else:
+        X, y = _synthetic_images(rng, n_samples=n_samples, n_classes=n_classes, shape=tuple(shape), noise=noise)
+    X_train, X_test, y_train, y_test = _stratified_split(X, y, test_size=test_size, split_seed=split_seed)
+    return checked_dataset("synthetic", X_train, y_train, X_test, y_test, n_classes=n_classes)
+
+
+def _smooth_fields(rng: np.random.Generator, count: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Random low-frequency fields of ``shape``: a coarse grid upsampled bilinearly."""
+    from scipy.ndimage import zoom
+
+    coarse_shape = tuple(max(1, s // 8) + 1 if i > 0 else s for i, s in enumerate(shape))
+    coarse = rng.standard_normal((count, *coarse_shape)).astype(np.float32)
+    factors = (1, 1) + tuple(s / c for s, c in zip(shape[1:], coarse_shape[1:]))
+    return zoom(coarse, factors, order=1)[(slice(None), *(slice(0, s) for s in shape))]
+
+
+def _synthetic_images(rng, *, n_samples: int, n_classes: int, shape: tuple[int, ...], noise: float):
+    prototypes = _smooth_fields(rng, 2 * n_classes, shape) * 1.5
+    y = np.arange(n_samples) % n_classes
+    rng.shuffle(y)
+    which = y * 2 + rng.integers(0, 2, size=n_samples)
+    X = prototypes[which]
+    X += noise * 1.2 * _smooth_fields(rng, n_samples, shape)
+    X += noise * 0.5 * rng.standard_normal(X.shape, dtype=np.float32)
+    # Small random translations, so that a convolutional net's inductive bias pays off.
+    spatial_axes = tuple(range(2, X.ndim))
+    max_shift = max(1, min(shape[1:]) // 10)
+    shifts = rng.integers(-max_shift, max_shift + 1, size=(n_samples, len(spatial_axes)))
+    for i in range(n_samples):
+        X[i] = np.roll(X[i], tuple(shifts[i]), axis=tuple(a - 1 for a in spatial_axes))
+    X = 1.0 / (1.0 + np.exp(-X))
+    return X.astype(np.float32), y

@@ -1,0 +1,1 @@
+"""Executors run cells; the coordinator in :mod:`scalelab.execute.runner` drives them."""

@@ -1,0 +1,163 @@
+"""The local executor: a pool of warm worker processes on this machine.
+
+Each worker is a spawned process that imports torch once, keeps the datasets it has
+loaded, and trains one cell at a time, sent over its own pipe. Knowing which worker
+holds which cell lets the coordinator notice a worker that died mid-cell and hand
+that cell back. Workers ignore SIGINT (the coordinator decides what Ctrl-C means) and
+exit on their own if the coordinator disappears.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+
+from scalelab.execute.work import CellResult
+
+
+def available_cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int) -> int:
+    """Intra-op threads per worker so that workers × threads does not exceed the cores."""
+    return max(1, available_cores() // max(1, workers))
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while True:
+        if os.getppid() != parent_pid:
+            os._exit(3)  # the coordinator is gone (kill -9): nobody will read our result
+        time.sleep(1.0)
+
+
+def _worker_main(conn: Connection, threads: int, parent_pid: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    import torch
+
+    torch.set_num_threads(threads)
+    from scalelab.execute.work import CellWorker
+
+    worker = CellWorker()
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        cell_id, config = task
+        conn.send(("result", worker.run(cell_id, config)))
+
+
+@dataclass
+class WorkerLost:
+    """A worker process ended while it held a cell."""
+
+    cell_id: str
+    reason: str
+
+
+class _Slot:
+    def __init__(self, ctx, threads: int):
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(child, threads, os.getpid()), daemon=True)
+        self.process.start()
+        child.close()
+        self.cell_id: str | None = None
+
+
+class LocalExecutor:
+    """Runs cells on ``workers`` warm processes of this machine."""
+
+    name = "local"
+
+    def __init__(self, *, workers: int):
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.workers = workers
+        self.threads = threads_per_worker(workers)
+        self._ctx = mp.get_context("spawn")
+        self._slots: list[_Slot] = []
+
+    def start(self, n_cells: int) -> None:
+        """Start up to ``workers`` processes (no more than there are cells to run)."""
+        for _ in range(min(self.workers, max(1, n_cells))):
+            self._slots.append(_Slot(self._ctx, self.threads))
+
+    def idle_slots(self) -> int:
+        return sum(1 for s in self._slots if s.cell_id is None)
+
+    def in_flight(self) -> list[str]:
+        return [s.cell_id for s in self._slots if s.cell_id is not None]
+
+    def submit(self, cell_id: str, config: dict) -> None:
+        slot = next(s for s in self._slots if s.cell_id is None)
+        slot.conn.send((cell_id, config))
+        slot.cell_id = cell_id
+
+    def wait(self, timeout: float) -> list[CellResult | WorkerLost]:
+        """Results and lost workers, waiting at most ``timeout`` seconds for the first."""
+        busy = [s for s in self._slots if s.cell_id is not None]
+        if not busy:
+            time.sleep(min(timeout, 0.05))
+            return []
+        ready = set(wait([s.conn for s in busy] + [s.process.sentinel for s in busy], timeout))
+        events: list[CellResult | WorkerLost] = []
+        for slot in busy:
+            if slot.conn in ready:
+                try:
+                    message = slot.conn.recv()
+                except (EOFError, OSError):
+                    message = None
+                if message and message[0] == "result":
+                    events.append(message[1])
+                    slot.cell_id = None
+                    continue
+            if slot.process.sentinel in ready or not slot.process.is_alive():
+                slot.process.join(timeout=1)
+                if slot.cell_id is not None and not slot.process.is_alive():
+                    code = slot.process.exitcode
+                    how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+                    events.append(WorkerLost(slot.cell_id, f"worker process died ({how}) while training this cell"))
+                    self._replace(slot)
+        return events
+
+    def _replace(self, slot: _Slot) -> None:
+        index = self._slots.index(slot)
+        slot.conn.close()
+        self._slots[index] = _Slot(self._ctx, self.threads)
+
+    def stop(self) -> None:
+        """Stop every worker now; cells they held are the coordinator's to release."""
+        for slot in self._slots:
+            if slot.process.is_alive():
+                slot.process.terminate()
+        for slot in self._slots:
+            slot.process.join(timeout=5)
+            if slot.process.is_alive():
+                slot.process.kill()
+                slot.process.join(timeout=5)
+            slot.conn.close()
+        self._slots.clear()
+
+    def shutdown(self) -> None:
+        """Ask idle workers to exit, then stop them all."""
+        for slot in self._slots:
+            try:
+                slot.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass  # already gone; stop() below reaps it
+        for slot in self._slots:
+            slot.process.join(timeout=5)
+        self.stop()

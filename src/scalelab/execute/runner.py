@@ -1,0 +1,149 @@
+"""The coordinator: claims cells from the store, feeds an executor, records results.
+
+Only this loop writes to the store. It renews the leases of the cells it holds (the
+heartbeat), turns Ctrl-C and SIGTERM into a clean stop that returns unfinished cells to
+``pending``, and retries a cell whose worker died, up to ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+from scalelab.execute.local import WorkerLost
+from scalelab.execute.work import CellResult
+from scalelab.store import DEFAULT_LEASE_S, RunStore, new_owner_id
+
+
+class Interrupted(Exception):
+    """The run was stopped by SIGINT or SIGTERM; unfinished cells went back to pending."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@dataclass
+class RunSummary:
+    """What one call of :func:`run_study_cells` did."""
+
+    ran: int = 0
+    counts: dict = field(default_factory=dict)  # final state counts of the study
+    busy_elsewhere: int = 0  # cells another live coordinator was still running
+    wall_s: float = 0.0
+
+
+class _Progress:
+    """A rich progress bar with an ETA on stderr (silent when ``show`` is False)."""
+
+    def __init__(self, *, total: int, finished: int, show: bool):
+        self._bar = None
+        if not show:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task("cells", total=total, completed=finished, status="")
+
+    def update(self, *, advance: int, counts: dict) -> None:
+        if self._bar is None:
+            return
+        status = " ".join(f"{state} {n}" for state, n in counts.items() if n and state in ("failed", "diverged"))
+        self._bar.update(self._task, advance=advance, status=status)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def run_study_cells(
+    spec,
+    store: RunStore,
+    executor,
+    *,
+    retry_failed: bool = False,
+    progress: bool = True,
+    lease_s: float = DEFAULT_LEASE_S,
+    max_attempts: int = 2,
+) -> RunSummary:
+    """Run every unfinished cell of a registered study; return what happened.
+
+    Raises :class:`Interrupted` after a clean stop on SIGINT or SIGTERM.
+    """
+    started = time.perf_counter()
+    owner = new_owner_id()
+    if retry_failed:
+        store.reset_failed(spec.name)
+    store.reclaim_dead()
+    counts = store.state_counts(spec.name)
+    to_run = counts["pending"] + counts["running"]
+    summary = RunSummary()
+
+    stop_signal: list[int] = []
+
+    def on_signal(signum, _frame):
+        stop_signal.append(signum)
+
+    # Signal handlers can only be installed from the main thread (a notebook may call us elsewhere).
+    handled = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+    previous = {s: signal.signal(s, on_signal) for s in handled}
+    bar = _Progress(total=sum(counts.values()), finished=sum(counts[s] for s in ("done", "failed", "diverged")), show=progress)
+    executor.start(to_run)
+    last_renewal = time.monotonic()
+    attempts: dict[str, int] = {}
+    clean = False
+    try:
+        while not stop_signal:
+            idle = executor.idle_slots()
+            if idle:
+                for cell in store.claim(spec.name, owner, limit=idle, lease_s=lease_s):
+                    attempts[cell.cell_id] = cell.attempts
+                    executor.submit(cell.cell_id, cell.config)
+            if not executor.in_flight():
+                break
+            for event in executor.wait(timeout=0.5):
+                if isinstance(event, CellResult):
+                    store.finish(event.cell_id, owner, state=event.state, metrics=event.metrics, reason=event.reason)
+                    summary.ran += 1
+                    bar.update(advance=1, counts=store.state_counts(spec.name))
+                elif isinstance(event, WorkerLost):
+                    if attempts.get(event.cell_id, 1) < max_attempts:
+                        store.release([event.cell_id], owner)
+                    else:
+                        store.finish(event.cell_id, owner, state="failed", reason=event.reason)
+                        bar.update(advance=1, counts=store.state_counts(spec.name))
+            if time.monotonic() - last_renewal > lease_s / 4:
+                store.renew(owner, lease_s=lease_s)
+                last_renewal = time.monotonic()
+        if stop_signal:
+            raise Interrupted(stop_signal[0])
+        clean = True
+    finally:
+        held = executor.in_flight()
+        if clean:
+            executor.shutdown()
+        else:
+            executor.stop()
+        if held:
+            store.release(held, owner)
+        bar.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    summary.counts = store.state_counts(spec.name)
+    summary.busy_elsewhere = summary.counts["running"]
+    summary.wall_s = time.perf_counter() - started
+    return summary

@@ -1,0 +1,45 @@
+"""What a worker does with one cell, whichever executor hosts it.
+
+Workers keep the datasets they have loaded, keyed by the dataset part of the
+configuration, so a warm worker loads each dataset once however many cells use it.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+
+
+@dataclass
+class CellResult:
+    """A finished cell as a worker reports it: final state, metrics, and a reason or traceback."""
+
+    cell_id: str
+    state: str  # done | diverged | failed
+    metrics: dict = field(default_factory=dict)
+    reason: str | None = None
+
+
+class CellWorker:
+    """Runs cells in the current process, caching loaded datasets between them."""
+
+    def __init__(self) -> None:
+        self._datasets: dict[str, object] = {}
+
+    def dataset(self, data_config: dict):
+        from scalelab.data import dataset_key, load_dataset
+
+        key = dataset_key(data_config)
+        if key not in self._datasets:
+            self._datasets[key] = load_dataset(data_config)
+        return self._datasets[key]
+
+    def run(self, cell_id: str, config: dict) -> CellResult:
+        """Train one cell; any exception becomes a ``failed`` result carrying its traceback."""
+        from scalelab.train.torch_trainer import train_cell
+
+        try:
+            outcome = train_cell(config, self.dataset(config["data"]))
+        except Exception:  # reported to the coordinator, which records it with the cell
+            return CellResult(cell_id, "failed", reason=traceback.format_exc())
+        return CellResult(cell_id, outcome.state, outcome.metrics, outcome.reason)

@@ -1,0 +1,61 @@
+"""The runs table: one row per cell of a study, every recorded field a column."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from scalelab.store import RunStore
+
+# The order users see; any other recorded metric follows, alphabetically.
+RUN_FIELDS = (
+    "train_loss",
+    "test_loss",
+    "test_error",
+    "n_params",
+    "n_train",
+    "n_test",
+    "epochs",
+    "steps",
+    "flops",
+    "flops_per_sample",
+    "eval_flops",
+    "wall_s",
+    "train_s",
+    "samples_per_s",
+    "flops_per_s",
+    "device",
+    "dtype",
+    "seed",
+    "threads",
+    "torch_version",
+    "diverged_step",
+)
+
+
+def runs_records(store: RunStore, study: str) -> tuple[list[str], list[dict]]:
+    """The study's cells in grid order, as column names and one dict per cell.
+
+    Columns: ``cell_id``, ``state``, one per grid key, the recorded metrics
+    (:data:`RUN_FIELDS` first), ``attempts`` and ``reason`` (why a cell failed or
+    diverged). Cells without results hold ``None`` for their metrics.
+    """
+    info = store.study_info(study)
+    grid_keys = list(info["grid_keys"])
+    records = store.cells(study)
+    extra = sorted({k for r in records for k in r.metrics} - set(RUN_FIELDS) - set(grid_keys))
+    columns = ["cell_id", "state", *grid_keys, *[f for f in RUN_FIELDS if f not in grid_keys], *extra, "attempts", "reason"]
+    rows = []
+    for record in records:
+        row = {"cell_id": record.cell_id, "state": record.state, **record.params}
+        for name in columns[2 + len(grid_keys) :]:
+            row.setdefault(name, record.metrics.get(name))
+        row["attempts"] = record.attempts
+        row["reason"] = record.reason
+        rows.append(row)
+    return columns, rows
+
+
+def runs_frame(store: RunStore, study: str) -> pd.DataFrame:
+    """The runs table of :func:`runs_records` as a DataFrame."""
+    columns, rows = runs_records(store, study)
+    return pd.DataFrame(rows, columns=columns)

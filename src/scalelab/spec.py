@@ -1,0 +1,309 @@
+"""Study files: validation (pydantic v2), resolution, and expansion into cells.
+
+A study file has ``name``, ``[data]``, ``[model]``, ``[train]``, ``[grid]`` and
+``[target]``. This module checks it once, fills in every default, and expands the grid
+into :class:`Cell` objects whose ``cell_id`` is a hash of the fully resolved
+configuration. Nothing downstream re-validates.
+
+Every error is an :class:`~scalelab.errors.InputError` with one line naming the file and
+the key (``study.toml: grid.data_fraction = 1.5: must be in (0, 1]``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from scalelab.data.registry import DATASETS, dataset_option_names
+from scalelab.errors import InputError
+from scalelab.models.registry import FAMILIES, family_knob_names
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+MAX_CELLS = 100_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataFields(_Strict):
+    """The ``[data]`` fields every dataset shares; dataset options sit beside them."""
+
+    name: str = Field(min_length=1)
+    test_size: float = Field(0.2, gt=0, lt=1, description="test share when the dataset has no test split of its own")
+    split_seed: int = Field(0, description="seed of the train/test split")
+    data_fraction: float = Field(1.0, description="share of the training split used, in (0, 1]")
+    subsample_seed: int | None = Field(None, description="seed of the nested subsample; defaults to train.seed")
+
+    @field_validator("data_fraction")
+    @classmethod
+    def _fraction_in_unit_interval(cls, value: float) -> float:
+        if not (0.0 < value <= 1.0) or math.isnan(value):
+            raise ValueError(f"must be in (0, 1], got {value}")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        if value not in DATASETS:
+            raise ValueError(f"unknown dataset {value!r}; known: {', '.join(sorted(DATASETS))}")
+        return value
+
+
+class ModelFields(_Strict):
+    """The ``[model]`` field every family shares; its knobs (width, depth, ...) sit beside it."""
+
+    family: str = Field(min_length=1)
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, value: str) -> str:
+        if value not in FAMILIES:
+            raise ValueError(f"unknown model family {value!r}; known: {', '.join(sorted(FAMILIES))}")
+        return value
+
+
+class TrainFields(_Strict):
+    """``[train]``: how each cell is trained."""
+
+    epochs: int = Field(10, ge=1, le=1_000_000)
+    min_steps: int = Field(0, ge=0, le=100_000_000, description="train more epochs when the data is small, up to this many steps")
+    batch_size: int = Field(64, ge=1, le=1_000_000)
+    lr: float = Field(1e-3, gt=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = Field(0, ge=0, description="seeds initialisation, shuffling and (by default) the subsample")
+    precision: Literal["fp32", "bf16"] = "fp32"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto uses CUDA when present")
+
+
+class TargetFields(_Strict):
+    """``[target]``: what the scaling laws model."""
+
+    metric: str = Field("test_loss", min_length=1)
+
+
+class StudyFile(_Strict):
+    """The top level of a study file, before the sections are resolved."""
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, Any] | None = None
+    target: TargetFields = Field(default_factory=TargetFields)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: a fully resolved configuration and its stable id."""
+
+    cell_id: str
+    config: dict  # {"data": {...}, "model": {...}, "train": {...}}, JSON-compatible
+    params: dict  # the grid keys as the user wrote them, and this cell's values
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study: its name, target, grid keys and expanded cells."""
+
+    name: str
+    description: str
+    target_metric: str
+    grid_keys: tuple[str, ...]
+    cells: tuple[Cell, ...]
+    source: str  # the file it came from, or a label for in-memory specs
+    raw: dict = field(repr=False)  # the study file as parsed, for the store's record
+
+
+def cell_id_of(config: dict) -> str:
+    """Stable id of a resolved configuration: the first 16 hex digits of its SHA-256."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read, validate and expand a study file.
+
+    Raises :class:`InputError` naming the file and the offending key or value.
+    """
+    path = Path(path).expanduser()
+    label = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{label}: study file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{label}: cannot read study file ({exc})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{label}: invalid TOML: {exc}") from None
+    return parse_spec(raw, source=label)
+
+
+def parse_spec(raw: dict, *, source: str = "<study>") -> StudySpec:
+    """Validate a study given as a dict (the parsed TOML) and expand its grid."""
+    try:
+        top = StudyFile.model_validate(raw)
+    except ValidationError as exc:
+        raise InputError(f"{source}: {_describe(exc)}") from None
+
+    grid = top.grid
+    if grid is not None and not grid:
+        raise InputError(f"{source}: [grid] is empty; give at least one key with a list of values, or remove [grid]")
+    grid = grid or {}
+    routed: list[tuple[str, str, str, list]] = []  # (key as written, section, field, values)
+    for key, values in grid.items():
+        section, name = _route_grid_key(key, source)
+        values = list(values) if isinstance(values, list) else [values]
+        if not values:
+            raise InputError(f"{source}: grid.{key} is an empty list; the grid would have no cells")
+        if name in top.__dict__[section]:
+            raise InputError(f"{source}: {key!r} is set in both [{section}] and [grid]; keep one")
+        routed.append((key, section, name, values))
+
+    n_cells = math.prod(len(v) for *_, v in routed)
+    if n_cells > MAX_CELLS:
+        raise InputError(f"{source}: the grid has {n_cells} cells, more than the limit of {MAX_CELLS}")
+
+    cells: list[Cell] = []
+    seen: set[str] = set()
+    for combo in itertools.product(*(values for *_, values in routed)):
+        sections = {"data": dict(top.data), "model": dict(top.model), "train": dict(top.train)}
+        params = {}
+        for (key, section, name, _), value in zip(routed, combo):
+            sections[section][name] = value
+            params[key] = value
+        config = _resolve(sections, source=source, grid_keys={(s, n): k for k, s, n, _ in routed}, params=params)
+        cell_id = cell_id_of(config)
+        if cell_id in seen:
+            raise InputError(f"{source}: the grid repeats a value, so two cells have the same configuration ({params})")
+        seen.add(cell_id)
+        cells.append(Cell(cell_id=cell_id, config=config, params=_resolved_params(config, routed)))
+
+    return StudySpec(
+        name=top.name,
+        description=top.description,
+        target_metric=top.target.metric,
+        grid_keys=tuple(key for key, *_ in routed),
+        cells=tuple(cells),
+        source=source,
+        raw=raw,
+    )
+
+
+def _route_grid_key(key: str, source: str) -> tuple[str, str]:
+    """Which section a grid key belongs to: ``train.lr`` explicitly, or ``lr`` by its name."""
+    if "." in key:
+        section, _, name = key.partition(".")
+        if section not in ("data", "model", "train"):
+            raise InputError(f"{source}: grid.{key}: unknown section {section!r}; use data., model. or train.")
+        return section, name
+    homes = []
+    if key in TrainFields.model_fields:
+        homes.append("train")
+    if key in DataFields.model_fields or key in dataset_option_names():
+        homes.append("data")
+    if key in ModelFields.model_fields or key in family_knob_names():
+        homes.append("model")
+    if not homes:
+        raise InputError(f"{source}: grid.{key}: unknown key; it is not a field of [data], [model] or [train]")
+    if len(homes) > 1:
+        raise InputError(f"{source}: grid.{key} is ambiguous; write it as one of {', '.join(h + '.' + key for h in homes)}")
+    return homes[0], key
+
+
+def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict) -> dict:
+    """Validate one cell's merged sections and fill every default."""
+    data_raw, model_raw, train_raw = sections["data"], sections["model"], sections["train"]
+
+    def fail(section: str, exc: ValidationError, allowed=()) -> InputError:
+        line = _describe(exc, section=section, grid_keys=grid_keys, params=params, allowed=allowed)
+        return InputError(f"{source}: {line}")
+
+    try:
+        data = DataFields.model_validate({k: v for k, v in data_raw.items() if k in DataFields.model_fields})
+    except ValidationError as exc:
+        raise fail("data", exc) from None
+    option_model = DATASETS[data.name].options
+    try:
+        options = option_model.model_validate({k: v for k, v in data_raw.items() if k not in DataFields.model_fields})
+    except ValidationError as exc:
+        raise fail("data", exc, allowed=[*DataFields.model_fields, *option_model.model_fields]) from None
+    try:
+        model = ModelFields.model_validate({k: v for k, v in model_raw.items() if k in ModelFields.model_fields})
+    except ValidationError as exc:
+        raise fail("model", exc) from None
+    knob_model = FAMILIES[model.family].knobs
+    try:
+        knobs = knob_model.model_validate({k: v for k, v in model_raw.items() if k not in ModelFields.model_fields})
+    except ValidationError as exc:
+        raise fail("model", exc, allowed=[*ModelFields.model_fields, *knob_model.model_fields]) from None
+    try:
+        train = TrainFields.model_validate(train_raw)
+    except ValidationError as exc:
+        raise fail("train", exc) from None
+
+    data_dict = data.model_dump(mode="json")
+    if data_dict["subsample_seed"] is None:
+        data_dict["subsample_seed"] = train.seed
+    data_dict["options"] = options.model_dump(mode="json")
+    return {
+        "data": data_dict,
+        "model": {"family": model.family, "knobs": knobs.model_dump(mode="json")},
+        "train": train.model_dump(mode="json"),
+    }
+
+
+def _resolved_params(config: dict, routed) -> dict:
+    """The grid values of a cell after validation (so ``width = 1`` reads back as 1.0)."""
+    params = {}
+    for key, section, name, _ in routed:
+        block = config[section]
+        nested = block.get("options" if section == "data" else "knobs", {})
+        params[key] = block[name] if name in block else nested[name]
+    return params
+
+
+def _describe(
+    exc: ValidationError,
+    *,
+    section: str | None = None,
+    grid_keys: dict | None = None,
+    params: dict | None = None,
+    allowed=(),
+) -> str:
+    """One line naming the key and the problem of a pydantic error."""
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    name = loc[0] if loc else ""
+    if section is None:
+        where = ".".join(loc)
+    elif grid_keys and (section, name) in grid_keys:
+        key = grid_keys[(section, name)]
+        where = f"grid.{key} = {json.dumps(params[key])}"
+    else:
+        where = ".".join([section, *loc])
+    if error["type"] == "extra_forbidden":
+        if allowed:
+            return f"{where}: unknown key here; [{section}] takes {', '.join(allowed)}"
+        return f"{where}: unknown key"
+    if error["type"] == "missing":
+        return f"{where}: required key is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}"

@@ -1,0 +1,320 @@
+"""The run store: one SQLite file holding every cell's state, configuration and metrics.
+
+Semantics (see DESIGN.md, "The run store"):
+
+* WAL mode and a busy timeout, so readers never block the writer and two coordinators
+  on one file take turns instead of failing.
+* A cell moves ``pending → running → done | failed | diverged``. Claiming is one
+  ``BEGIN IMMEDIATE`` transaction, so two coordinators never claim the same cell.
+* A running cell carries a lease (owner, expiry). The owning coordinator renews it;
+  a cell whose lease expired, or whose owner is a dead process on this host, is
+  claimable again. So ``kill -9`` at any moment loses only unfinished work.
+* A finished cell is written in one transaction with its metrics, so a crash never
+  leaves a half-recorded result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from scalelab.errors import InputError
+
+STATES = ("pending", "running", "done", "failed", "diverged")
+FINISHED = ("done", "failed", "diverged")
+DEFAULT_LEASE_S = 60.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS studies (
+    name TEXT PRIMARY KEY,
+    source TEXT,
+    spec_json TEXT NOT NULL,
+    grid_keys_json TEXT NOT NULL,
+    target_metric TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cells (
+    cell_id TEXT PRIMARY KEY,
+    config_json TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done', 'failed', 'diverged')),
+    metrics_json TEXT,
+    reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_expires REAL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS study_cells (
+    study TEXT NOT NULL REFERENCES studies(name),
+    cell_id TEXT NOT NULL REFERENCES cells(cell_id),
+    position INTEGER NOT NULL,
+    params_json TEXT NOT NULL,
+    PRIMARY KEY (study, cell_id)
+);
+CREATE INDEX IF NOT EXISTS cells_by_state ON cells(state);
+"""
+SCHEMA_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class CellRecord:
+    """A cell as the store holds it."""
+
+    cell_id: str
+    state: str
+    config: dict
+    params: dict
+    metrics: dict
+    reason: str | None
+    attempts: int
+
+
+def _json_safe(metrics: dict) -> str:
+    """Metrics as JSON with NaN/inf written as null (SQLite and readers both cope)."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+    return json.dumps(clean, sort_keys=True)
+
+
+def new_owner_id() -> str:
+    """A lease owner id: host, pid and a random token (the pid lets us spot dead owners)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _owner_is_dead(owner: str) -> bool:
+    """True when ``owner`` names a process on this host that no longer exists."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class RunStore:
+    """The SQLite run store. Open with :meth:`open` (creates) or :meth:`open_existing`."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection):
+        self.path = path
+        self._db = connection
+
+    # -- opening ---------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path, *, busy_timeout_s: float = 60.0) -> "RunStore":
+        """Open the store at ``path``, creating the file and schema if needed."""
+        path = Path(path).expanduser()
+        if path.parent and not path.parent.exists():
+            raise InputError(f"{path}: the store's folder {path.parent} does not exist")
+        try:
+            db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+            db.execute("PRAGMA synchronous=NORMAL")  # safe with WAL: a commit survives a process crash
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(_SCHEMA)
+            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"{path}: not a usable scalelab store ({exc})") from None
+        return cls(path, db)
+
+    @classmethod
+    def open_existing(cls, path: str | Path) -> "RunStore":
+        """Open a store that must already exist (readers never create an empty one)."""
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise InputError(f"{path}: no store here; run a study first or pass --store")
+        return cls.open(path)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- studies and cells -----------------------------------------------------------
+    def register_study(self, spec) -> None:
+        """Record a study and its current grid; new cells start ``pending``.
+
+        Cells already in the store (same resolved configuration, hence same id) keep
+        their state and results. Cells no longer in the grid stay in the store but leave
+        the study's membership, so editing the grid never mixes configurations.
+        """
+        now = time.time()
+        with _transaction(self._db):
+            self._db.execute(
+                "INSERT INTO studies(name, source, spec_json, grid_keys_json, target_metric, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET source=excluded.source, "
+                "spec_json=excluded.spec_json, grid_keys_json=excluded.grid_keys_json, "
+                "target_metric=excluded.target_metric, updated_at=excluded.updated_at",
+                (spec.name, spec.source, json.dumps(spec.raw, sort_keys=True), json.dumps(spec.grid_keys), spec.target_metric, now),
+            )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO cells(cell_id, config_json, state, created_at) VALUES (?, ?, 'pending', ?)",
+                [(c.cell_id, json.dumps(c.config, sort_keys=True), now) for c in spec.cells],
+            )
+            self._db.execute("DELETE FROM study_cells WHERE study = ?", (spec.name,))
+            self._db.executemany(
+                "INSERT INTO study_cells(study, cell_id, position, params_json) VALUES (?, ?, ?, ?)",
+                [(spec.name, c.cell_id, i, json.dumps(c.params)) for i, c in enumerate(spec.cells)],
+            )
+
+    def study_names(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT name FROM studies ORDER BY name")]
+
+    def study_info(self, name: str) -> dict:
+        """The stored record of a study: source, parsed study file, grid keys, target."""
+        row = self._db.execute(
+            "SELECT source, spec_json, grid_keys_json, target_metric FROM studies WHERE name = ?", (name,)
+        ).fetchone()
+        if row is None:
+            known = ", ".join(self.study_names()) or "none"
+            raise InputError(f"{self.path}: no study named {name!r} in this store (studies: {known})")
+        return {"name": name, "source": row[0], "raw": json.loads(row[1]), "grid_keys": json.loads(row[2]), "target_metric": row[3]}
+
+    def cells(self, study: str) -> list[CellRecord]:
+        """Every cell of a study's current grid, in grid order."""
+        rows = self._db.execute(
+            "SELECT c.cell_id, c.state, c.config_json, s.params_json, c.metrics_json, c.reason, c.attempts "
+            "FROM study_cells s JOIN cells c ON c.cell_id = s.cell_id WHERE s.study = ? ORDER BY s.position",
+            (study,),
+        ).fetchall()
+        return [
+            CellRecord(
+                cell_id=r[0],
+                state=r[1],
+                config=json.loads(r[2]),
+                params=json.loads(r[3]),
+                metrics=json.loads(r[4]) if r[4] else {},
+                reason=r[5],
+                attempts=r[6],
+            )
+            for r in rows
+        ]
+
+    def state_counts(self, study: str) -> dict[str, int]:
+        """Number of the study's cells in each state (every state present, zeros included)."""
+        counts = dict.fromkeys(STATES, 0)
+        for state, n in self._db.execute(
+            "SELECT c.state, COUNT(*) FROM study_cells s JOIN cells c ON c.cell_id = s.cell_id "
+            "WHERE s.study = ? GROUP BY c.state",
+            (study,),
+        ):
+            counts[state] = n
+        return counts
+
+    # -- state transitions (coordinator only) ----------------------------------------
+    def reset_failed(self, study: str) -> int:
+        """Return the study's failed and diverged cells to ``pending``; their old reason is kept until rerun."""
+        with _transaction(self._db):
+            cursor = self._db.execute(
+                "UPDATE cells SET state = 'pending', lease_owner = NULL, lease_expires = NULL "
+                "WHERE state IN ('failed', 'diverged') AND cell_id IN (SELECT cell_id FROM study_cells WHERE study = ?)",
+                (study,),
+            )
+            return cursor.rowcount
+
+    def reclaim_dead(self) -> int:
+        """Return to ``pending`` the running cells whose owner process on this host is gone."""
+        owners = [r[0] for r in self._db.execute("SELECT DISTINCT lease_owner FROM cells WHERE state = 'running'")]
+        dead = [o for o in owners if o and _owner_is_dead(o)]
+        if not dead:
+            return 0
+        with _transaction(self._db):
+            total = 0
+            for owner in dead:
+                total += self._db.execute(
+                    "UPDATE cells SET state = 'pending', lease_owner = NULL, lease_expires = NULL "
+                    "WHERE state = 'running' AND lease_owner = ?",
+                    (owner,),
+                ).rowcount
+            return total
+
+    def claim(self, study: str, owner: str, *, limit: int = 1, lease_s: float = DEFAULT_LEASE_S) -> list[CellRecord]:
+        """Atomically take up to ``limit`` claimable cells of a study and mark them ``running``.
+
+        Claimable: ``pending``, or ``running`` with an expired lease.
+        """
+        now = time.time()
+        with _transaction(self._db):
+            ids = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT c.cell_id FROM study_cells s JOIN cells c ON c.cell_id = s.cell_id "
+                    "WHERE s.study = ? AND (c.state = 'pending' OR (c.state = 'running' AND c.lease_expires < ?)) "
+                    "ORDER BY s.position LIMIT ?",
+                    (study, now, limit),
+                )
+            ]
+            self._db.executemany(
+                "UPDATE cells SET state = 'running', lease_owner = ?, lease_expires = ?, started_at = ?, "
+                "attempts = attempts + 1 WHERE cell_id = ?",
+                [(owner, now + lease_s, now, cid) for cid in ids],
+            )
+        wanted = set(ids)
+        return [c for c in self.cells(study) if c.cell_id in wanted]
+
+    def renew(self, owner: str, *, lease_s: float = DEFAULT_LEASE_S) -> None:
+        """Extend every lease ``owner`` holds (the coordinator's heartbeat)."""
+        with _transaction(self._db):
+            self._db.execute(
+                "UPDATE cells SET lease_expires = ? WHERE state = 'running' AND lease_owner = ?",
+                (time.time() + lease_s, owner),
+            )
+
+    def finish(self, cell_id: str, owner: str, *, state: str, metrics: dict | None = None, reason: str | None = None) -> bool:
+        """Record a cell's final state and metrics, if ``owner`` still holds its lease.
+
+        Returns False (and writes nothing) when the lease was lost to another
+        coordinator, so one cell is never recorded twice.
+        """
+        if state not in FINISHED:
+            raise ValueError(f"finish() takes one of {FINISHED}, not {state!r}")
+        with _transaction(self._db):
+            cursor = self._db.execute(
+                "UPDATE cells SET state = ?, metrics_json = ?, reason = ?, finished_at = ?, "
+                "lease_owner = NULL, lease_expires = NULL WHERE cell_id = ? AND state = 'running' AND lease_owner = ?",
+                (state, _json_safe(metrics or {}), reason, time.time(), cell_id, owner),
+            )
+            return cursor.rowcount == 1
+
+    def release(self, cell_ids: Iterable[str], owner: str) -> None:
+        """Return cells this owner holds to ``pending`` (on Ctrl-C, SIGTERM or a lost worker)."""
+        with _transaction(self._db):
+            self._db.executemany(
+                "UPDATE cells SET state = 'pending', lease_owner = NULL, lease_expires = NULL "
+                "WHERE cell_id = ? AND state = 'running' AND lease_owner = ?",
+                [(cid, owner) for cid in cell_ids],
+            )
+
+
+class _transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error) on an autocommit connection."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self._db = db
+
+    def __enter__(self):
+        self._db.execute("BEGIN IMMEDIATE")
+        return self._db
+
+    def __exit__(self, exc_type, exc, tb):
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False

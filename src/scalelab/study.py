@@ -1,0 +1,79 @@
+"""The Python API around one study: load it, run it, read its runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from scalelab.errors import InputError
+from scalelab.spec import StudySpec, load_spec, parse_spec
+from scalelab.store import RunStore
+
+DEFAULT_STORE = "scalelab.db"
+
+
+def resolve_spec(path_or_name: str | Path, *, store: str | Path = DEFAULT_STORE) -> StudySpec:
+    """A study from its file, or by name from the store (the file wins when both exist)."""
+    candidate = Path(path_or_name).expanduser()
+    if candidate.suffix == ".toml" or candidate.is_file():
+        return load_spec(candidate)
+    with RunStore.open_existing(store) as opened:
+        info = opened.study_info(str(path_or_name))
+    return parse_spec(info["raw"], source=info["source"] or f"{store}:{path_or_name}")
+
+
+class Study:
+    """A study bound to a run store.
+
+    Examples
+    --------
+    >>> study = load_study("examples/digits-mlp.toml", store="runs.db")  # doctest: +SKIP
+    >>> study.run(workers=2)                                             # doctest: +SKIP
+    >>> study.runs()[["width", "data_fraction", "test_error"]]           # doctest: +SKIP
+    """
+
+    def __init__(self, spec: StudySpec, *, store: str | Path = DEFAULT_STORE):
+        self.spec = spec
+        self.store_path = Path(store).expanduser()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def run(self, *, workers: int | None = None, executor: str = "local", retry_failed: bool = False, progress: bool = True):
+        """Run or resume every unfinished cell; returns a :class:`~scalelab.execute.runner.RunSummary`.
+
+        Data problems are checked first (:func:`scalelab.estimate.preflight`) and raise
+        :class:`InputError` before the store is created or changed.
+        """
+        from scalelab.estimate import preflight
+        from scalelab.execute.local import LocalExecutor, available_cores
+        from scalelab.execute.runner import run_study_cells
+
+        if executor != "local":
+            raise InputError(f"executor {executor!r} is not available; use 'local'")
+        workers = workers or available_cores()
+        if workers < 1:
+            raise InputError(f"--workers {workers}: must be at least 1")
+        preflight(self.spec)
+        with RunStore.open(self.store_path) as store:
+            store.register_study(self.spec)
+            return run_study_cells(self.spec, store, LocalExecutor(workers=workers), retry_failed=retry_failed, progress=progress)
+
+    def status(self) -> dict[str, int]:
+        """Number of cells in each state."""
+        with RunStore.open_existing(self.store_path) as store:
+            return store.state_counts(self.name)
+
+    def runs(self) -> pd.DataFrame:
+        """One row per cell, every recorded field a column (see :func:`scalelab.runs.runs_frame`)."""
+        from scalelab.runs import runs_frame
+
+        with RunStore.open_existing(self.store_path) as store:
+            return runs_frame(store, self.name)
+
+
+def load_study(path_or_name: str | Path, *, store: str | Path = DEFAULT_STORE) -> Study:
+    """Load a study from its TOML file, or by name from the store."""
+    return Study(resolve_spec(path_or_name, store=store), store=store)

@@ -1,0 +1,1 @@
+"""Trainers: the torch loop (and, later, the scikit-learn fit path)."""

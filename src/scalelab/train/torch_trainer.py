@@ -1,0 +1,193 @@
+"""The torch training loop: one cell, start to finish, readable top to bottom.
+
+Data lives on the target device as tensors; batches are slices of a shuffled index,
+so there is no DataLoader and no per-sample Python. Losses are accumulated on the
+device and read once per epoch, which is also when divergence (NaN or inf loss) is
+checked; the exact step is recovered from the per-step record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from scalelab.data import Dataset, nested_subsample
+from scalelab.models import build_model, count_parameters
+from scalelab.train.flops import forward_flops, training_step_flops
+
+EVAL_BATCH_SIZE = 1024
+
+
+@dataclass
+class CellOutcome:
+    """What training one cell produced: its final state, metrics, and a reason if it diverged."""
+
+    state: str  # "done" or "diverged"
+    metrics: dict = field(default_factory=dict)
+    reason: str | None = None
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` means CUDA when it is available, else the CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device = {requested!r} but CUDA is not available on this machine")
+    return torch.device(requested)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _make_optimizer(params, train: dict) -> torch.optim.Optimizer:
+    if train["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=train["lr"], momentum=train["momentum"], weight_decay=train["weight_decay"])
+    if train["optimizer"] == "adamw":
+        return torch.optim.AdamW(params, lr=train["lr"], weight_decay=train["weight_decay"])
+    return torch.optim.Adam(params, lr=train["lr"], weight_decay=train["weight_decay"])
+
+
+def train_cell(config: dict, dataset: Dataset) -> CellOutcome:
+    """Train and evaluate one resolved cell configuration on an already loaded dataset.
+
+    Returns a :class:`CellOutcome` whose metrics hold the losses, test error, parameter
+    count, measured FLOPs, timings and environment. Raises only on real failures
+    (bad configuration for the hardware, out of memory, bugs); a NaN or inf loss is an
+    outcome (``diverged``), not an exception.
+    """
+    started = time.perf_counter()
+    data_cfg, model_cfg, train_cfg = config["data"], config["model"], config["train"]
+    device = resolve_device(train_cfg["device"])
+    seed = int(train_cfg["seed"])
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if train_cfg["precision"] == "bf16"
+        else contextlib.nullcontext()
+    )
+
+    rows = nested_subsample(dataset.y_train, data_cfg["data_fraction"], seed=data_cfg["subsample_seed"])
+    X = torch.from_numpy(np.ascontiguousarray(dataset.X_train[rows])).to(device)
+    y = torch.from_numpy(dataset.y_train[rows]).to(device)
+    X_test = torch.from_numpy(dataset.X_test).to(device)
+    y_test = torch.from_numpy(dataset.y_test).to(device)
+    n_train = len(rows)
+
+    torch.manual_seed(seed)
+    model = build_model(model_cfg, dataset.input_shape, dataset.n_classes).to(device)
+    n_params = count_parameters(model)
+    optimizer = _make_optimizer(model.parameters(), train_cfg)
+    batch_size = min(train_cfg["batch_size"], n_train)
+
+    # FLOPs per sample, measured once on a real batch; the count is linear in batch size.
+    flops_per_sample = training_step_flops(model, X[:batch_size], y[:batch_size]) / batch_size
+    eval_flops_per_sample = forward_flops(model, X_test[:1])
+
+    shuffler = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(n_train / batch_size)
+    epochs = planned_epochs(n_train, batch_size, train_cfg)
+    outcome = CellOutcome(state="done")
+    epochs_done = 0
+    steps = 0
+    train_loss = float("nan")
+
+    model.train()
+    _synchronize(device)
+    train_started = time.perf_counter()
+    for epoch in range(epochs):
+        order = torch.randperm(n_train, generator=shuffler).to(device)
+        step_losses = torch.empty(steps_per_epoch, device=device)
+        for step in range(steps_per_epoch):
+            index = order[step * batch_size : (step + 1) * batch_size]
+            with autocast:
+                loss = F.cross_entropy(model(X[index]), y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step_losses[step] = loss.detach()
+        steps += steps_per_epoch
+        epochs_done = epoch + 1
+        finite = torch.isfinite(step_losses)
+        if not bool(finite.all()):  # one host sync per epoch
+            first_bad = int((~finite).nonzero()[0, 0])
+            diverged_at = epoch * steps_per_epoch + first_bad + 1
+            steps = diverged_at
+            outcome = CellOutcome(
+                state="diverged",
+                reason=f"non-finite training loss at step {diverged_at} (epoch {epoch + 1})",
+            )
+            outcome.metrics["diverged_step"] = diverged_at
+            break
+        # Weighted by batch length so a short last batch counts for what it holds.
+        lengths = torch.full((steps_per_epoch,), float(batch_size), device=device)
+        lengths[-1] = n_train - (steps_per_epoch - 1) * batch_size
+        train_loss = float((step_losses * lengths).sum() / n_train)
+    _synchronize(device)
+    train_s = time.perf_counter() - train_started
+    samples_seen = _samples_seen(n_train, batch_size, steps)
+
+    test_loss, test_error = evaluate(model, X_test, y_test, autocast=autocast)
+    if outcome.state == "done" and not math.isfinite(test_loss):
+        outcome = CellOutcome(state="diverged", reason="non-finite test loss after training")
+        outcome.metrics["diverged_step"] = steps
+
+    flops = flops_per_sample * samples_seen
+    outcome.metrics.update(
+        train_loss=train_loss,
+        test_loss=test_loss,
+        test_error=test_error,
+        n_params=n_params,
+        n_train=n_train,
+        n_test=int(len(y_test)),
+        epochs=epochs_done,
+        steps=steps,
+        flops=float(flops),
+        flops_per_sample=float(flops_per_sample),
+        eval_flops=float(eval_flops_per_sample * len(y_test)),
+        train_s=train_s,
+        wall_s=time.perf_counter() - started,
+        samples_per_s=samples_seen / train_s if train_s > 0 else float("nan"),
+        flops_per_s=flops / train_s if train_s > 0 else float("nan"),
+        device=str(device),
+        dtype="bfloat16" if train_cfg["precision"] == "bf16" else "float32",
+        seed=seed,
+        threads=torch.get_num_threads(),
+        torch_version=torch.__version__,
+    )
+    return outcome
+
+
+def planned_epochs(n_train: int, batch_size: int, train_cfg: dict) -> int:
+    """``epochs``, raised when needed so that small subsets still get ``min_steps`` updates."""
+    steps_per_epoch = math.ceil(n_train / min(batch_size, n_train))
+    return max(int(train_cfg["epochs"]), math.ceil(train_cfg.get("min_steps", 0) / steps_per_epoch))
+
+
+def _samples_seen(n_train: int, batch_size: int, steps: int) -> int:
+    """Training samples processed in ``steps`` steps of epochs over ``n_train`` samples."""
+    steps_per_epoch = math.ceil(n_train / batch_size)
+    full_epochs, extra_steps = divmod(steps, steps_per_epoch)
+    return full_epochs * n_train + min(extra_steps * batch_size, n_train)
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, *, autocast=None) -> tuple[float, float]:
+    """Mean cross-entropy and error rate (1 − accuracy) of ``model`` on ``(X, y)``."""
+    model.eval()
+    loss_sum = torch.zeros((), device=X.device, dtype=torch.float64)
+    wrong = torch.zeros((), device=X.device, dtype=torch.int64)
+    for start in range(0, len(y), EVAL_BATCH_SIZE):
+        xb, yb = X[start : start + EVAL_BATCH_SIZE], y[start : start + EVAL_BATCH_SIZE]
+        with autocast or contextlib.nullcontext():
+            logits = model(xb)
+        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
+        wrong += (logits.argmax(dim=1) != yb).sum()
+    model.train()
+    return float(loss_sum) / len(y), int(wrong) / len(y)
