@@ -31,7 +31,7 @@ class SyntheticOptions(_Options):
     n_classes: int = Field(10, ge=2, le=1000)
     n_features: int = Field(20, ge=2, le=100_000, description="features of tabular inputs (when shape is unset)")
     shape: tuple[int, ...] | None = Field(None, description="image-shaped inputs, e.g. [3, 32, 32]")
-    noise: float = Field(1.0, gt=0, le=100, description="nuisance scale; larger is harder")
+    noise: float = Field(2.5, gt=0, le=100, description="nuisance scale; larger is harder")
     generator_seed: int = 0
 
     def model_post_init(self, _context) -> None:

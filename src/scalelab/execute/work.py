@@ -24,7 +24,10 @@ class CellWorker:
     """Runs cells in the current process, caching loaded datasets between them."""
 
     def __init__(self) -> None:
+        from scalelab.train.torch_trainer import warm_up
+
         self._datasets: dict[str, object] = {}
+        warm_up()
 
     def dataset(self, data_config: dict):
         from scalelab.data import dataset_key, load_dataset

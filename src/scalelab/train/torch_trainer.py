@@ -164,6 +164,14 @@ def train_cell(config: dict, dataset: Dataset) -> CellOutcome:
     return outcome
 
 
+def warm_up() -> None:
+    """Pay torch's one-off lazy imports (the optimizers pull in ``torch._dynamo``, over a
+    second) once per process, so they are not charged to the first cell's ``wall_s``."""
+    model = torch.nn.Linear(2, 2)
+    _make_optimizer(model.parameters(), {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0})
+    training_step_flops(model, torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))
+
+
 def planned_epochs(n_train: int, batch_size: int, train_cfg: dict) -> int:
     """``epochs``, raised when needed so that small subsets still get ``min_steps`` updates."""
     steps_per_epoch = math.ceil(n_train / min(batch_size, n_train))
