@@ -140,7 +140,7 @@ def _dry_run(spec, *, workers) -> int:
     workers = workers or available_cores()
     estimates = estimate_grid(spec, preflight(spec), workers=workers)
     table = Table(title=f"{spec.name}: {len(estimates)} cells (dry run, nothing trained)")
-    table.add_column("cell")
+    table.add_column("cell", min_width=16)
     for key in spec.grid_keys:
         table.add_column(key, justify="right")
     for name in ("n_train", "params", "FLOPs", "est. time"):
@@ -213,7 +213,7 @@ def cmd_runs(args) -> int:
         shown = ["cell_id", "state", *grid_keys, *TABLE_COLUMNS]
         table = Table(title=f"{spec_name}: {len(rows)} runs", caption="--format csv or json shows every field")
         for name in shown:
-            table.add_column(name, justify="left" if name in ("cell_id", "state") else "right")
+            table.add_column(name, justify="left" if name in ("cell_id", "state") else "right", min_width=16 if name == "cell_id" else None)
         for row in rows:
             table.add_row(*[_fmt(row.get(name)) for name in shown])
         _console().print(table)

@@ -191,10 +191,13 @@ class RunStore:
 
     def cells(self, study: str) -> list[CellRecord]:
         """Every cell of a study's current grid, in grid order."""
+        return self._records("s.study = ?", (study,))
+
+    def _records(self, where: str, args: tuple) -> list[CellRecord]:
         rows = self._db.execute(
             "SELECT c.cell_id, c.state, c.config_json, s.params_json, c.metrics_json, c.reason, c.attempts "
-            "FROM study_cells s JOIN cells c ON c.cell_id = s.cell_id WHERE s.study = ? ORDER BY s.position",
-            (study,),
+            f"FROM study_cells s JOIN cells c ON c.cell_id = s.cell_id WHERE {where} ORDER BY s.position",
+            args,
         ).fetchall()
         return [
             CellRecord(
@@ -268,8 +271,10 @@ class RunStore:
                 "attempts = attempts + 1 WHERE cell_id = ?",
                 [(owner, now + lease_s, now, cid) for cid in ids],
             )
-        wanted = set(ids)
-        return [c for c in self.cells(study) if c.cell_id in wanted]
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        return self._records(f"s.study = ? AND c.cell_id IN ({marks})", (study, *ids))
 
     def renew(self, owner: str, *, lease_s: float = DEFAULT_LEASE_S) -> None:
         """Extend every lease ``owner`` holds (the coordinator's heartbeat)."""

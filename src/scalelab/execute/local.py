@@ -92,7 +92,7 @@ class LocalExecutor:
 
     def start(self, n_cells: int) -> None:
         """Start up to ``workers`` processes (no more than there are cells to run)."""
-        for _ in range(min(self.workers, max(1, n_cells))):
+        for _ in range(min(self.workers, n_cells)):
             self._slots.append(_Slot(self._ctx, self.threads))
 
     def idle_slots(self) -> int:
