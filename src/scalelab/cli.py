@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except InputError as exc:
-        print(f"scalelab: error: {exc}", file=sys.stderr)
+        # One line, always: a key or value holding a newline is shown escaped.
+        print(f"scalelab: error: {exc}".replace("\n", "\\n"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("scalelab: interrupted", file=sys.stderr)

@@ -43,10 +43,29 @@ def runs_records(store: RunStore, study: str) -> tuple[list[str], list[dict]]:
     grid_keys = list(info["grid_keys"])
     records = store.cells(study)
     extra = sorted({k for r in records for k in r.metrics} - set(RUN_FIELDS) - set(grid_keys))
-    columns = ["cell_id", "state", *grid_keys, *[f for f in RUN_FIELDS if f not in grid_keys], *extra, "attempts", "reason"]
+    # A grid key can share its name with a recorded field (epochs, seed). The column
+    # shows the grid value; where the recorded value differs (min_steps raised the
+    # epochs, say), it is kept beside it as recorded_<name>.
+    shadowed = [
+        name
+        for name in grid_keys
+        if any(name in r.metrics and r.metrics[name] != r.params[name] for r in records)
+    ]
+    columns = [
+        "cell_id",
+        "state",
+        *grid_keys,
+        *[f for f in RUN_FIELDS if f not in grid_keys],
+        *[f"recorded_{name}" for name in shadowed],
+        *extra,
+        "attempts",
+        "reason",
+    ]
     rows = []
     for record in records:
         row = {"cell_id": record.cell_id, "state": record.state, **record.params}
+        for name in shadowed:
+            row[f"recorded_{name}"] = record.metrics.get(name)
         for name in columns[2 + len(grid_keys) :]:
             row.setdefault(name, record.metrics.get(name))
         row["attempts"] = record.attempts

@@ -32,10 +32,11 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 MAX_CELLS = 100_000
+SEED_MAX = 2**32 - 1  # numpy and scikit-learn accept seeds in [0, 2**32)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class DataFields(_Strict):
@@ -43,9 +44,9 @@ class DataFields(_Strict):
 
     name: str = Field(min_length=1)
     test_size: float = Field(0.2, gt=0, lt=1, description="test share when the dataset has no test split of its own")
-    split_seed: int = Field(0, description="seed of the train/test split")
-    data_fraction: float = Field(1.0, description="share of the training split used, in (0, 1]")
-    subsample_seed: int | None = Field(None, description="seed of the nested subsample; defaults to train.seed")
+    split_seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the train/test split")
+    data_fraction: float = Field(1.0, allow_inf_nan=True, description="share of the training split used, in (0, 1]")  # NaN gets the range message
+    subsample_seed: int | None = Field(None, ge=0, le=SEED_MAX, description="seed of the nested subsample; defaults to train.seed")
 
     @field_validator("data_fraction")
     @classmethod
@@ -85,7 +86,7 @@ class TrainFields(_Strict):
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(0.0, ge=0)
-    seed: int = Field(0, ge=0, description="seeds initialisation, shuffling and (by default) the subsample")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seeds initialisation, shuffling and (by default) the subsample")
     precision: Literal["fp32", "bf16"] = "fp32"
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto uses CUDA when present")
 
@@ -175,6 +176,9 @@ def parse_spec(raw: dict, *, source: str = "<study>") -> StudySpec:
             raise InputError(f"{source}: grid.{key} is an empty list; the grid would have no cells")
         if name in top.__dict__[section]:
             raise InputError(f"{source}: {key!r} is set in both [{section}] and [grid]; keep one")
+        twin = next((other for other, s, n, _ in routed if (s, n) == (section, name)), None)
+        if twin is not None:
+            raise InputError(f"{source}: grid.{key} and grid.{twin} set the same field; keep one")
         routed.append((key, section, name, values))
 
     n_cells = math.prod(len(v) for *_, v in routed)
@@ -296,7 +300,7 @@ def _describe(
         where = ".".join(loc)
     elif grid_keys and (section, name) in grid_keys:
         key = grid_keys[(section, name)]
-        where = f"grid.{key} = {json.dumps(params[key])}"
+        where = f"grid.{key} = {json.dumps(params[key], default=str)}"
     else:
         where = ".".join([section, *loc])
     if error["type"] == "extra_forbidden":

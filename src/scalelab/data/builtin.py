@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
 from scalelab.data.dataset import Dataset, checked_dataset
+from scalelab.errors import DatasetError
 
 
 def cache_dir() -> Path:
@@ -26,8 +28,16 @@ def cache_dir() -> Path:
 
 
 def _stratified_split(X, y, *, test_size: float, split_seed: int):
+    """Stratified train/test split; both sides must hold every class at least once."""
     from sklearn.model_selection import train_test_split
 
+    n_classes = len(np.unique(y))
+    n_test = math.ceil(test_size * len(y))
+    if min(n_test, len(y) - n_test) < n_classes:
+        raise DatasetError(
+            f"test_size {test_size} splits {len(y)} samples into {len(y) - n_test} train and {n_test} test; "
+            f"each side needs at least one sample of each of the {n_classes} classes"
+        )
     return train_test_split(X, y, test_size=test_size, random_state=split_seed, stratify=y)
 
 
@@ -116,7 +126,7 @@ def load_synthetic(
             n_redundant=min(n_features - informative, informative // 2),
             n_classes=n_classes,
             n_clusters_per_class=2,
-            class_sep=1.0 / max(noise, 1e-6),
+            class_sep=2.5 / noise,  # the default noise (2.5) is scikit-learn's default separation
             flip_y=0.0,
             random_state=int(rng.integers(2**31 - 1)),
         )

@@ -6,6 +6,7 @@ Importing this module is cheap; loaders import their heavy dependencies on first
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,8 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from scalelab.data.dataset import Dataset
 
 
+MAX_SYNTHETIC_VALUES = 2**30
+
+
 class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class NoOptions(_Options):
@@ -23,20 +27,31 @@ class NoOptions(_Options):
 
 class Mnist1dOptions(_Options):
     n_samples: int = Field(5000, ge=100, le=10_000_000, description="samples generated, train and test together")
-    generator_seed: int = Field(42, description="seed of the generator (42 is the published dataset)")
+    generator_seed: int = Field(42, ge=0, le=2**32 - 1, description="seed of the generator (42 is the published dataset)")
 
 
 class SyntheticOptions(_Options):
     n_samples: int = Field(10_000, ge=20, le=10_000_000, description="samples generated, train and test together")
     n_classes: int = Field(10, ge=2, le=1000)
     n_features: int = Field(20, ge=2, le=100_000, description="features of tabular inputs (when shape is unset)")
-    shape: tuple[int, ...] | None = Field(None, description="image-shaped inputs, e.g. [3, 32, 32]")
+    shape: list[int] | None = Field(None, description="image-shaped inputs, e.g. [3, 32, 32]")
     noise: float = Field(2.5, gt=0, le=100, description="nuisance scale; larger is harder")
-    generator_seed: int = 0
+    generator_seed: int = Field(0, ge=0, le=2**32 - 1)
 
     def model_post_init(self, _context) -> None:
         if self.shape is not None and (len(self.shape) not in (2, 3) or min(self.shape) < 1):
             raise ValueError(f"shape {list(self.shape)} must be [C, L] or [C, H, W] with positive sizes")
+        features = math.prod(self.shape) if self.shape is not None else self.n_features
+        if self.n_samples * features > MAX_SYNTHETIC_VALUES:
+            raise ValueError(
+                f"n_samples x features = {self.n_samples * features:,} values is more than the "
+                f"{MAX_SYNTHETIC_VALUES:,} (4 GiB of float32) synthetic data may hold"
+            )
+        if self.shape is None and 2 * self.n_classes > 2 ** max(2, self.n_features // 2):
+            raise ValueError(
+                f"tabular data with {self.n_classes} classes needs more features than {self.n_features} "
+                f"(two clusters per class must fit on n_features // 2 informative features)"
+            )
 
 
 @dataclass(frozen=True)

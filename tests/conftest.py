@@ -1,0 +1,21 @@
+"""Shared, generic fixtures. Test-specific helpers live in their own modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def private_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point scalelab's on-disk cache at a fresh folder, so no test reads or fills the user's."""
+    cache = tmp_path_factory.mktemp("scalelab-cache")
+    monkeypatch.setenv("SCALELAB_CACHE_DIR", str(cache))
+    return cache
+
+
+@pytest.fixture
+def tmp_store(tmp_path: Path) -> Path:
+    """Path of a run store (SQLite file) that does not exist yet, in a private folder."""
+    return tmp_path / "scalelab.db"
