@@ -9,6 +9,7 @@ stay byte-for-byte identical, with the same modification time and no new files).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 from pathlib import Path
@@ -16,9 +17,9 @@ from pathlib import Path
 import pytest
 
 try:
-    from cli_helpers import expected_cell_ids, nonempty_lines, run_cli, write_study
+    from cli_helpers import cli_env, expected_cell_ids, nonempty_lines, run_cli, write_study
 except ImportError:  # tests/ imported as a package
-    from tests.cli_helpers import expected_cell_ids, nonempty_lines, run_cli, write_study
+    from tests.cli_helpers import cli_env, expected_cell_ids, nonempty_lines, run_cli, write_study
 
 EXIT_USAGE = 2
 
@@ -65,7 +66,7 @@ STUDY_CASES = [
     ("empty-grid-table", HEADER + "[grid]\n", ["grid"]),
     ("empty-grid-list", HEADER + "[grid]\nwidth = []\n", ["width"]),
     ("negative-width-in-grid", HEADER + "[grid]\nwidth = [1, -1]\n", ["width", "-1"]),
-    ("negative-width-in-model", HEADER + "width = -1\n", ["width", "-1"]),
+    ("negative-width-in-model", HEADER + "width = -1\n", ["model.width"]),
     ("unknown-grid-key", HEADER + "[grid]\nwidht = [1, 2]\n", ["widht"]),
     ("invalid-toml", HEADER + "[grid\nwidth = [1]\n", ["TOML"]),
     ("class-lost-by-subsampling", HEADER + "[grid]\ndata_fraction = [0.001]\n", ["class", "0.001"]),
@@ -77,19 +78,15 @@ def pristine_store(tmp_path_factory) -> Path:
     """A real store, made by running a tiny valid study to completion."""
     root = tmp_path_factory.mktemp("pristine")
     study = write_study(root / "tiny.toml", VALID_STUDY)
-    env = _env(root / "cache")
+    env = cli_env(root / "cache")
     cli = run_cli("run", study, "--store", root / "store.db", "--workers", "1", "--quiet", env=env, cwd=root)
     assert cli.returncode == 0, cli.describe()
     assert sorted(p.name for p in root.iterdir() if p.name.startswith("store.db")) == ["store.db"], "WAL not folded back on close"
     return root / "store.db"
 
 
-def _env(cache_dir: Path):
-    try:
-        from cli_helpers import cli_env
-    except ImportError:
-        from tests.cli_helpers import cli_env
-    return cli_env(cache_dir)
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class StoreGuard:
@@ -101,7 +98,7 @@ class StoreGuard:
         self.store = self.folder / "runs.db"
         if store_kind == "existing":
             shutil.copy2(pristine, self.store)  # keeps the modification time
-            self.before = (self.store.read_bytes(), self.store.stat().st_mtime_ns)
+            self.before = (_digest(self.store), self.store.stat().st_mtime_ns)
         else:
             self.before = None
         self.files_before = sorted(p.name for p in self.folder.iterdir())
@@ -112,7 +109,7 @@ class StoreGuard:
             assert not self.store.exists(), "a bad input created the store"
         else:
             data, mtime = self.before
-            assert self.store.read_bytes() == data, "a bad input changed the store's bytes"
+            assert _digest(self.store) == data, "a bad input changed the store's bytes"
             assert self.store.stat().st_mtime_ns == mtime, "a bad input touched the store (mtime changed)"
 
 
@@ -138,14 +135,14 @@ def assert_one_line_error(cli, *needles: str) -> str:
 @pytest.mark.parametrize("text, needles", [pytest.param(t, n, id=i) for i, t, n in STUDY_CASES])
 def test_bad_study_file_is_rejected_and_store_untouched(tmp_path, guard, text, needles):
     study = write_study(tmp_path / "bad-study.toml", text)
-    cli = run_cli("run", study.name, "--store", guard.store, "--quiet", env=_env(tmp_path / "cache"), cwd=tmp_path)
+    cli = run_cli("run", study.name, "--store", guard.store, "--quiet", env=cli_env(tmp_path / "cache"), cwd=tmp_path)
     assert_one_line_error(cli, "bad-study.toml", *needles)
     guard.assert_untouched()
 
 
 def test_class_lost_message_says_the_class_is_lost(tmp_path):
     study = write_study(tmp_path / "tiny-fraction.toml", HEADER + "[train]\nepochs = 1\n[grid]\ndata_fraction = [0.001]\n")
-    cli = run_cli("run", study, "--store", tmp_path / "runs.db", "--quiet", env=_env(tmp_path / "cache"), cwd=tmp_path)
+    cli = run_cli("run", study, "--store", tmp_path / "runs.db", "--quiet", env=cli_env(tmp_path / "cache"), cwd=tmp_path)
     line = assert_one_line_error(cli, "tiny-fraction.toml", "data_fraction", "0.001")
     assert re.search(r"class \d+", line), line
     assert re.search(r"no (training )?samples|lost|vanish|missing|empty", line), f"does not say the class is lost: {line!r}"
@@ -153,7 +150,7 @@ def test_class_lost_message_says_the_class_is_lost(tmp_path):
 
 
 def test_nonexistent_study_file(tmp_path, guard):
-    cli = run_cli("run", "no-such-study.toml", "--store", guard.store, "--quiet", env=_env(tmp_path / "cache"), cwd=tmp_path)
+    cli = run_cli("run", "no-such-study.toml", "--store", guard.store, "--quiet", env=cli_env(tmp_path / "cache"), cwd=tmp_path)
     line = assert_one_line_error(cli, "no-such-study.toml")
     assert "not found" in line or "no such" in line.lower()
     guard.assert_untouched()
@@ -161,7 +158,7 @@ def test_nonexistent_study_file(tmp_path, guard):
 
 def test_unknown_study_name_in_existing_store(tmp_path, pristine_store):
     guard = StoreGuard(tmp_path, "existing", pristine_store)
-    env = _env(tmp_path / "cache")
+    env = cli_env(tmp_path / "cache")
     for command in ("run", "runs", "status"):
         cli = run_cli(command, "no-such-study", "--store", guard.store, env=env, cwd=tmp_path)
         assert_one_line_error(cli, "no-such-study")
@@ -183,7 +180,7 @@ def test_readers_on_a_missing_store_do_not_create_it(tmp_path, args):
     args = [str(study) if a == "STUDY" else a for a in args]
     store = tmp_path / "missing" / "nothing-here.db"
     store.parent.mkdir()
-    cli = run_cli(*args, "--store", store, env=_env(tmp_path / "cache"), cwd=tmp_path)
+    cli = run_cli(*args, "--store", store, env=cli_env(tmp_path / "cache"), cwd=tmp_path)
     assert_one_line_error(cli, "nothing-here.db")
     assert list(store.parent.iterdir()) == [], "a reader created the store"
 
@@ -200,13 +197,13 @@ def test_readers_on_a_missing_store_do_not_create_it(tmp_path, args):
 )
 def test_bad_flags_are_usage_errors(tmp_path, guard, flags, needle):
     study = write_study(tmp_path / "tiny.toml", VALID_STUDY)
-    cli = run_cli("run", study, "--store", guard.store, *flags, env=_env(tmp_path / "cache"), cwd=tmp_path)
+    cli = run_cli("run", study, "--store", guard.store, *flags, env=cli_env(tmp_path / "cache"), cwd=tmp_path)
     assert_one_line_error(cli, needle)
     guard.assert_untouched()
 
 
 def test_unknown_command_is_a_usage_error(tmp_path):
-    cli = run_cli("frobnicate", env=_env(tmp_path / "cache"), cwd=tmp_path)
+    cli = run_cli("frobnicate", env=cli_env(tmp_path / "cache"), cwd=tmp_path)
     assert_one_line_error(cli, "frobnicate")
 
 
@@ -216,7 +213,7 @@ def test_dry_run_lists_cells_with_flops_and_writes_nothing(tmp_path):
         HEADER + "[train]\nepochs = 2\n[grid]\nwidth = [0.5, 1]\ndata_fraction = [0.5, 1.0]\nseed = [0, 1]\n",
     )
     store = tmp_path / "dry-run.db"
-    cli = run_cli("run", study, "--store", store, "--dry-run", "--workers", "2", env=_env(tmp_path / "cache"), cwd=tmp_path)
+    cli = run_cli("run", study, "--store", store, "--dry-run", "--workers", "2", env=cli_env(tmp_path / "cache"), cwd=tmp_path)
     assert cli.returncode == 0, cli.describe()
     ids = expected_cell_ids(study)
     assert len(ids) == 8
@@ -230,3 +227,34 @@ def test_dry_run_lists_cells_with_flops_and_writes_nothing(tmp_path):
         assert re.search(r"\d(\.\d+)?e\+\d\d", line), f"no FLOP count on: {line!r}"
     assert not store.exists(), "--dry-run created the store"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("dry-run")) == []
+
+
+def _foreign_sqlite(path: Path) -> None:
+    """Some other program's SQLite database (rollback journal, one table)."""
+    import sqlite3
+
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE notes (body TEXT)")
+    connection.execute("INSERT INTO notes VALUES ('not scalelab')")
+    connection.commit()
+    connection.close()
+
+
+@pytest.mark.parametrize(
+    "args, make",
+    [
+        pytest.param(["status"], _foreign_sqlite, id="status-on-foreign-sqlite"),
+        pytest.param(["runs", "tiny"], _foreign_sqlite, id="runs-on-foreign-sqlite"),
+        pytest.param(["status"], lambda path: path.write_bytes(b""), id="status-on-empty-file"),
+    ],
+)
+def test_readers_never_write_to_a_file_that_is_not_a_store(tmp_path, args, make):
+    folder = tmp_path / "stores"
+    folder.mkdir()
+    store = folder / "other.db"
+    make(store)
+    before = (_digest(store), store.stat().st_mtime_ns)
+    cli = run_cli(*args, "--store", store, env=cli_env(tmp_path / "cache"), cwd=tmp_path)
+    assert [p.name for p in folder.iterdir()] == ["other.db"]
+    assert (_digest(store), store.stat().st_mtime_ns) == before, "a read-only command wrote to the file"
+    assert_one_line_error(cli, "other.db")

@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -87,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"demo": cmd_demo, "run": cmd_run, "status": cmd_status, "runs": cmd_runs}[args.command]
     try:
         return handler(args)
+    except BrokenPipeError:
+        # The reader went away (`scalelab runs X | head`): not an error worth a traceback.
+        sys.stdout = open(os.devnull, "w")
+        return EXIT_OK
     except InputError as exc:
         # One line, always: a key or value holding a newline is shown escaped.
         print(f"scalelab: error: {exc}".replace("\n", "\\n"), file=sys.stderr)
@@ -175,6 +180,8 @@ def cmd_status(args) -> int:
 
     with RunStore.open_existing(args.store) as store:
         names = [resolve_spec(args.study, store=args.store).name] if args.study else store.study_names()
+        for name in names:
+            store.study_info(name)  # a study never run on this store is an input error, not zeros
         counts = {name: store.state_counts(name) for name in names}
     if args.format == "json":
         print(json.dumps({"studies": [{"study": n, **c, "total": sum(c.values())} for n, c in counts.items()]}))

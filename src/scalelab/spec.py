@@ -52,7 +52,7 @@ class DataFields(_Strict):
     @classmethod
     def _fraction_in_unit_interval(cls, value: float) -> float:
         if not (0.0 < value <= 1.0) or math.isnan(value):
-            raise ValueError(f"must be in (0, 1], got {value}")
+            raise ValueError("must be in (0, 1]")
         return value
 
     @field_validator("name")
@@ -310,4 +310,10 @@ def _describe(
     if error["type"] == "missing":
         return f"{where}: required key is missing"
     message = error["msg"].removeprefix("Value error, ")
+    if not (grid_keys and section and (section, name) in grid_keys) and _is_scalar(error.get("input")):
+        where = f"{where} = {json.dumps(error['input'], default=str)}"
     return f"{where}: {message}"
+
+
+def _is_scalar(value) -> bool:
+    return value is not None and not isinstance(value, (dict, list, tuple))

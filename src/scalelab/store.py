@@ -120,6 +120,8 @@ class RunStore:
         path = Path(path).expanduser()
         if path.parent and not path.parent.exists():
             raise InputError(f"{path}: the store's folder {path.parent} does not exist")
+        if path.exists():
+            _check_is_store(path, allow_empty=True)
         try:
             db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
@@ -134,10 +136,11 @@ class RunStore:
 
     @classmethod
     def open_existing(cls, path: str | Path) -> "RunStore":
-        """Open a store that must already exist (readers never create an empty one)."""
+        """Open a store that must already exist (readers never create or convert a file)."""
         path = Path(path).expanduser()
         if not path.exists():
             raise InputError(f"{path}: no store here; run a study first or pass --store")
+        _check_is_store(path, allow_empty=False)
         return cls.open(path)
 
     def close(self) -> None:
@@ -308,6 +311,32 @@ class RunStore:
                 "WHERE cell_id = ? AND state = 'running' AND lease_owner = ?",
                 [(cid, owner) for cid in cell_ids],
             )
+
+
+def _check_is_store(path: Path, *, allow_empty: bool) -> None:
+    """Refuse, without writing to it, a file that is not a scalelab store.
+
+    An empty file (or an empty SQLite database) may become a store when a run opens it;
+    any other database is someone else's and is left untouched.
+    """
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a store file")
+    if path.stat().st_size == 0:
+        if allow_empty:
+            return
+        raise InputError(f"{path}: is an empty file, not a scalelab store")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"{path}: not a scalelab store ({exc})") from None
+    if not tables and allow_empty:
+        return
+    if not {"meta", "studies", "cells", "study_cells"} <= tables:
+        raise InputError(f"{path}: is an SQLite database but not a scalelab store; pass another --store")
 
 
 class _transaction:

@@ -41,7 +41,9 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def _worker_main(conn: Connection, threads: int, parent_pid: int) -> None:
+    # SIGINT arrives blocked (see _Slot); ignore it, then unblock so a pending one is dropped.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     import torch
 
@@ -72,7 +74,14 @@ class _Slot:
     def __init__(self, ctx, threads: int):
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_worker_main, args=(child, threads, os.getpid()), daemon=True)
-        self.process.start()
+        # A terminal's Ctrl-C goes to the whole process group. The child inherits this
+        # mask, so SIGINT stays blocked while its interpreter starts (before it can
+        # ignore the signal) instead of printing a KeyboardInterrupt traceback.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         child.close()
         self.cell_id: str | None = None
 

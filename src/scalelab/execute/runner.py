@@ -116,6 +116,8 @@ def run_study_cells(
             if not executor.in_flight():
                 break
             for event in executor.wait(timeout=0.5):
+                if stop_signal and isinstance(event, WorkerLost):
+                    break  # a group-wide SIGTERM killed the worker too; the cell goes back to pending below
                 if isinstance(event, CellResult):
                     store.finish(event.cell_id, owner, state=event.state, metrics=event.metrics, reason=event.reason)
                     summary.ran += 1
