@@ -16,10 +16,7 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from cli_helpers import cli_env, expected_cell_ids, nonempty_lines, run_cli, write_study
-except ImportError:  # tests/ imported as a package
-    from tests.cli_helpers import cli_env, expected_cell_ids, nonempty_lines, run_cli, write_study
+from cli_helpers import cli_env, expected_cell_ids, nonempty_lines, run_cli, write_study
 
 EXIT_USAGE = 2
 

@@ -23,27 +23,7 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from cli_helpers import (
-        CLIProcess,
-        cell_rows,
-        cell_states,
-        children_of,
-        cli_env,
-        expected_cell_ids,
-        group_members,
-        kill_group,
-        pid_alive,
-        run_cli,
-        runs_csv,
-        runs_json,
-        status_json,
-        wait_for_group_to_empty,
-        wait_until,
-        write_study,
-    )
-except ImportError:  # tests/ imported as a package
-    from tests.cli_helpers import (
+from cli_helpers import (
         CLIProcess,
         cell_rows,
         cell_states,

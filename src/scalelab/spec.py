@@ -240,24 +240,21 @@ def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict) -> d
         line = _describe(exc, section=section, grid_keys=grid_keys, params=params, allowed=allowed)
         return InputError(f"{source}: {line}")
 
-    try:
-        data = DataFields.model_validate({k: v for k, v in data_raw.items() if k in DataFields.model_fields})
-    except ValidationError as exc:
-        raise fail("data", exc) from None
-    option_model = DATASETS[data.name].options
-    try:
-        options = option_model.model_validate({k: v for k, v in data_raw.items() if k not in DataFields.model_fields})
-    except ValidationError as exc:
-        raise fail("data", exc, allowed=[*DataFields.model_fields, *option_model.model_fields]) from None
-    try:
-        model = ModelFields.model_validate({k: v for k, v in model_raw.items() if k in ModelFields.model_fields})
-    except ValidationError as exc:
-        raise fail("model", exc) from None
-    knob_model = FAMILIES[model.family].knobs
-    try:
-        knobs = knob_model.model_validate({k: v for k, v in model_raw.items() if k not in ModelFields.model_fields})
-    except ValidationError as exc:
-        raise fail("model", exc, allowed=[*ModelFields.model_fields, *knob_model.model_fields]) from None
+    def split_section(section: str, raw: dict, common: type[BaseModel], specific_to):
+        """Validate the shared fields, then the ones specific to what they name (dataset, family)."""
+        try:
+            head = common.model_validate({k: v for k, v in raw.items() if k in common.model_fields})
+        except ValidationError as exc:
+            raise fail(section, exc) from None
+        specific = specific_to(head)
+        try:
+            rest = specific.model_validate({k: v for k, v in raw.items() if k not in common.model_fields})
+        except ValidationError as exc:
+            raise fail(section, exc, allowed=[*common.model_fields, *specific.model_fields]) from None
+        return head, rest
+
+    data, options = split_section("data", data_raw, DataFields, lambda d: DATASETS[d.name].options)
+    model, knobs = split_section("model", model_raw, ModelFields, lambda m: FAMILIES[m.family].knobs)
     try:
         train = TrainFields.model_validate(train_raw)
     except ValidationError as exc:
