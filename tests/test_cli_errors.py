@@ -255,3 +255,14 @@ def test_readers_never_write_to_a_file_that_is_not_a_store(tmp_path, args, make)
     assert [p.name for p in folder.iterdir()] == ["other.db"]
     assert (_digest(store), store.stat().st_mtime_ns) == before, "a read-only command wrote to the file"
     assert_one_line_error(cli, "other.db")
+
+
+def test_run_refuses_a_store_that_is_another_programs_database(tmp_path):
+    """`run --store` on someone else's SQLite file exits 2 and leaves the file as it was."""
+    study = write_study(tmp_path / "tiny.toml", VALID_STUDY)
+    store = tmp_path / "other.db"
+    _foreign_sqlite(store)
+    before = (_digest(store), store.stat().st_mtime_ns)
+    cli = run_cli("run", study, "--store", store, "--quiet", env=cli_env(tmp_path / "cache"), cwd=tmp_path)
+    assert (_digest(store), store.stat().st_mtime_ns) == before
+    assert_one_line_error(cli, "other.db", "not a scalelab store")

@@ -69,7 +69,8 @@ def estimate_grid(spec, shapes: dict[str, CellShape], *, workers: int, calibrate
     Each distinct model (family, knobs, input shape, batch size, precision) is built
     once; its FLOPs per sample are counted with ``FlopCounterMode`` and its speed is
     timed over a few training steps with the threads one worker would get. Models not
-    timed within ``calibrate_s`` use the median FLOP/s of those that were.
+    timed within ``calibrate_s`` use the median FLOP/s of those that were; with
+    ``calibrate_s = 0`` nothing is timed and ``seconds`` is a rough guess from FLOPs alone.
     """
     import torch
 
@@ -80,12 +81,14 @@ def estimate_grid(spec, shapes: dict[str, CellShape], *, workers: int, calibrate
 
     torch.set_num_threads(threads_per_worker(workers))
     measured: dict[str, tuple[int, float, float | None]] = {}  # key -> (n_params, flops/sample, flop/s)
+    model_of: dict[str, str] = {}  # cell id -> key
     budget_end = time.perf_counter() + calibrate_s
     for cell in spec.cells:
         shape = shapes[cell.cell_id]
         train = cell.config["train"]
         batch = min(train["batch_size"], shape.n_train)
         key = json.dumps([cell.config["model"], shape.input_shape, shape.n_classes, batch, train["precision"]])
+        model_of[cell.cell_id] = key
         if key in measured:
             continue
         torch.manual_seed(0)
@@ -104,9 +107,8 @@ def estimate_grid(spec, shapes: dict[str, CellShape], *, workers: int, calibrate
     for cell in spec.cells:
         shape = shapes[cell.cell_id]
         train = cell.config["train"]
+        n_params, flops_per_sample, speed = measured[model_of[cell.cell_id]]
         batch = min(train["batch_size"], shape.n_train)
-        key = json.dumps([cell.config["model"], shape.input_shape, shape.n_classes, batch, train["precision"]])
-        n_params, flops_per_sample, speed = measured[key]
         flops = flops_per_sample * shape.n_train * planned_epochs(shape.n_train, batch, train)
         estimates.append(
             CellEstimate(cell.cell_id, cell.params, shape.n_train, n_params, flops_per_sample, flops, flops / (speed or fallback))

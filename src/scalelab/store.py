@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS study_cells (
     study TEXT NOT NULL REFERENCES studies(name),
     cell_id TEXT NOT NULL REFERENCES cells(cell_id),
     position INTEGER NOT NULL,
+    cost REAL NOT NULL DEFAULT 0,
     params_json TEXT NOT NULL,
     PRIMARY KEY (study, cell_id)
 );
@@ -153,8 +154,12 @@ class RunStore:
         self.close()
 
     # -- studies and cells -----------------------------------------------------------
-    def register_study(self, spec) -> None:
+    def register_study(self, spec, *, costs: dict[str, float] | None = None) -> None:
         """Record a study and its current grid; new cells start ``pending``.
+
+        ``costs`` (estimated FLOPs per cell id) sets the claim order: the most
+        expensive cells go first, so a pool of workers does not end its run waiting on
+        one large cell started last.
 
         Cells already in the store (same resolved configuration, hence same id) keep
         their state and results. Cells no longer in the grid stay in the store but leave
@@ -174,9 +179,10 @@ class RunStore:
                 [(c.cell_id, json.dumps(c.config, sort_keys=True), now) for c in spec.cells],
             )
             self._db.execute("DELETE FROM study_cells WHERE study = ?", (spec.name,))
+            costs = costs or {}
             self._db.executemany(
-                "INSERT INTO study_cells(study, cell_id, position, params_json) VALUES (?, ?, ?, ?)",
-                [(spec.name, c.cell_id, i, json.dumps(c.params)) for i, c in enumerate(spec.cells)],
+                "INSERT INTO study_cells(study, cell_id, position, cost, params_json) VALUES (?, ?, ?, ?, ?)",
+                [(spec.name, c.cell_id, i, costs.get(c.cell_id, 0.0), json.dumps(c.params)) for i, c in enumerate(spec.cells)],
             )
 
     def study_names(self) -> list[str]:
@@ -265,7 +271,7 @@ class RunStore:
                 for r in self._db.execute(
                     "SELECT c.cell_id FROM study_cells s JOIN cells c ON c.cell_id = s.cell_id "
                     "WHERE s.study = ? AND (c.state = 'pending' OR (c.state = 'running' AND c.lease_expires < ?)) "
-                    "ORDER BY s.position LIMIT ?",
+                    "ORDER BY s.cost DESC, s.position LIMIT ?",
                     (study, now, limit),
                 )
             ]

@@ -47,7 +47,7 @@ class Study:
         Data problems are checked first (:func:`scalelab.estimate.preflight`) and raise
         :class:`InputError` before the store is created or changed.
         """
-        from scalelab.estimate import preflight
+        from scalelab.estimate import estimate_grid, preflight
         from scalelab.execute.local import LocalExecutor, available_cores
         from scalelab.execute.runner import run_study_cells
 
@@ -56,9 +56,10 @@ class Study:
         workers = workers or available_cores()
         if workers < 1:
             raise InputError(f"--workers {workers}: must be at least 1")
-        preflight(self.spec)
+        shapes = preflight(self.spec)
+        costs = {e.cell_id: e.flops for e in estimate_grid(self.spec, shapes, workers=workers, calibrate_s=0)}
         with RunStore.open(self.store_path) as store:
-            store.register_study(self.spec)
+            store.register_study(self.spec, costs=costs)
             return run_study_cells(self.spec, store, LocalExecutor(workers=workers), retry_failed=retry_failed, progress=progress)
 
     def status(self) -> dict[str, int]:
