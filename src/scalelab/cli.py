@@ -69,11 +69,43 @@ def build_parser() -> argparse.ArgumentParser:
     with_store(status)
     status.add_argument("--format", choices=["table", "json"], default="table")
 
+    def law_arguments(sub):
+        sub.add_argument("source", metavar="SOURCE", help="a study (file or name in the store) or a CSV file")
+        with_store(sub)
+        sub.add_argument("--x", action="append", metavar="COL", help="scale column; twice for a joint law in (N, D) (study default: n_train)")
+        sub.add_argument("--y", metavar="COL", help="target column (study default: its [target] metric)")
+        sub.add_argument("--group", metavar="COL", help="fit one law per value of this column")
+        sub.add_argument("--level", type=_unit_interval, default=0.8, help="interval level (default 0.8)")
+        sub.add_argument("--chance", type=float, default=None, metavar="LEVEL", help="chance level of an error-rate target (default 1 for columns named *error*)")
+        sub.add_argument("--bootstrap", type=_positive_int, default=1000, metavar="N", help="bootstrap replicates for intervals (default 1000)")
+        sub.add_argument("--format", choices=["table", "json"], default="table")
+
+    fit = commands.add_parser("fit", help="fit scaling laws, with intervals and predictions")
+    law_arguments(fit)
+    fit.add_argument("--form", default="auto", help="auto (default: chosen by backtests inside the data) or a form name")
+    fit.add_argument("--predict", nargs="+", metavar="V", help="x values to predict at (N,D pairs for two --x)")
+
+    backtest = commands.add_parser("backtest", help="hold out the largest scales and score each form's extrapolation")
+    law_arguments(backtest)
+    backtest.add_argument("--form", action="append", metavar="NAME", help="forms to compare (default: every form for the x columns, and auto)")
+    backtest.add_argument("--holdout", type=_positive_int, default=1, metavar="K", help="hold out the K largest scales (default 1)")
+    backtest.add_argument("--gap", type=float, default=1.0, metavar="R", help="fit only on scales at most 1/R of the smallest held-out one (default 1)")
+
     runs = commands.add_parser("runs", help="one row per run, every recorded field")
     runs.add_argument("study", metavar="STUDY")
     with_store(runs)
     runs.add_argument("--format", choices=["table", "csv", "json"], default="table")
     return parser
+
+
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 1")
+    return value
 
 
 def _version() -> str:
@@ -85,7 +117,14 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scalelab`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    handler = {"demo": cmd_demo, "run": cmd_run, "status": cmd_status, "runs": cmd_runs}[args.command]
+    handler = {
+        "demo": cmd_demo,
+        "run": cmd_run,
+        "status": cmd_status,
+        "runs": cmd_runs,
+        "fit": cmd_fit,
+        "backtest": cmd_backtest,
+    }[args.command]
     try:
         return handler(args)
     except BrokenPipeError:
@@ -225,6 +264,103 @@ def cmd_runs(args) -> int:
         for row in rows:
             table.add_row(*[_fmt(row.get(name)) for name in shown])
         _console().print(table)
+    return EXIT_OK
+
+
+# -- laws ------------------------------------------------------------------------------
+def _law_inputs(args):
+    """The table, its label, and the x and y columns (study defaults filled in)."""
+    from scalelab.fitting import load_table
+
+    table, label, target = load_table(args.source, store=args.store)
+    x_cols = args.x or (["n_train"] if target else None)
+    y_col = args.y or target
+    if not x_cols or not y_col:
+        raise InputError(f"{label}: give --x COL and --y COL for a CSV file")
+    if len(x_cols) > 2:
+        raise InputError(f"--x was given {len(x_cols)} times; a law takes one x, or two (N, D)")
+    return table, label, x_cols, y_col
+
+
+def cmd_fit(args) -> int:
+    from scalelab.fitting import fit_groups
+
+    table, label, x_cols, y_col = _law_inputs(args)
+    results = fit_groups(
+        table, label=label, x_cols=x_cols, y_col=y_col, group=args.group, form=args.form,
+        predict=args.predict, level=args.level, chance=args.chance, n_boot=args.bootstrap,
+    )  # fmt: skip
+    if args.format == "json":
+        print(json.dumps({"groups": [{k: _json_value(v) for k, v in r.items() if k != "_law"} for r in results]}))
+        return EXIT_OK
+    from rich.table import Table
+
+    table_out = Table(title=f"{label}: {y_col} vs {' and '.join(x_cols)}", caption=f"intervals: {args.level:.0%} bootstrap over runs")
+    for name in (["group"] if args.group else []) + ["form", "parameters", "points", "predictions"]:
+        table_out.add_column(name)
+    for r in results:
+        law = r.get("_law")
+        if law is None:
+            row = ["—", r.get("error", ""), "", ""]
+        else:
+            spans = law.param_intervals(args.level)
+            params = "\n".join(f"{k} = {_fmt(v)} [{_fmt(spans[k][0])}, {_fmt(spans[k][1])}]" for k, v in law.params.items())
+            preds = "\n".join(
+                f"{_fmt(p['x']) if not isinstance(p['x'], list) else ','.join(_fmt(v) for v in p['x'])} → {_fmt(p['y'])} [{_fmt(p['lo'])}, {_fmt(p['hi'])}]"
+                for p in r["predictions"]
+            )
+            row = [law.form, params, str(law.n_points), preds]
+        table_out.add_row(*([_fmt(r["group"])] if args.group else []), *row)
+    out = _console()
+    out.print(table_out)
+    for r in results:
+        law = r.get("_law")
+        if law is not None and law.selection:
+            scored = {k: v for k, v in law.selection.items() if v is not None}
+            ranking = ", ".join(f"{k} {v:.3g}" for k, v in sorted(scored.items(), key=lambda kv: kv[1]))
+            prefix = f"group {_fmt(r['group'])}: " if args.group else ""
+            out.print(f"{prefix}auto chose [bold]{law.form}[/]: lowest extrapolation error inside the data (mean |log error| holding out the largest scales: {ranking})")
+            if args.group and len(results) > 5:
+                out.print(f"(auto selection shown for the first group only; --format json has every group's scores)")
+                break
+    return EXIT_OK
+
+
+def cmd_backtest(args) -> int:
+    from scalelab.fitting import backtest_groups
+    from scalelab.laws.core import ONE_X_AUTO, TWO_X_AUTO
+
+    table, label, x_cols, y_col = _law_inputs(args)
+    forms = args.form or [*(ONE_X_AUTO if len(x_cols) == 1 else TWO_X_AUTO), "auto"]
+    if args.gap < 1:
+        raise InputError(f"--gap {args.gap}: must be at least 1")
+    results = backtest_groups(
+        table, label=label, x_cols=x_cols, y_col=y_col, group=args.group, forms=forms,
+        holdout=args.holdout, gap=args.gap, level=args.level, chance=args.chance, n_boot=args.bootstrap,
+    )  # fmt: skip
+    if args.format == "json":
+        payload = [{"group": g["group"], **({"error": g["error"]} if "error" in g else {}), "forms": [r.to_dict() for r in g["rows"]]} for g in results]
+        print(json.dumps({"groups": payload}, default=_json_value))
+        return EXIT_OK
+    from rich.table import Table
+
+    out = _console()
+    for g in results:
+        title = f"{label}: backtest of {y_col}, holding out the {args.holdout} largest scale(s)"
+        if args.group:
+            title += f" — {args.group} = {_fmt(g['group'])}"
+        t = Table(title=title, caption=f"errors at the held-out points; coverage of the {args.level:.0%} interval")
+        for name in ("form", "fit on", "abs. error", "rel. error", "coverage", "note"):
+            t.add_column(name, justify="left" if name in ("form", "note") else "right")
+        for r in sorted(g["rows"], key=lambda r: (r.error is not None, r.abs_error)):
+            if r.error:
+                t.add_row(r.form, str(r.n_fit), "", "", "", r.error)
+            else:
+                note = f"chose {r.chosen}" if r.chosen else ""
+                t.add_row(r.form, str(r.n_fit), _fmt(r.abs_error), f"{r.rel_error:.1%}", f"{r.coverage:.0%}", note)
+        out.print(t)
+        if "error" in g:
+            out.print(f"[red]{g['error']}[/]")
     return EXIT_OK
 
 

@@ -1,0 +1,145 @@
+"""Scaling-law fits on a study's runs or a CSV file, one law per group.
+
+This is the bridge between tables (the runs of a study, or any CSV of N, D, loss) and
+:mod:`scalelab.laws`: it reads and checks the columns once, splits by ``group``, and
+fits, predicts or backtests each group, turning a group that cannot be fitted into an
+``error`` entry rather than a crash.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scalelab.errors import InputError
+
+
+def load_table(source: str, *, store: str) -> tuple[pd.DataFrame, str, str | None]:
+    """The rows to fit, a label for messages, and the study's target metric (None for CSV).
+
+    A ``.csv`` path is read as is. Anything else is a study (file or name); only its
+    ``done`` runs are used, and the runs left out are reported on stderr.
+    """
+    path = Path(source).expanduser()
+    if path.suffix.lower() == ".csv":
+        if not path.is_file():
+            raise InputError(f"{path}: CSV file not found")
+        try:
+            table = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: cannot read as CSV ({str(exc).splitlines()[0]})") from None
+        return table, str(path), None
+    from scalelab.runs import runs_frame
+    from scalelab.store import RunStore
+    from scalelab.study import resolve_spec
+
+    spec = resolve_spec(source, store=store)
+    with RunStore.open_existing(store) as opened:
+        runs = runs_frame(opened, spec.name)
+    done = runs[runs["state"] == "done"]
+    left_out = runs["state"].value_counts().drop("done", errors="ignore")
+    if len(left_out):
+        print(
+            f"scalelab: fitting {len(done)} done runs of {spec.name}; left out "
+            + ", ".join(f"{n} {state}" for state, n in left_out.items()),
+            file=sys.stderr,
+        )
+    return done.reset_index(drop=True), spec.name, spec.target_metric
+
+
+def numeric_column(table: pd.DataFrame, column: str, *, label: str) -> np.ndarray:
+    """A column as floats, or an InputError naming the missing column or bad value."""
+    if column not in table.columns:
+        raise InputError(f"{label}: no column {column!r} (columns: {', '.join(map(str, table.columns))})")
+    values = pd.to_numeric(table[column], errors="coerce")
+    bad = values.isna() & table[column].notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError(f"{label}: column {column!r} holds a non-numeric value {table[column].iloc[row]!r} (row {row + 1})")
+    if values.isna().any():
+        row = int(np.flatnonzero(values.isna().to_numpy())[0])
+        raise InputError(f"{label}: column {column!r} is empty at row {row + 1}")
+    return values.to_numpy(dtype=float)
+
+
+def is_error_rate(name: str) -> bool:
+    """Targets named like an error rate (test_error, val_err) are bounded in [0, 1]."""
+    return bool(re.search(r"(^|_)(error|err)(_|$)", name))
+
+
+def parse_predict(values: list[str] | None, n_x: int) -> np.ndarray | None:
+    """``--predict`` values: numbers, or ``N,D`` pairs for two x columns."""
+    if not values:
+        return None
+    points = []
+    for text in values:
+        parts = text.split(",")
+        if len(parts) != n_x:
+            raise InputError(f"--predict {text!r}: expected {'N,D' if n_x == 2 else 'one number'}")
+        try:
+            numbers = [float(p) for p in parts]
+        except ValueError:
+            raise InputError(f"--predict {text!r} is not a number") from None
+        points.append(numbers if n_x == 2 else numbers[0])
+    return np.array(points, dtype=float)
+
+
+def grouped(table: pd.DataFrame, group: str | None, *, label: str):
+    """(group value, rows) pairs in first-seen order; one pair with None when ungrouped."""
+    if group is None:
+        yield None, table
+        return
+    if group not in table.columns:
+        raise InputError(f"{label}: no column {group!r} to group by (columns: {', '.join(map(str, table.columns))})")
+    for value, rows in table.groupby(group, sort=False, dropna=False):
+        yield (value.item() if hasattr(value, "item") else value), rows
+
+
+def fit_groups(table, *, label, x_cols, y_col, group=None, form="auto", predict=None, level=0.8, chance=None, n_boot=1000):
+    """One result dict per group, in the JSON shape of ``scalelab fit``."""
+    from scalelab.laws import fit
+
+    for col in [*x_cols, y_col]:
+        numeric_column(table, col, label=label)  # fail fast, naming the column
+    error_rate = is_error_rate(y_col) or chance is not None
+    points = parse_predict(predict, len(x_cols))
+    results = []
+    for value, rows in grouped(table, group, label=label):
+        entry = {"group": value}
+        try:
+            x = np.column_stack([numeric_column(rows, c, label=label) for c in x_cols])
+            law = fit(x, numeric_column(rows, y_col, label=label), form=form, x_names=tuple(x_cols), y_name=y_col,
+                      ceiling=chance, error_rate=error_rate, n_boot=n_boot)  # fmt: skip
+            entry.update(law.to_dict(predict=points, level=level))
+            entry["_law"] = law
+        except InputError as exc:
+            if group is None:
+                raise
+            entry["error"] = str(exc)
+        results.append(entry)
+    return results
+
+
+def backtest_groups(table, *, label, x_cols, y_col, group=None, forms, holdout=1, gap=1.0, level=0.8, chance=None, n_boot=1000):
+    """Backtest rows per group: ``[{"group": g, "rows": [BacktestRow, ...]}]``."""
+    from scalelab.laws.backtest import backtest_forms
+    from scalelab.laws.core import prepare
+
+    error_rate = is_error_rate(y_col) or chance is not None
+    out = []
+    for value, rows in grouped(table, group, label=label):
+        x = np.column_stack([numeric_column(rows, c, label=label) for c in x_cols])
+        data = prepare(x, numeric_column(rows, y_col, label=label), x_names=tuple(x_cols), y_name=y_col,
+                       ceiling=chance, error_rate=error_rate)  # fmt: skip
+        try:
+            result = backtest_forms(data, forms, holdout=holdout, gap=gap, level=level, fit_kwargs={"n_boot": n_boot})
+            out.append({"group": value, "rows": result})
+        except InputError as exc:
+            if group is None:
+                raise
+            out.append({"group": value, "error": str(exc), "rows": []})
+    return out

@@ -1,0 +1,96 @@
+"""Fitting a law to data: validation, form choice, the fitted law and its intervals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from scalelab.errors import InputError
+from scalelab.laws.forms import FORMS, Form, specialise
+from scalelab.laws.optimize import Problem, fit_problem
+
+DEFAULT_DELTA = 1e-3
+DEFAULT_BOOTSTRAP = 1000
+ONE_X_AUTO = ("power", "saturating", "m3", "m4", "bnsl")
+TWO_X_AUTO = ("chinchilla",)
+
+
+@dataclass
+class LawData:
+    """Validated inputs of a fit: positive x (n,) or (n, 2), positive y, and the target's kind."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x_names: tuple[str, ...]
+    y_name: str
+    ceiling: float | None  # chance level of an error rate, or None for unbounded targets
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def scale(self) -> np.ndarray:
+        """One number per point that orders points by size: x, or N·D for joint laws."""
+        return self.x if self.x.ndim == 1 else self.x.prod(axis=1)
+
+    def subset(self, mask: np.ndarray) -> "LawData":
+        return LawData(self.x[mask], self.y[mask], self.x_names, self.y_name, self.ceiling, list(self.notes))
+
+
+def prepare(x, y, *, x_names=None, y_name: str = "y", ceiling: float | None = None, error_rate: bool = False) -> LawData:
+    """Check and convert raw inputs; raise :class:`InputError` with one clear line.
+
+    ``error_rate`` marks a bounded target: values must lie in [0, 1], and ``ceiling``
+    (the chance level) defaults to 1. Zero values, common for error rates on small test
+    sets, are raised to half the smallest positive value, since the fit works on logs.
+    """
+    if hasattr(x, "columns"):
+        x_names = tuple(str(c) for c in x.columns)
+        x = x.to_numpy()
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float).ravel()
+    if x.ndim == 2 and x.shape[1] == 1:
+        x = x[:, 0]
+    if x.ndim not in (1, 2) or (x.ndim == 2 and x.shape[1] != 2):
+        raise InputError(f"x must be one column or two (N, D), got shape {x.shape}")
+    x_names = tuple(x_names) if x_names else (("x",) if x.ndim == 1 else ("N", "D"))
+    if len(x) != len(y):
+        raise InputError(f"x has {len(x)} values but {y_name} has {len(y)}")
+    if not np.all(np.isfinite(x)) or not np.all(np.isfinite(y)):
+        raise InputError(f"x and {y_name} must be finite numbers (found NaN or inf)")
+    if np.any(x <= 0):
+        bad = float(x[x <= 0].ravel()[0])
+        raise InputError(f"{' and '.join(x_names)} must be positive for a power law, found {bad:g}")
+    notes = []
+    if error_rate or ceiling is not None:
+        if np.any(y < 0) or np.any(y > 1):
+            bad = float(y[(y < 0) | (y > 1)][0])
+            raise InputError(f"{y_name} is an error rate but holds {bad:g}, outside [0, 1]")
+        ceiling = 1.0 if ceiling is None else float(ceiling)
+        if np.any(y > ceiling):
+            raise InputError(f"{y_name} holds {float(y.max()):g}, above the chance level {ceiling:g}")
+    elif np.any(y < 0):
+        raise InputError(f"{y_name} must be positive to fit a scaling law, found {float(y.min()):g}")
+    if np.any(y == 0):
+        if not np.any(y > 0):
+            raise InputError(f"{y_name} is zero everywhere; there is nothing to fit")
+        floor = float(y[y > 0].min()) / 2
+        notes.append(f"{int(np.sum(y == 0))} zero values of {y_name} were raised to {floor:g} (logs need y > 0)")
+        y = np.where(y == 0, floor, y)
+    return LawData(x=x, y=y, x_names=x_names, y_name=y_name, ceiling=ceiling, notes=notes)
+
+
+def resolve_form(name: str, data: LawData) -> Form:
+    if name not in FORMS:
+        raise InputError(f"unknown form {name!r}; known: auto, {', '.join(FORMS)}")
+    form = FORMS[name]
+    n_x = 1 if data.x.ndim == 1 else 2
+    if form.n_x != n_x:
+        raise InputError(f"form {name!r} takes {form.n_x} x column(s), got {n_x} ({', '.join(data.x_names)})")
+    return specialise(form, data.ceiling)
+
+
+def fit_form(data: LawData, form: Form, *, delta: float = DEFAULT_DELTA) -> tuple[np.ndarray, float]:
+    """Internal parameters and loss of one form fitted to ``data``."""
+    if len(data.y) < form.n_params:
+        raise InputError(f"form {form.name!r} has {form.n_params} parameters but only {len(data.y)} points were given")
+    return fit_problem(Problem(form, data.x, data.y, data.ceiling, delta))

@@ -1,0 +1,295 @@
+"""Functional forms of scaling laws, as small objects.
+
+Each form knows its parameter names, how each is optimised (in log space when it is a
+scale), its bounds for given data, its formula, and a grid of starting points. Formulas
+are vectorised over parameter sets: ``predict(theta, x)`` takes ``theta`` of shape
+``(k, n_params)`` and returns ``(k, n_points)``, so many starts or bootstrap replicates
+are evaluated in one call.
+
+Conventions: ``x`` is ``(n,)`` for one-variable laws, ``(n, 2)`` holding ``(N, D)`` for
+the joint law. Targets decrease with scale (loss, error). ``ceiling`` is the chance level
+of an error rate (or ``None``): predictions never exceed it, and M4 saturates at it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+EXP_MAX = 60.0  # exp(60) ~ 1e26: keeps overflow out of the optimiser's trial points
+
+
+@dataclass(frozen=True)
+class Form:
+    """A law y = f(x; θ) with named parameters, bounds and starting points."""
+
+    name: str
+    params: tuple[str, ...]
+    log_params: tuple[str, ...]  # optimised as log(value): positive scales
+    n_x: int  # 1, or 2 for (N, D)
+    formula: str  # human-readable
+    reference: str
+    _predict: Callable[[np.ndarray, np.ndarray, float | None], np.ndarray]
+    _bounds: Callable[[np.ndarray, np.ndarray, float | None], dict]
+    _starts: Callable[[np.ndarray, np.ndarray, float | None], list[dict]]
+
+    @property
+    def n_params(self) -> int:
+        return len(self.params)
+
+    def predict(self, theta: np.ndarray, x: np.ndarray, ceiling: float | None = None) -> np.ndarray:
+        """Predictions for each row of ``theta`` (natural units) at each ``x``: shape (k, n)."""
+        theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            y = self._predict(theta, np.asarray(x, dtype=float), ceiling)
+        if ceiling is not None:
+            y = np.minimum(y, ceiling)
+        return y
+
+    def bounds(self, x: np.ndarray, y: np.ndarray, ceiling: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds of each parameter, in natural units, for this data."""
+        b = self._bounds(np.asarray(x, float), np.asarray(y, float), ceiling)
+        return np.array([b[p][0] for p in self.params], float), np.array([b[p][1] for p in self.params], float)
+
+    def starts(self, x: np.ndarray, y: np.ndarray, ceiling: float | None) -> np.ndarray:
+        """Starting points (natural units), shape (m, n_params)."""
+        rows = self._starts(np.asarray(x, float), np.asarray(y, float), ceiling)
+        return np.array([[row[p] for p in self.params] for row in rows], float)
+
+    # -- the optimiser's coordinates: log for scales, identity otherwise ---------------
+    @property
+    def _log_mask(self) -> np.ndarray:
+        return np.array([p in self.log_params for p in self.params])
+
+    def to_internal(self, theta: np.ndarray) -> np.ndarray:
+        theta = np.asarray(theta, float)
+        return np.where(self._log_mask, np.log(np.maximum(theta, 1e-300)), theta)
+
+    def to_natural(self, u: np.ndarray) -> np.ndarray:
+        u = np.asarray(u, float)
+        return np.where(self._log_mask, np.exp(np.clip(u, -EXP_MAX * 12, EXP_MAX * 12)), u)
+
+
+# -- helpers for bounds and starts ---------------------------------------------------------
+def _floor_bounds(y: np.ndarray) -> tuple[float, float]:
+    """The asymptote E lies between 0 and (just under) the smallest observation."""
+    return 0.0, float(np.min(y)) * 0.999
+
+
+def _grid(**axes) -> list[dict]:
+    names = list(axes)
+    return [dict(zip(names, values)) for values in itertools.product(*axes.values())]
+
+
+def _median_ratio(numerator: np.ndarray, denominator: np.ndarray) -> float:
+    """exp(median(log(num/den))) over points where both are positive: a robust scale fit."""
+    ok = (numerator > 0) & (denominator > 0) & np.isfinite(numerator) & np.isfinite(denominator)
+    if not ok.any():
+        return 1.0
+    return float(np.exp(np.median(np.log(numerator[ok]) - np.log(denominator[ok]))))
+
+
+EXPONENTS = (0.05, 0.15, 0.3, 0.5, 0.8, 1.2)
+
+
+# -- power: y = B x^-beta ----------------------------------------------------------------
+def _power_predict(t, x, ceiling):
+    return t[:, [0]] * x[None, :] ** -t[:, [1]]
+
+
+def _power_bounds(x, y, ceiling):
+    return {"B": (1e-30, 1e30), "beta": (0.0, 5.0)}
+
+
+def _power_starts(x, y, ceiling):
+    return [{"B": _median_ratio(y, x**-b), "beta": b} for b in EXPONENTS]
+
+
+# -- saturating (and compute): y = E + B x^-beta ---------------------------------------------
+def _sat_predict(t, x, ceiling):
+    return t[:, [0]] + t[:, [1]] * x[None, :] ** -t[:, [2]]
+
+
+def _sat_bounds(x, y, ceiling):
+    return {"E": _floor_bounds(y), "B": (1e-30, 1e30), "beta": (0.0, 5.0)}
+
+
+def _sat_starts(x, y, ceiling):
+    rows = []
+    for frac in (0.0, 0.3, 0.6, 0.9):
+        e = frac * float(np.min(y))
+        for b in EXPONENTS:
+            rows.append({"E": e, "B": _median_ratio(y - e, x**-b), "beta": b})
+    return rows
+
+
+# -- m3: y = B (1/x + gamma)^beta ----------------------------------------------------------
+def _m3_predict(t, x, ceiling):
+    return t[:, [0]] * (1.0 / x[None, :] + t[:, [1]]) ** t[:, [2]]
+
+
+def _m3_bounds(x, y, ceiling):
+    return {"B": (1e-30, 1e30), "gamma": (1e-12 / float(np.max(x)), 1e3 / float(np.min(x))), "beta": (0.0, 5.0)}
+
+
+def _m3_starts(x, y, ceiling):
+    rows = []
+    for g_scale in (0.01, 0.1, 1.0, 10.0):
+        gamma = g_scale / float(np.max(x))
+        for b in EXPONENTS:
+            rows.append({"B": _median_ratio(y, (1.0 / x + gamma) ** b), "gamma": gamma, "beta": b})
+    return rows
+
+
+# -- m4: (y - E) / (y0 - y)^alpha = B x^-beta, solved for y by bisection ----------------------
+def _m4_ceiling(t, ceiling):
+    return np.full((t.shape[0], 1), ceiling) if ceiling is not None else t[:, [4]]
+
+
+def _m4_predict(t, x, ceiling):
+    E, B, alpha, beta = (t[:, [i]] for i in range(4))
+    y0 = _m4_ceiling(t, ceiling)
+    rhs = B * x[None, :] ** -beta
+    lo = np.broadcast_to(E, rhs.shape).copy()
+    hi = np.broadcast_to(y0, rhs.shape).copy()
+    # g(y) = (y - E) - rhs (y0 - y)^alpha increases in y on (E, y0): a few bisection
+    # steps bracket its root, then safeguarded Newton steps polish it.
+    for _ in range(10):
+        mid = 0.5 * (lo + hi)
+        above = (mid - E) - rhs * np.maximum(y0 - mid, 0.0) ** alpha > 0
+        hi = np.where(above, mid, hi)
+        lo = np.where(above, lo, mid)
+    y = 0.5 * (lo + hi)
+    for _ in range(8):
+        gap = np.maximum(y0 - y, 1e-300)
+        g = (y - E) - rhs * gap**alpha
+        slope = 1.0 + rhs * alpha * gap ** (alpha - 1.0)
+        y = np.clip(y - g / slope, lo, hi)
+    return y
+
+
+def _m4_bounds(x, y, ceiling):
+    bounds = {"E": _floor_bounds(y), "B": (1e-30, 1e30), "alpha": (0.0, 5.0), "beta": (0.0, 5.0)}
+    if ceiling is None:
+        bounds["y0"] = (float(np.max(y)) * 1.001, float(np.max(y)) * 10.0)
+    return bounds
+
+
+def _m4_starts(x, y, ceiling):
+    rows = []
+    y0_options = [ceiling] if ceiling is not None else [float(np.max(y)) * f for f in (1.1, 2.0)]
+    for y0 in y0_options:
+        for frac in (0.0, 0.5, 0.9):
+            e = frac * float(np.min(y))
+            for alpha in (0.0, 0.5, 1.0):
+                for b in EXPONENTS:
+                    lhs = (y - e) / np.maximum(y0 - y, 1e-12) ** alpha
+                    row = {"E": e, "B": _median_ratio(lhs, x**-b), "alpha": alpha, "beta": b}
+                    if ceiling is None:
+                        row["y0"] = y0
+                    rows.append(row)
+    return rows
+
+
+# -- bnsl: y = E + b x^-c0 (1 + (x/d1)^(1/f1))^(-c1 f1) ---------------------------------------
+def _bnsl_predict(t, x, ceiling):
+    E, b, c0, c1, d1, f1 = (t[:, [i]] for i in range(6))
+    xx = x[None, :]
+    return E + b * xx**-c0 * (1.0 + (xx / d1) ** (1.0 / f1)) ** (-c1 * f1)
+
+
+def _bnsl_bounds(x, y, ceiling):
+    return {
+        "E": _floor_bounds(y),
+        "b": (1e-30, 1e30),
+        "c0": (0.0, 5.0),
+        "c1": (-5.0, 5.0),
+        "d1": (float(np.min(x)) / 100.0, float(np.max(x)) * 100.0),
+        "f1": (0.05, 20.0),
+    }
+
+
+def _bnsl_starts(x, y, ceiling):
+    rows = []
+    breaks = np.exp(np.quantile(np.log(x), [0.25, 0.5, 0.75]))
+    for frac in (0.0, 0.6):
+        e = frac * float(np.min(y))
+        for c0 in (0.05, 0.3, 0.8):
+            for c1 in (-0.3, 0.3, 1.0):
+                for d1 in breaks:
+                    shape = x**-c0 * (1.0 + x / d1) ** (-c1)
+                    rows.append({"E": e, "b": _median_ratio(y - e, shape), "c0": c0, "c1": c1, "d1": float(d1), "f1": 1.0})
+    return rows
+
+
+# -- chinchilla: L(N, D) = E + A / N^alpha + B / D^beta -------------------------------------
+def _chin_predict(t, x, ceiling):
+    N, D = x[None, :, 0], x[None, :, 1]
+    return t[:, [0]] + t[:, [1]] * N ** -t[:, [3]] + t[:, [2]] * D ** -t[:, [4]]
+
+
+def _chin_bounds(x, y, ceiling):
+    return {"E": _floor_bounds(y), "A": (1e-30, 1e30), "B": (1e-30, 1e30), "alpha": (0.0, 3.0), "beta": (0.0, 3.0)}
+
+
+def _chin_starts(x, y, ceiling):
+    # For fixed (E, alpha, beta) the law is linear in (A, B): solve those by least squares.
+    N, D = x[:, 0], x[:, 1]
+    rows = []
+    for frac in (0.0, 0.5, 0.8, 0.95):
+        e = frac * float(np.min(y))
+        for alpha in (0.1, 0.3, 0.5, 0.8):
+            for beta in (0.1, 0.3, 0.5, 0.8):
+                design = np.stack([N**-alpha, D**-beta], axis=1) / y[:, None]
+                target = (y - e) / y  # relative residuals, closer to the log loss
+                coef, *_ = np.linalg.lstsq(design, target, rcond=None)
+                a, b = np.maximum(coef, 1e-6)
+                rows.append({"E": e, "A": float(a), "B": float(b), "alpha": alpha, "beta": beta})
+    return rows
+
+
+FORMS: dict[str, Form] = {
+    f.name: f
+    for f in (
+        Form("power", ("B", "beta"), ("B",), 1, "y = B·x^-β", "power law (M1)", _power_predict, _power_bounds, _power_starts),
+        Form(
+            "saturating", ("E", "B", "beta"), ("B",), 1, "y = E + B·x^-β", "saturating power law (M2)",
+            _sat_predict, _sat_bounds, _sat_starts,
+        ),
+        Form(
+            "m3", ("B", "gamma", "beta"), ("B", "gamma"), 1, "y = B·(1/x + γ)^β", "Alabdulmohsin et al. 2022, M3",
+            _m3_predict, _m3_bounds, _m3_starts,
+        ),
+        Form(
+            "m4", ("E", "B", "alpha", "beta", "y0"), ("B",), 1, "(y − E)/(y0 − y)^α = B·x^-β",
+            "Alabdulmohsin et al. 2022, M4; y0 is the chance level when known",
+            _m4_predict, _m4_bounds, _m4_starts,
+        ),
+        Form(
+            "bnsl", ("E", "b", "c0", "c1", "d1", "f1"), ("b", "d1", "f1"), 1,
+            "y = E + b·x^-c0·(1 + (x/d1)^(1/f1))^(-c1·f1)", "Caballero et al. 2022, one break",
+            _bnsl_predict, _bnsl_bounds, _bnsl_starts,
+        ),
+        Form(
+            "chinchilla", ("E", "A", "B", "alpha", "beta"), ("A", "B"), 2, "L(N, D) = E + A/N^α + B/D^β",
+            "Hoffmann et al. 2022", _chin_predict, _chin_bounds, _chin_starts,
+        ),
+        Form(
+            "compute", ("E", "B", "gamma"), ("B",), 1, "y = E + B·C^-γ (C: training FLOPs)", "compute law",
+            lambda t, x, c: _sat_predict(t, x, c),
+            lambda x, y, c: {"E": _floor_bounds(y), "B": (1e-30, 1e30), "gamma": (0.0, 5.0)},
+            lambda x, y, c: [{"E": r["E"], "B": r["B"], "gamma": r["beta"]} for r in _sat_starts(x, y, c)],
+        ),
+    )
+}  # fmt: skip
+
+
+def specialise(form: Form, ceiling: float | None) -> Form:
+    """The form as fitted for this target: M4's y0 is fixed when the chance level is known."""
+    if form.name == "m4" and ceiling is not None:
+        return dataclasses.replace(form, params=form.params[:4])
+    return form
