@@ -40,6 +40,38 @@ def error_table(study: Study):
     return done.pivot_table(index=["family", "width"], columns="data_fraction", values="test_error", aggfunc="mean")
 
 
+def data_forecasts(study: Study, *, factor: float = 10.0, level: float = 0.8) -> list[dict]:
+    """For each family at its largest width: a data law for test error, and what
+    ``factor``× more training data would give, with a ``level`` interval."""
+    from scalelab.laws import fit
+
+    runs = study.runs()
+    done = runs[runs["state"] == "done"]
+    forecasts = []
+    for family, rows in done.groupby("family", sort=True):
+        widest = rows[rows["width"] == rows["width"].max()]
+        law = fit(widest["n_train"], widest["test_error"], form="auto", x_names=("n_train",), y_name="test_error", error_rate=True)
+        target = float(widest["n_train"].max()) * factor
+        lo, hi = law.interval([target], level)
+        forecasts.append(
+            {"family": family, "width": float(widest["width"].iloc[0]), "law": law, "n_train": target,
+             "y": float(law.predict([target])[0]), "lo": float(lo[0]), "hi": float(hi[0])}
+        )  # fmt: skip
+    return forecasts
+
+
+def print_data_forecasts(study: Study, console, *, factor: float = 10.0, level: float = 0.8) -> None:
+    """Print each family's fitted data law and its forecast for ``factor``× more data."""
+    for f in data_forecasts(study, factor=factor, level=level):
+        law = f["law"]
+        params = ", ".join(f"{k}={v:.3g}" for k, v in law.params.items())
+        console.print(
+            f"[bold]{f['family']}[/] (width {f['width']:g}): test error ~ {law.form} law in n_train ({params}); "
+            f"{factor:g}x more data (n_train {f['n_train']:,.0f}) -> test error {100 * f['y']:.1f}% "
+            f"[{100 * f['lo']:.1f}, {100 * f['hi']:.1f}] ({level:.0%} interval)"
+        )
+
+
 def print_demo_results(study: Study, console) -> None:
     """Print the test-error table and where the study's files are."""
     from rich.table import Table
@@ -53,5 +85,6 @@ def print_demo_results(study: Study, console) -> None:
     for (family, width), row in pivot.iterrows():
         table.add_row(family, f"{width:g}", *[("" if v != v else f"{100 * v:.1f}") for v in row])
     console.print(table)
+    print_data_forecasts(study, console)
     console.print(f"Study file: {study.spec.source}   store: {study.store_path}")
     console.print(f"Every run: scalelab runs {study.name} --store {study.store_path} --format csv")

@@ -89,8 +89,8 @@ def resolve_form(name: str, data: LawData) -> Form:
     return specialise(form, data.ceiling)
 
 
-def fit_form(data: LawData, form: Form, *, delta: float = DEFAULT_DELTA) -> tuple[np.ndarray, float]:
+def fit_form(data: LawData, form: Form, *, delta: float = DEFAULT_DELTA, polished: bool = True) -> tuple[np.ndarray, float]:
     """Internal parameters and loss of one form fitted to ``data``."""
     if len(data.y) < form.n_params:
         raise InputError(f"form {form.name!r} has {form.n_params} parameters but only {len(data.y)} points were given")
-    return fit_problem(Problem(form, data.x, data.y, data.ceiling, delta))
+    return fit_problem(Problem(form, data.x, data.y, data.ceiling, delta), polished=polished)

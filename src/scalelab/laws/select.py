@@ -28,7 +28,7 @@ def inner_splits(data: LawData, form: Form, *, max_holdout: int = 2) -> list[np.
 
 def extrapolation_error(data: LawData, form: Form, train: np.ndarray, *, delta: float) -> float:
     """Mean |log predicted − log actual| on the points outside ``train``."""
-    u, _ = fit_form(data.subset(train), form, delta=delta)
+    u, _ = fit_form(data.subset(train), form, delta=delta, polished=False)
     held = ~train
     pred = form.predict(form.to_natural(u)[None, :], data.x[held], data.ceiling)[0]
     return float(np.mean(np.abs(np.log(np.maximum(pred, 1e-300)) - np.log(data.y[held]))))
