@@ -91,6 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--holdout", type=_positive_int, default=1, metavar="K", help="hold out the K largest scales (default 1)")
     backtest.add_argument("--gap", type=float, default=1.0, metavar="R", help="fit only on scales at most 1/R of the smallest held-out one (default 1)")
 
+    plan = commands.add_parser("plan", help="compute-optimal size and data for a budget, or what reaches a target")
+    plan.add_argument("source", metavar="SOURCE", help="a study (file or name in the store) or a CSV file")
+    with_store(plan)
+    question = plan.add_mutually_exclusive_group(required=True)
+    question.add_argument("--budget", type=float, metavar="FLOPS", help="training compute to allocate")
+    question.add_argument("--target", type=float, metavar="VALUE", help="metric value to reach")
+    plan.add_argument("--x", action="append", metavar="COL", help="parameters column, then data column (study default: n_params, samples)")
+    plan.add_argument("--y", metavar="COL", help="target column (study default: its [target] metric)")
+    plan.add_argument("--flops", metavar="COL", help="measured training FLOPs column (study default: flops)")
+    plan.add_argument("--hardware", metavar="NAME", help="estimate wall-clock time on: cpu (measured now), a100, h100, h200")
+    plan.add_argument("--utilisation", type=_unit_interval, metavar="U", help="fraction of peak assumed (default: observed in the runs)")
+    plan.add_argument("--level", type=_unit_interval, default=0.8, help="interval level (default 0.8)")
+    plan.add_argument("--chance", type=float, default=None, metavar="LEVEL", help="chance level of an error-rate target")
+    plan.add_argument("--bootstrap", type=_positive_int, default=1000, metavar="N", help="bootstrap replicates (default 1000)")
+    plan.add_argument("--format", choices=["table", "json"], default="table")
+
     runs = commands.add_parser("runs", help="one row per run, every recorded field")
     runs.add_argument("study", metavar="STUDY")
     with_store(runs)
@@ -124,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": cmd_runs,
         "fit": cmd_fit,
         "backtest": cmd_backtest,
+        "plan": cmd_plan,
     }[args.command]
     try:
         return handler(args)
@@ -361,6 +378,62 @@ def cmd_backtest(args) -> int:
         out.print(t)
         if "error" in g:
             out.print(f"[red]{g['error']}[/]")
+    return EXIT_OK
+
+
+def cmd_plan(args) -> int:
+    from scalelab.fitting import load_table, plan_table
+
+    table, label, target = load_table(args.source, store=args.store)
+    x_cols = args.x or (["n_params", "samples"] if target else None)
+    y_col = args.y or target
+    if not x_cols or not y_col:
+        raise InputError(f"{label}: give --x N_COL --x D_COL and --y COL for a CSV file")
+    flops_col = args.flops or ("flops" if target else None)
+    result = plan_table(
+        table, label=label, x_cols=x_cols, y_col=y_col, flops_col=flops_col, budget=args.budget, target=args.target,
+        hardware=args.hardware, utilisation=args.utilisation, level=args.level, chance=args.chance, n_boot=args.bootstrap,
+    )  # fmt: skip
+    if args.format == "json":
+        print(json.dumps(result, default=_json_value))
+        return EXIT_OK
+    out = _console()
+    law = result["law"]
+    out.print(f"[bold]{label}[/]: {y_col} ~ E + A/N^α + B/D^β with " + ", ".join(f"{k}={_fmt(v)}" for k, v in law["params"].items()))
+    for note in result["notes"]:
+        out.print(note)
+    lvl = f"{args.level:.0%}"
+    if "budget" in result:
+        b = result["budget"]
+        out.print(
+            f"Budget {b['flops']:.3g} FLOPs → compute-optimal N = {b['n_params']:.3g} parameters "
+            f"[{b['n_params_range'][0]:.3g}, {b['n_params_range'][1]:.3g}], D = {b['samples']:.3g} samples "
+            f"[{b['samples_range'][0]:.3g}, {b['samples_range'][1]:.3g}]; predicted {y_col} {_fmt(b['predicted'])} "
+            f"[{_fmt(b['lo'])}, {_fmt(b['hi'])}] ({lvl} intervals)"
+        )
+        near = result["nearest_run"]
+        shown = {k: v for k, v in near.items() if k in (*x_cols, y_col, "cell_id", "width", "data_fraction", "family")}
+        out.print("Nearest run in the data: " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
+    else:
+        t = result["target"]
+        if not t["reachable"]:
+            out.print(f"{y_col} = {t['value']:g} is [red]not reachable under this law[/]: {t['why']}.")
+        else:
+            out.print(
+                f"{y_col} = {t['value']:g} needs about {t['flops']:.3g} FLOPs, spent as N = {t['n_params']:.3g} "
+                f"parameters and D = {t['samples']:.3g} samples"
+            )
+    from rich.table import Table
+
+    m = Table(title=f"From the best run: what doubling buys ({lvl} intervals)")
+    for name in ("option", "N", "D", f"predicted {y_col}"):
+        m.add_column(name, justify="left" if name == "option" else "right")
+    for name, v in result["marginal"].items():
+        m.add_row(name, f"{v['n_params']:.3g}", f"{v['samples']:.3g}", f"{_fmt(v['predicted'])} [{_fmt(v['lo'])}, {_fmt(v['hi'])}]")
+    out.print(m)
+    if "hardware" in result:
+        h = result["hardware"]
+        out.print(f"On {h['name']}: about {h['hours']:.3g} hours at {h['utilisation']:.1%} of peak ({h['utilisation_source']}).")
     return EXIT_OK
 
 

@@ -40,7 +40,10 @@ def load_table(source: str, *, store: str) -> tuple[pd.DataFrame, str, str | Non
     spec = resolve_spec(source, store=store)
     with RunStore.open_existing(store) as opened:
         runs = runs_frame(opened, spec.name)
-    done = runs[runs["state"] == "done"]
+    done = runs[runs["state"] == "done"].copy()
+    if "flops" in done and "flops_per_sample" in done:
+        # Training samples processed (n_train x epochs, exactly): the D of a joint law.
+        done["samples"] = pd.to_numeric(done["flops"]) / pd.to_numeric(done["flops_per_sample"])
     left_out = runs["state"].value_counts().drop("done", errors="ignore")
     if len(left_out):
         print(
@@ -143,3 +146,76 @@ def backtest_groups(table, *, label, x_cols, y_col, group=None, forms, holdout=1
                 raise
             out.append({"group": value, "error": str(exc), "rows": []})
     return out
+
+
+def plan_table(table, *, label, x_cols, y_col, flops_col=None, budget=None, target=None, hardware=None,
+               utilisation=None, level=0.8, chance=None, n_boot=1000) -> dict:  # fmt: skip
+    """Fit the joint law in (N, D) and answer a budget or target question, as a dict.
+
+    ``flops_col`` holds each run's measured training FLOPs; k (FLOPs per parameter per
+    sample) is their median over N·D. Without it, k = 6 (the dense-transformer rule) and
+    the result says so.
+    """
+    from scalelab import plan
+    from scalelab.laws import fit
+
+    if len(x_cols) != 2:
+        raise InputError(f"{label}: planning needs two x columns, parameters and data (--x N --x D)")
+    N = numeric_column(table, x_cols[0], label=label)
+    D = numeric_column(table, x_cols[1], label=label)
+    y = numeric_column(table, y_col, label=label)
+    notes = []
+    if flops_col is not None and flops_col in table.columns:
+        C = numeric_column(table, flops_col, label=label)
+        k = float(np.median(C / (N * D)))
+        notes.append(f"cost model: C = {k:.3g}·N·D FLOPs, the median measured in the runs ({flops_col})")
+    else:
+        k = 6.0
+        notes.append("cost model: C = 6·N·D FLOPs (no measured FLOPs column given)")
+    error_rate = is_error_rate(y_col) or chance is not None
+    law = fit(np.column_stack([N, D]), y, form="chinchilla", x_names=tuple(x_cols), y_name=y_col,
+              ceiling=chance, error_rate=error_rate, n_boot=n_boot)  # fmt: skip
+    out = {"law": law.to_dict(), "flops_per_param_sample": k, "notes": notes}
+    best = int(np.argmin(y))
+    if budget is not None:
+        alloc = plan.optimal_allocation(law, budget=budget, flops_per_param_sample=k, level=level)
+        out["budget"] = alloc.__dict__
+        near = int(np.argmin(np.abs(np.log(N / alloc.n_params)) + np.abs(np.log(D / alloc.samples))))
+        out["nearest_run"] = {str(c): _plain(table.iloc[near][c]) for c in table.columns if c not in ("reason",)}
+        spend = budget
+    else:
+        alloc = plan.compute_for_target(law, target=target, flops_per_param_sample=k, level=level)
+        if alloc is None:
+            out["target"] = {"value": target, "reachable": False,
+                             "why": f"the fitted asymptote E = {law.params['E']:.4g} is not below {target:g}"}  # fmt: skip
+            spend = None
+        else:
+            out["target"] = {"value": target, "reachable": True, **alloc.__dict__}
+            spend = alloc.flops
+    out["marginal"] = plan.marginal_value(law, n_params=float(N[best]), samples=float(D[best]), flops_per_param_sample=k, level=level)
+    if hardware and spend is not None:
+        if utilisation is None:
+            utilisation, how = _observed_utilisation(table)
+        else:
+            how = "given with --utilisation"
+        out["hardware"] = {"name": hardware, "utilisation": utilisation, "utilisation_source": how,
+                           "hours": plan.hours_on(spend, hardware=hardware, utilisation=utilisation)}  # fmt: skip
+    return out
+
+
+def _observed_utilisation(table) -> tuple[float, str]:
+    """Median achieved FLOP/s of the runs over this machine's measured matmul peak."""
+    from scalelab import plan
+
+    if "flops_per_s" in table.columns and table["flops_per_s"].notna().any():
+        achieved = float(pd.to_numeric(table["flops_per_s"], errors="coerce").median())
+        peak = plan.measured_cpu_peak()
+        util = min(1.0, achieved / peak)
+        return util, f"observed in this study's runs: median {achieved:.3g} FLOP/s of this machine's measured {peak:.3g} FLOP/s matmul peak"
+    return 0.4, "assumed 40% (the source has no measured throughput)"
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        return value.item()
+    return value
