@@ -72,6 +72,50 @@ def print_data_forecasts(study: Study, console, *, factor: float = 10.0, level: 
         )
 
 
+def print_backtest(study: Study, console, *, gap: float = 4.0) -> None:
+    """A backtest of each form against auto on the widest CNN's learning curve."""
+    from rich.table import Table
+
+    from scalelab.fitting import backtest_groups
+    from scalelab.laws.core import ONE_X_AUTO
+
+    runs = study.runs()
+    done = runs[runs["state"] == "done"]
+    family = "seed_cnn" if "seed_cnn" in set(done["family"]) else str(done["family"].iloc[0])
+    rows = done[(done["family"] == family) & (done["width"] == done[done["family"] == family]["width"].max())]
+    result = backtest_groups(rows, label=study.name, x_cols=["n_train"], y_col="test_error", forms=[*ONE_X_AUTO, "auto"], gap=gap)
+    table = Table(title=f"Backtest: {family} at its largest width, fitted on n_train ≤ 1/{gap:g} of the largest, predicting the largest")
+    for name in ("form", "abs. error", "rel. error", "80% interval covers"):
+        table.add_column(name, justify="left" if name == "form" else "right")
+    for r in sorted(result[0]["rows"], key=lambda r: (r.error is not None, r.abs_error)):
+        if r.error:
+            table.add_row(r.form, "", "", r.error)
+        else:
+            name = f"auto ({r.chosen})" if r.chosen else r.form
+            table.add_row(name, f"{100 * r.abs_error:.2f} pts", f"{r.rel_error:.0%}", f"{r.coverage:.0%}")
+    console.print(table)
+
+
+def print_plan(study: Study, console, *, factor: float = 10.0) -> None:
+    """One plan: the compute-optimal size and data for 10× the largest run's compute, per family."""
+    from scalelab.fitting import plan_table
+
+    runs = study.runs()
+    done = runs[runs["state"] == "done"].copy()
+    done["samples"] = done["flops"] / done["flops_per_sample"]
+    for family, rows in done.groupby("family", sort=True):
+        budget = float(rows["flops"].max()) * factor
+        result = plan_table(rows.reset_index(drop=True), label=study.name, x_cols=["n_params", "samples"], y_col="test_error",
+                            flops_col="flops", budget=budget, n_boot=300)  # fmt: skip
+        b, near = result["budget"], result["nearest_run"]
+        console.print(
+            f"[bold]Plan[/] for {family} at {budget:.3g} FLOPs ({factor:g}x the largest run): {b['n_params']:,.0f} parameters "
+            f"[{b['n_params_range'][0]:,.0f}, {b['n_params_range'][1]:,.0f}] trained on {b['samples']:,.0f} samples; "
+            f"predicted test error {100 * b['predicted']:.1f}% [{100 * b['lo']:.1f}, {100 * b['hi']:.1f}]. "
+            f"Nearest grid point: width {near['width']:g}, data_fraction {near['data_fraction']:g}."
+        )
+
+
 def print_demo_results(study: Study, console) -> None:
     """Print the test-error table and where the study's files are."""
     from rich.table import Table
@@ -86,5 +130,7 @@ def print_demo_results(study: Study, console) -> None:
         table.add_row(family, f"{width:g}", *[("" if v != v else f"{100 * v:.1f}") for v in row])
     console.print(table)
     print_data_forecasts(study, console)
+    print_backtest(study, console)
+    print_plan(study, console)
     console.print(f"Study file: {study.spec.source}   store: {study.store_path}")
     console.print(f"Every run: scalelab runs {study.name} --store {study.store_path} --format csv")
