@@ -11,7 +11,11 @@ from scalelab.laws.bootstrap import bootstrap_internal
 from scalelab.laws.core import DEFAULT_BOOTSTRAP, DEFAULT_DELTA, ONE_X_AUTO, TWO_X_AUTO, LawData, fit_form, prepare, resolve_form
 from scalelab.laws.forms import FORMS, Form, specialise
 from scalelab.laws.optimize import Problem
-from scalelab.laws.select import choose_form
+from scalelab.laws.select import choose_form, extrapolation_spread
+
+# Log-scale error per e-fold of extrapolation assumed when the data is too small to
+# measure it by inner backtests.
+DEFAULT_SPREAD = 0.1
 
 
 @dataclass
@@ -35,6 +39,7 @@ class FittedLaw:
     _form: Form = field(default=None, repr=False)
     _u: np.ndarray = field(default=None, repr=False)
     _boot: np.ndarray | None = field(default=None, repr=False)
+    _spread: float | None = field(default=None, repr=False)
 
     @property
     def n_points(self) -> int:
@@ -68,6 +73,14 @@ class FittedLaw:
             self._boot = self._form.to_natural(bootstrap_internal(problem, self._u, n_boot=self.n_boot))
         return self._boot
 
+    def extrapolation_spread(self) -> float:
+        """How wrong this form has been per e-fold of extrapolation in inner backtests
+        (log scale, RMS), or a default when the data is too small to tell; computed once."""
+        if self._spread is None:
+            measured = extrapolation_spread(self.data, self._form, delta=self.delta)
+            self._spread = DEFAULT_SPREAD if measured is None else measured
+        return self._spread
+
     def residuals(self) -> np.ndarray:
         """Log residuals of the data around the fitted law."""
         return np.log(self.predict(self.data.x)) - np.log(self.data.y)
@@ -78,10 +91,16 @@ class FittedLaw:
             raise InputError(f"level {level} must be between 0 and 1")
         x = self._as_x(x)
         curves = self._form.predict(self.bootstrap_params(), x, self.data.ceiling)  # (B, m)
-        # Each replicate also draws one run's scatter around the law (log residuals).
+        # Each replicate also draws one run's scatter around the law (log residuals) and,
+        # beyond the data, a misspecification error that grows with the distance in
+        # e-folds, at the rate the form's inner backtests showed: bootstrapping the
+        # parameters alone trusts the form's shape far outside the data.
         rng = np.random.default_rng(1)
         scatter = rng.choice(self.residuals(), size=curves.shape)
-        samples = curves * np.exp(-scatter)
+        scale = x if x.ndim == 1 else x.prod(axis=1)
+        beyond = np.maximum(0.0, np.log(scale / self.data.scale.max()))
+        drift = self.extrapolation_spread() * beyond[None, :] * rng.standard_normal(curves.shape)
+        samples = curves * np.exp(-scatter + drift)
         if self.data.ceiling is not None:
             samples = np.minimum(samples, self.data.ceiling)
         tail = (1 - level) / 2

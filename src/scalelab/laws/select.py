@@ -26,12 +26,33 @@ def inner_splits(data: LawData, form: Form, *, max_holdout: int = 2) -> list[np.
     return masks
 
 
-def extrapolation_error(data: LawData, form: Form, train: np.ndarray, *, delta: float) -> float:
-    """Mean |log predicted − log actual| on the points outside ``train``."""
+def held_out_log_errors(data: LawData, form: Form, train: np.ndarray, *, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Fit on ``train``; return log(predicted/actual) at the other points, and how many
+    e-folds of scale beyond the largest training scale each of them lies."""
     u, _ = fit_form(data.subset(train), form, delta=delta, polished=False)
     held = ~train
     pred = form.predict(form.to_natural(u)[None, :], data.x[held], data.ceiling)[0]
-    return float(np.mean(np.abs(np.log(np.maximum(pred, 1e-300)) - np.log(data.y[held]))))
+    errors = np.log(np.maximum(pred, 1e-300)) - np.log(data.y[held])
+    distance = np.log(data.scale[held] / data.scale[train].max())
+    return errors, distance
+
+
+def extrapolation_error(data: LawData, form: Form, train: np.ndarray, *, delta: float) -> float:
+    """Mean |log predicted − log actual| on the points outside ``train``."""
+    errors, _ = held_out_log_errors(data, form, train, delta=delta)
+    return float(np.mean(np.abs(errors)))
+
+
+def extrapolation_spread(data: LawData, form: Form, *, delta: float) -> float | None:
+    """Log-scale error per e-fold of extrapolation, measured by inner backtests (RMS).
+
+    None when the data has too few scales to backtest this form.
+    """
+    rates = []
+    for train in inner_splits(data, form):
+        errors, distance = held_out_log_errors(data, form, train, delta=delta)
+        rates.extend(np.abs(errors) / np.maximum(distance, 1e-3))
+    return float(np.sqrt(np.mean(np.square(rates)))) if rates else None
 
 
 def choose_form(data: LawData, candidates: list[Form], *, delta: float) -> tuple[Form, dict[str, float | None]]:
