@@ -16,11 +16,15 @@ from scalelab.laws.forms import Form
 
 
 def inner_splits(data: LawData, form: Form, *, max_holdout: int = 2) -> list[np.ndarray]:
-    """Training masks that hold out the top 1..max_holdout scales, when enough remain."""
+    """Training masks that hold out the top 1..max_holdout scales, when enough remain.
+
+    A form is scored only where at least two more scales than it has parameters
+    remain: a fit that barely determines its parameters says little about extrapolation.
+    """
     scales = np.unique(data.scale)
     masks = []
     for k in range(1, max_holdout + 1):
-        if len(scales) - k < form.n_params + 1:
+        if len(scales) - k < form.n_params + 2:
             break
         masks.append(data.scale < scales[-k])
     return masks
