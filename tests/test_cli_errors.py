@@ -58,7 +58,7 @@ STUDY_CASES = [
     ("data-fraction-zero", HEADER + "[grid]\ndata_fraction = [0]\n", ["data_fraction", "0"]),
     ("data-fraction-zero-in-data", HEADER.replace('name = "digits"', 'name = "digits"\ndata_fraction = 0'), ["data_fraction", "0"]),
     ("data-fraction-above-one", HEADER + "[grid]\ndata_fraction = [0.5, 1.5]\n", ["data_fraction", "1.5"]),
-    ("unknown-family", HEADER.replace('family = "mlp"', 'family = "resnet"'), ["resnet"]),
+    ("unknown-family", HEADER.replace('family = "mlp"', 'family = "transformer"'), ["transformer"]),
     ("unknown-dataset", HEADER.replace('name = "digits"', 'name = "imagenet"'), ["imagenet"]),
     ("empty-grid-table", HEADER + "[grid]\n", ["grid"]),
     ("empty-grid-list", HEADER + "[grid]\nwidth = []\n", ["width"]),

@@ -135,7 +135,7 @@ def test_unknown_dataset_is_rejected_and_known_ones_listed():
 
 
 def test_unknown_family_in_grid_names_the_grid_key():
-    assert "grid.family" in input_error(study(model={}, grid={"family": ["mlp", "resnet"]}))
+    assert "grid.family" in input_error(study(model={}, grid={"family": ["mlp", "transformer"]}))
 
 
 def test_empty_grid_table_is_rejected():

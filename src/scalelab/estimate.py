@@ -16,8 +16,9 @@ import math
 import time
 from dataclasses import dataclass
 
-from scalelab.data import dataset_key, load_dataset, nested_subsample
+from scalelab.data import DataQuality, dataset_key, load_dataset, plan_rows
 from scalelab.errors import DatasetError, InputError
+from scalelab.models.registry import family_entry, load_factory
 
 
 @dataclass(frozen=True)
@@ -41,79 +42,159 @@ class CellEstimate:
 
 
 def preflight(spec) -> dict[str, CellShape]:
-    """Load each dataset the study uses and check every cell's subsample.
+    """Load each dataset the study uses, check every cell's rows, and import user factories.
 
-    Raises :class:`InputError` naming the study file and the cell's grid values when a
-    dataset cannot be loaded or a subsample loses a class.
+    Raises :class:`InputError` naming the study file (and the cell's grid values) when a
+    dataset cannot be loaded, a cell's subsample, validation split or data-quality
+    settings cannot be met, or a ``python:`` model factory cannot be imported.
     """
     datasets: dict[str, object] = {}
     shapes: dict[str, CellShape] = {}
+    factories: set[str] = set()
     for cell in spec.cells:
         data_cfg = cell.config["data"]
         key = dataset_key(data_cfg)
+        where = f" (cell {json.dumps(cell.params)})" if cell.params else ""
         try:
             if key not in datasets:
                 datasets[key] = load_dataset(data_cfg)
             dataset = datasets[key]
-            rows = nested_subsample(dataset.y_train, data_cfg["data_fraction"], seed=data_cfg["subsample_seed"])
+            plan = plan_rows(dataset.y_train, n_classes=dataset.n_classes, quality=DataQuality.of(data_cfg))
         except DatasetError as exc:
-            where = f" (cell {json.dumps(cell.params)})" if cell.params else ""
             raise InputError(f"{spec.source}: {exc}{where}") from None
-        shapes[cell.cell_id] = CellShape(len(rows), dataset.input_shape, dataset.n_classes)
+        family = cell.config["model"]["family"]
+        if family_entry(family).framework == "python" and family not in factories:
+            try:
+                load_factory(family)
+            except InputError as exc:
+                raise InputError(f"{spec.source}: model.family: {exc}") from None
+            factories.add(family)
+        shapes[cell.cell_id] = CellShape(len(plan.train_rows), dataset.input_shape, dataset.n_classes)
     return shapes
 
 
 def estimate_grid(spec, shapes: dict[str, CellShape], *, workers: int, calibrate_s: float = 10.0) -> list[CellEstimate]:
     """Per-cell parameter count, measured FLOPs and estimated seconds (one worker's view).
 
-    Each distinct model (family, knobs, input shape, batch size, precision) is built
-    once; its FLOPs per sample are counted with ``FlopCounterMode`` and its speed is
-    timed over a few training steps with the threads one worker would get. Models not
+    Each distinct torch model (family, knobs, input shape, batch size, precision) is
+    built once; its FLOPs per sample are counted with ``FlopCounterMode`` and its speed
+    is timed over a few training steps with the threads one worker would get. Models not
     timed within ``calibrate_s`` use the median FLOP/s of those that were; with
     ``calibrate_s = 0`` nothing is timed and ``seconds`` is a rough guess from FLOPs alone.
+
+    scikit-learn estimators are not measured before they are fitted: their ``n_params``
+    is an upper bound from the knobs and their ``flops`` a rough count of the fit's
+    operations (see :func:`_sklearn_estimate`), good for ordering cells and little else.
+
+    Raises :class:`InputError` when a family cannot be built for the data (a
+    convolutional family on tabular data) or a ``python:`` factory fails.
     """
     import torch
 
     from scalelab.execute.local import threads_per_worker
-    from scalelab.models import build_model, count_parameters
+    from scalelab.models import count_parameters, is_torch_model
     from scalelab.train.flops import training_step_flops
     from scalelab.train.torch_trainer import planned_epochs
 
     torch.set_num_threads(threads_per_worker(workers))
-    measured: dict[str, tuple[int, float, float | None]] = {}  # key -> (n_params, flops/sample, flop/s)
+    measured: dict[str, tuple] = {}  # key -> ("torch", n_params, flops/sample, flop/s) or ("sklearn", estimator)
     model_of: dict[str, str] = {}  # cell id -> key
     budget_end = time.perf_counter() + calibrate_s
     for cell in spec.cells:
         shape = shapes[cell.cell_id]
         train = cell.config["train"]
-        batch = min(train["batch_size"], shape.n_train)
-        key = json.dumps([cell.config["model"], shape.input_shape, shape.n_classes, batch, train["precision"]])
+        batch = min(train.get("batch_size", shape.n_train), shape.n_train)
+        key = json.dumps([cell.config["model"], shape.input_shape, shape.n_classes, batch, train.get("precision")])
         model_of[cell.cell_id] = key
         if key in measured:
             continue
-        torch.manual_seed(0)
-        model = build_model(cell.config["model"], shape.input_shape, shape.n_classes)
+        model = _build_checked(spec, cell, shape)
+        if not is_torch_model(model):
+            measured[key] = ("sklearn", model)
+            continue
         inputs = torch.rand(batch, *shape.input_shape)
         targets = torch.randint(0, shape.n_classes, (batch,))
-        flops_per_sample = training_step_flops(model, inputs, targets) / batch
+        try:
+            flops_per_sample = training_step_flops(model, inputs, targets) / batch
+        except Exception as exc:
+            if family_entry(cell.config["model"]["family"]).framework != "python":
+                raise  # a built-in family that cannot train one batch is a bug, not bad input
+            raise InputError(
+                f"{spec.source}: {cell.config['model']['family']}: the model cannot train on a batch of shape "
+                f"{tuple(inputs.shape)} with {shape.n_classes} classes ({type(exc).__name__}: {' '.join(str(exc).split())})"
+            ) from None
         speed = None
         if time.perf_counter() < budget_end:
             speed = _time_steps(model, inputs, targets, train) * flops_per_sample
-        measured[key] = (count_parameters(model), flops_per_sample, speed)
+        measured[key] = ("torch", count_parameters(model), flops_per_sample, speed)
 
-    speeds = sorted(s for *_, s in measured.values() if s)
+    speeds = sorted(m[3] for m in measured.values() if m[0] == "torch" and m[3])
     fallback = speeds[len(speeds) // 2] if speeds else 1e10
     estimates = []
     for cell in spec.cells:
         shape = shapes[cell.cell_id]
         train = cell.config["train"]
-        n_params, flops_per_sample, speed = measured[model_of[cell.cell_id]]
+        entry = measured[model_of[cell.cell_id]]
+        if entry[0] == "sklearn":
+            n_params, operations, seconds = _sklearn_estimate(entry[1], shape)
+            estimates.append(CellEstimate(cell.cell_id, cell.params, shape.n_train, n_params, 0.0, operations, seconds))
+            continue
+        _, n_params, flops_per_sample, speed = entry
         batch = min(train["batch_size"], shape.n_train)
         flops = flops_per_sample * shape.n_train * planned_epochs(shape.n_train, batch, train)
         estimates.append(
             CellEstimate(cell.cell_id, cell.params, shape.n_train, n_params, flops_per_sample, flops, flops / (speed or fallback))
         )
     return estimates
+
+
+def _build_checked(spec, cell, shape: CellShape):
+    """A cell's model built with seed 0; a family that cannot take this data is an input error."""
+    from scalelab.models import build_model
+
+    family = cell.config["model"]["family"]
+    user_code = family_entry(family).framework == "python"
+    # Built-in builders reject shapes they cannot take with ValueError; a user's factory may raise anything.
+    rejected = Exception if user_code else (ValueError, TypeError)
+    try:
+        return build_model(cell.config["model"], shape.input_shape, shape.n_classes, seed=0)
+    except InputError as exc:
+        raise InputError(f"{spec.source}: model.family: {exc}") from None
+    except rejected as exc:
+        where = f" (cell {json.dumps(cell.params)})" if cell.params else ""
+        message = " ".join(str(exc).split())
+        if user_code:
+            raise InputError(
+                f"{spec.source}: {family} raised {type(exc).__name__}: {message}; "
+                f"it was called with input shape {shape.input_shape} and {shape.n_classes} classes{where}"
+            ) from None
+        raise InputError(f"{spec.source}: model family {family!r}: {message}{where}") from None
+
+
+# Rough fit speeds of scikit-learn estimators on one core, in the operations counted by
+# _sklearn_estimate; measured on digits and CIFAR-sized random data, within a factor of a few.
+SKLEARN_OPS_PER_S = {"tree": 1e8, "gbdt": 6e7, "other": 1e8}
+
+
+def _sklearn_estimate(estimator, shape: CellShape) -> tuple[int, float, float]:
+    """(upper bound on parameters, operations, seconds) of fitting ``estimator`` on the cell's data.
+
+    A tree sorts every feature at each of about log2(n) levels: n·F·log2(n)² operations,
+    at most 2·leaves − 1 nodes. Histogram boosting fills one histogram per tree and
+    round: rounds·trees·n·F operations, at most rounds·trees·leaves leaves (one tree per
+    class and round, one in all for two classes). Anything else: one pass, n·F.
+    """
+    n, features = shape.n_train, math.prod(shape.input_shape)
+    log_n = math.log2(max(n, 2))
+    name = type(estimator).__name__
+    if name == "DecisionTreeClassifier":
+        leaves = estimator.max_leaf_nodes or n
+        return 2 * leaves - 1, n * features * log_n**2, n * features * log_n**2 / SKLEARN_OPS_PER_S["tree"]
+    if name == "HistGradientBoostingClassifier":
+        trees = estimator.max_iter * (shape.n_classes if shape.n_classes > 2 else 1)
+        operations = trees * n * features
+        return trees * estimator.max_leaf_nodes, operations, operations / SKLEARN_OPS_PER_S["gbdt"]
+    return 0, float(n * features), n * features / SKLEARN_OPS_PER_S["other"]
 
 
 def _time_steps(model, inputs, targets, train: dict, steps: int = 3) -> float:

@@ -22,9 +22,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from scalelab.data.registry import DATASETS, dataset_option_names
+from scalelab.data.quality import QUALITY_DEFAULTS
+from scalelab.data.registry import DATASETS, dataset_entry, dataset_option_names, is_known_dataset
 from scalelab.errors import InputError
-from scalelab.models.registry import FAMILIES, family_knob_names
+from scalelab.models.registry import FAMILIES, family_entry, family_knob_names, is_known_family
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,6 +34,8 @@ else:  # pragma: no cover
 
 MAX_CELLS = 100_000
 SEED_MAX = 2**32 - 1  # numpy and scikit-learn accept seeds in [0, 2**32)
+# [data] settings at the values that switch them off; resolved configurations leave them out.
+_DATA_OFF = {**QUALITY_DEFAULTS, "preprocess": "none"}
 
 
 class _Strict(BaseModel):
@@ -46,7 +49,13 @@ class DataFields(_Strict):
     test_size: float = Field(0.2, gt=0, lt=1, description="test share when the dataset has no test split of its own")
     split_seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the train/test split")
     data_fraction: float = Field(1.0, allow_inf_nan=True, description="share of the training split used, in (0, 1]")  # NaN gets the range message
-    subsample_seed: int | None = Field(None, ge=0, le=SEED_MAX, description="seed of the nested subsample; defaults to train.seed")
+    subsample_seed: int | None = Field(None, ge=0, le=SEED_MAX, description="seeds the subsample and the data-quality transforms; defaults to train.seed")
+    validation_split: float = Field(0.0, ge=0, lt=1, description="share of the training subset held out for val_loss and val_error")
+    preprocess: Literal["none", "scale", "standardize"] | None = Field(None, description="none | scale | standardize; defaults to the dataset's own")
+    label_noise: float = Field(0.0, ge=0, le=1, description="share of training labels replaced by a different class")
+    duplicate_fraction: float = Field(0.0, ge=0, lt=1, description="share of the training budget spent on exact duplicates")
+    class_imbalance: float = Field(1.0, ge=1, le=1e6, description="ratio of the most to the least frequent class")
+    feature_noise: float = Field(0.0, ge=0, le=1000, description="Gaussian noise std relative to each feature's std")
 
     @field_validator("data_fraction")
     @classmethod
@@ -58,8 +67,8 @@ class DataFields(_Strict):
     @field_validator("name")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        if value not in DATASETS:
-            raise ValueError(f"unknown dataset {value!r}; known: {', '.join(sorted(DATASETS))}")
+        if not is_known_dataset(value):
+            raise ValueError(f"unknown dataset {value!r}; known: {', '.join(sorted(DATASETS))}, or python:pkg.module:function")
         return value
 
 
@@ -71,8 +80,8 @@ class ModelFields(_Strict):
     @field_validator("family")
     @classmethod
     def _known_family(cls, value: str) -> str:
-        if value not in FAMILIES:
-            raise ValueError(f"unknown model family {value!r}; known: {', '.join(sorted(FAMILIES))}")
+        if not is_known_family(value):
+            raise ValueError(f"unknown model family {value!r}; known: {', '.join(sorted(FAMILIES))}, or python:pkg.module:factory")
         return value
 
 
@@ -167,7 +176,7 @@ def parse_spec(raw: dict, *, source: str = "<study>") -> StudySpec:
     grid = top.grid
     if grid is not None and not grid:
         raise InputError(f"{source}: [grid] is empty; give at least one key with a list of values, or remove [grid]")
-    grid = grid or {}
+    grid = _flatten_sections(grid or {})
     routed: list[tuple[str, str, str, list]] = []  # (key as written, section, field, values)
     for key, values in grid.items():
         section, name = _route_grid_key(key, source)
@@ -196,6 +205,11 @@ def parse_spec(raw: dict, *, source: str = "<study>") -> StudySpec:
         config = _resolve(sections, source=source, grid_keys={(s, n): k for k, s, n, _ in routed}, params=params)
         cell_id = cell_id_of(config)
         if cell_id in seen:
+            if family_entry(config["model"]["family"]).framework == "sklearn":
+                raise InputError(
+                    f"{source}: two cells have the same configuration ({params}): the scikit-learn family "
+                    f"{config['model']['family']!r} ignores [train] settings other than seed; sweep those in a separate study"
+                )
             raise InputError(f"{source}: the grid repeats a value, so two cells have the same configuration ({params})")
         seen.add(cell_id)
         cells.append(Cell(cell_id=cell_id, config=config, params=_resolved_params(config, routed)))
@@ -209,6 +223,17 @@ def parse_spec(raw: dict, *, source: str = "<study>") -> StudySpec:
         source=source,
         raw=raw,
     )
+
+
+def _flatten_sections(grid: dict) -> dict:
+    """``model.hidden = [...]`` in TOML is a nested table; read it as the key ``"model.hidden"``."""
+    flat = {}
+    for key, values in grid.items():
+        if key in ("data", "model", "train") and isinstance(values, dict):
+            flat.update({f"{key}.{name}": inner for name, inner in values.items()})
+        else:
+            flat[key] = values
+    return flat
 
 
 def _route_grid_key(key: str, source: str) -> tuple[str, str]:
@@ -226,7 +251,10 @@ def _route_grid_key(key: str, source: str) -> tuple[str, str]:
     if key in ModelFields.model_fields or key in family_knob_names():
         homes.append("model")
     if not homes:
-        raise InputError(f"{source}: grid.{key}: unknown key; it is not a field of [data], [model] or [train]")
+        raise InputError(
+            f"{source}: grid.{key}: unknown key; it is not a field of [data], [model] or [train] "
+            f"(a python: family's or dataset's own parameter is written model.{key} or data.{key})"
+        )
     if len(homes) > 1:
         raise InputError(f"{source}: grid.{key} is ambiguous; write it as one of {', '.join(h + '.' + key for h in homes)}")
     return homes[0], key
@@ -253,8 +281,8 @@ def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict) -> d
             raise fail(section, exc, allowed=[*common.model_fields, *specific.model_fields]) from None
         return head, rest
 
-    data, options = split_section("data", data_raw, DataFields, lambda d: DATASETS[d.name].options)
-    model, knobs = split_section("model", model_raw, ModelFields, lambda m: FAMILIES[m.family].knobs)
+    data, options = split_section("data", data_raw, DataFields, lambda d: dataset_entry(d.name).options)
+    model, knobs = split_section("model", model_raw, ModelFields, lambda m: family_entry(m.family).knobs)
     try:
         train = TrainFields.model_validate(train_raw)
     except ValidationError as exc:
@@ -263,11 +291,23 @@ def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict) -> d
     data_dict = data.model_dump(mode="json")
     if data_dict["subsample_seed"] is None:
         data_dict["subsample_seed"] = train.seed
+    if data_dict["preprocess"] is None:
+        data_dict["preprocess"] = dataset_entry(data.name).preprocess
+    # Settings that are off are left out, so the capability to set them changed no existing
+    # cell's id; what they mean when off never changes, so no two configurations collide.
+    for name, off in _DATA_OFF.items():
+        if data_dict[name] == off:
+            del data_dict[name]
     data_dict["options"] = options.model_dump(mode="json")
+    train_dict = train.model_dump(mode="json")
+    if family_entry(model.family).framework == "sklearn":
+        # Only the seed means anything to a scikit-learn estimator; the torch settings are
+        # dropped so that sweeping one of them is caught as a repeated configuration.
+        train_dict = {"seed": train_dict["seed"]}
     return {
         "data": data_dict,
         "model": {"family": model.family, "knobs": knobs.model_dump(mode="json")},
-        "train": train.model_dump(mode="json"),
+        "train": train_dict,
     }
 
 
@@ -277,7 +317,14 @@ def _resolved_params(config: dict, routed) -> dict:
     for key, section, name, _ in routed:
         block = config[section]
         nested = block.get("options" if section == "data" else "knobs", {})
-        params[key] = block[name] if name in block else nested[name]
+        if name in block:
+            params[key] = block[name]
+        elif name in nested:
+            params[key] = nested[name]
+        elif section == "data" and name in _DATA_OFF:
+            params[key] = _DATA_OFF[name]  # a setting at its "off" value, left out of the config
+        else:
+            params[key] = None  # a torch setting swept beside a scikit-learn family, which ignores it
     return params
 
 

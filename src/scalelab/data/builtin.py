@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from pathlib import Path
 
 import numpy as np
 
-from scalelab.data.dataset import Dataset, checked_dataset
-from scalelab.errors import DatasetError
+from scalelab.data.dataset import Dataset, checked_dataset, stratified_split
 
 
 def cache_dir() -> Path:
@@ -27,27 +25,13 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "scalelab"
 
 
-def _stratified_split(X, y, *, test_size: float, split_seed: int):
-    """Stratified train/test split; both sides must hold every class at least once."""
-    from sklearn.model_selection import train_test_split
-
-    n_classes = len(np.unique(y))
-    n_test = math.ceil(test_size * len(y))
-    if min(n_test, len(y) - n_test) < n_classes:
-        raise DatasetError(
-            f"test_size {test_size} splits {len(y)} samples into {len(y) - n_test} train and {n_test} test; "
-            f"each side needs at least one sample of each of the {n_classes} classes"
-        )
-    return train_test_split(X, y, test_size=test_size, random_state=split_seed, stratify=y)
-
-
 def load_digits(*, test_size: float, split_seed: int) -> Dataset:
     """scikit-learn's bundled 8×8 digits as (1, 8, 8) images scaled to [0, 1], 10 classes."""
     from sklearn.datasets import load_digits as sk_digits
 
     bunch = sk_digits()
     X = (bunch.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
-    X_train, X_test, y_train, y_test = _stratified_split(X, bunch.target, test_size=test_size, split_seed=split_seed)
+    X_train, X_test, y_train, y_test = stratified_split(X, bunch.target, test_size=test_size, split_seed=split_seed)
     return checked_dataset("digits", X_train, y_train, X_test, y_test, n_classes=10)
 
 
@@ -133,7 +117,7 @@ def load_synthetic(
         X = X.astype(np.float32)
     else:
         X, y = _synthetic_images(rng, n_samples=n_samples, n_classes=n_classes, shape=tuple(shape), noise=noise)
-    X_train, X_test, y_train, y_test = _stratified_split(X, y, test_size=test_size, split_seed=split_seed)
+    X_train, X_test, y_train, y_test = stratified_split(X, y, test_size=test_size, split_seed=split_seed)
     return checked_dataset("synthetic", X_train, y_train, X_test, y_test, n_classes=n_classes)
 
 

@@ -5,13 +5,14 @@ Importing this module is cheap; loaders import their heavy dependencies on first
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from scalelab.data.dataset import Dataset
+from scalelab.user_code import is_python_reference
 
 
 MAX_SYNTHETIC_VALUES = 2**30
@@ -54,14 +55,43 @@ class SyntheticOptions(_Options):
             )
 
 
+class CifarOptions(_Options):
+    path: str | None = Field(None, min_length=1, description="the extracted folder; defaults to $SCALELAB_CIFAR10")
+
+
+class Cifar100Options(_Options):
+    path: str | None = Field(None, min_length=1, description="the extracted folder; defaults to $SCALELAB_CIFAR100")
+    labels: Literal["fine", "coarse"] = Field("fine", description="the 100 fine classes or the 20 coarse ones")
+
+
+class NpzOptions(_Options):
+    path: str = Field(min_length=1, description="an .npz file with X and y, optionally X_test and y_test")
+    n_classes: int | None = Field(None, ge=2, le=1_000_000, description="classes; by default 1 + the largest label")
+
+
+class CsvOptions(_Options):
+    path: str = Field(min_length=1, description="a CSV file with a header row")
+    target: str = Field("target", min_length=1, description="the column of class indices")
+    test_path: str | None = Field(None, min_length=1, description="a CSV file of the same layout holding the test split")
+    n_classes: int | None = Field(None, ge=2, le=1_000_000, description="classes; by default 1 + the largest label")
+
+
+class PythonDatasetOptions(_Options):
+    """Any keys: they are the function's keyword arguments (JSON-like values only)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, allow_inf_nan=False)
+    __pydantic_extra__: dict[str, JsonValue]
+
+
 @dataclass(frozen=True)
 class DatasetEntry:
-    """One registered dataset: its options model and how to load it."""
+    """One registered dataset: its options model, how to load it, and its default preprocessing."""
 
     name: str
     options: type[_Options]
     load: Callable[..., Dataset]
     description: str
+    preprocess: str = "none"
 
 
 def _digits(options, *, test_size, split_seed):
@@ -82,14 +112,65 @@ def _synthetic(options, *, test_size, split_seed):
     return load_synthetic(**options.model_dump(), test_size=test_size, split_seed=split_seed)
 
 
+def _cifar10(options, *, test_size, split_seed):
+    from scalelab.data.cifar import load_cifar10
+
+    return load_cifar10(options.path)
+
+
+def _cifar100(options, *, test_size, split_seed):
+    from scalelab.data.cifar import load_cifar100
+
+    return load_cifar100(options.path, labels=options.labels)
+
+
+def _npz(options, *, test_size, split_seed):
+    from scalelab.data.files import load_npz
+
+    return load_npz(**options.model_dump(), test_size=test_size, split_seed=split_seed)
+
+
+def _csv(options, *, test_size, split_seed):
+    from scalelab.data.files import load_csv
+
+    return load_csv(**options.model_dump(), test_size=test_size, split_seed=split_seed)
+
+
 DATASETS: dict[str, DatasetEntry] = {
     entry.name: entry
     for entry in (
         DatasetEntry("digits", NoOptions, _digits, "scikit-learn's bundled 8x8 digits, 1797 images, 10 classes"),
         DatasetEntry("mnist1d", Mnist1dOptions, _mnist1d, "MNIST-1D, procedurally generated 1x40 signals, 10 classes"),
         DatasetEntry("synthetic", SyntheticOptions, _synthetic, "seeded learnable task, tabular or image-shaped"),
+        DatasetEntry("cifar10", CifarOptions, _cifar10, "CIFAR-10 from its python or binary folder on disk", preprocess="scale"),
+        DatasetEntry("cifar100", Cifar100Options, _cifar100, "CIFAR-100 from its python or binary folder on disk", preprocess="scale"),
+        DatasetEntry("npz", NpzOptions, _npz, "arrays X and y (and X_test, y_test) from an .npz file"),
+        DatasetEntry("csv", CsvOptions, _csv, "numeric feature columns and a target column from a CSV file"),
     )
 }
+
+
+def dataset_entry(name: str) -> DatasetEntry:
+    """The registered dataset ``name``, or the user's function for ``python:pkg.module:function``.
+
+    Raises ``KeyError`` for any other name (the study spec checks names first).
+    """
+    if name in DATASETS:
+        return DATASETS[name]
+    if is_python_reference(name):
+
+        def load(options, *, test_size, split_seed):
+            from scalelab.data.python_source import load_python_dataset
+
+            return load_python_dataset(name, options.model_dump(), test_size=test_size, split_seed=split_seed)
+
+        return DatasetEntry(name, PythonDatasetOptions, load, "the user's own dataset function")
+    raise KeyError(name)
+
+
+def is_known_dataset(name: str) -> bool:
+    """True for a registered dataset or a ``python:pkg.module:function`` reference."""
+    return name in DATASETS or is_python_reference(name)
 
 
 def dataset_option_names() -> set[str]:
@@ -100,10 +181,11 @@ def dataset_option_names() -> set[str]:
 def load_dataset(data_config: dict) -> Dataset:
     """Load the dataset a resolved ``[data]`` configuration names.
 
-    The configuration is the resolved one from :mod:`scalelab.spec`; subsampling by
-    ``data_fraction`` is not applied here (see :func:`scalelab.data.nested_subsample`).
+    The configuration is the resolved one from :mod:`scalelab.spec`; the per-cell
+    subsample, data-quality transforms and preprocessing are not applied here (see
+    :func:`scalelab.data.training_view`).
     """
-    entry = DATASETS[data_config["name"]]
+    entry = dataset_entry(data_config["name"])
     options = entry.options.model_validate(data_config.get("options", {}))
     return entry.load(options, test_size=data_config["test_size"], split_seed=data_config["split_seed"])
 

@@ -33,16 +33,29 @@ def nested_subsample(y: np.ndarray, fraction: float, *, seed: int) -> np.ndarray
         return np.arange(len(y))
     chosen = []
     for cls in np.unique(y):
-        members = np.flatnonzero(y == cls)
-        keep = int(round(fraction * len(members)))
-        if keep == 0:
-            raise DatasetError(
-                f"data_fraction {fraction} leaves class {int(cls)} with no training samples "
-                f"(it has {len(members)}); use a larger fraction"
-            )
-        order = np.random.default_rng([seed, int(cls)]).permutation(len(members))
-        chosen.append(members[order[:keep]])
+        members = class_order(y, int(cls), seed=seed)
+        chosen.append(members[: class_share(len(members), fraction, cls=int(cls))])
     return np.sort(np.concatenate(chosen))
+
+
+def class_order(y: np.ndarray, cls: int, *, seed: int) -> np.ndarray:
+    """The rows of class ``cls`` in the seeded order whose prefixes are the nested subsets."""
+    members = np.flatnonzero(y == cls)
+    return members[np.random.default_rng([seed, cls]).permutation(len(members))]
+
+
+def class_share(n_members: int, fraction: float, *, cls: int) -> int:
+    """How many of a class's ``n_members`` rows a subset of ``fraction`` keeps (at least one).
+
+    Raises :class:`DatasetError` when the fraction would keep none of them.
+    """
+    keep = n_members if fraction == 1.0 else int(round(fraction * n_members))
+    if keep == 0:
+        raise DatasetError(
+            f"data_fraction {fraction} leaves class {cls} with no training samples "
+            f"(it has {n_members}); use a larger fraction"
+        )
+    return keep
 
 
 def subset_size(y: np.ndarray, fraction: float) -> int:

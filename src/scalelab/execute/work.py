@@ -38,11 +38,12 @@ class CellWorker:
         return self._datasets[key]
 
     def run(self, cell_id: str, config: dict) -> CellResult:
-        """Train one cell; any exception becomes a ``failed`` result carrying its traceback."""
-        from scalelab.train.torch_trainer import train_cell
+        """Train one cell with its family's trainer (torch or scikit-learn); any exception
+        becomes a ``failed`` result carrying its traceback."""
+        from scalelab.train.cell import run_cell
 
         try:
-            outcome = train_cell(config, self.dataset(config["data"]))
+            outcome = run_cell(config, self.dataset(config["data"]))
         except Exception:  # reported to the coordinator, which records it with the cell
             return CellResult(cell_id, "failed", reason=traceback.format_exc())
         return CellResult(cell_id, outcome.state, outcome.metrics, outcome.reason)

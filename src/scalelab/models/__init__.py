@@ -1,5 +1,5 @@
-"""Model families: each builds a torch module from a size knob and the data's shape."""
+"""Model families: each builds a torch module or a scikit-learn estimator from its size knobs."""
 
-from scalelab.models.registry import FAMILIES, build_model, count_parameters
+from scalelab.models.registry import FAMILIES, build_model, count_parameters, family_entry, is_known_family, is_torch_model
 
-__all__ = ["FAMILIES", "build_model", "count_parameters"]
+__all__ = ["FAMILIES", "build_model", "count_parameters", "family_entry", "is_known_family", "is_torch_model"]

@@ -1,6 +1,10 @@
 """The catalogue of model families: their size knobs (validated with pydantic) and builders.
 
-Importing this module does not import torch; builders do, on first use.
+Each family is trained by one framework: ``torch`` (a ``torch.nn.Module``) or
+``sklearn`` (a scikit-learn estimator). A ``python:pkg.module:factory`` family may
+return either; which one is known once the factory has been called.
+
+Importing this module imports neither torch nor scikit-learn; builders do, on first use.
 """
 
 from __future__ import annotations
@@ -8,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from scalelab.errors import InputError
+from scalelab.user_code import import_reference, is_python_reference
 
 
 class _Knobs(BaseModel):
@@ -24,35 +31,100 @@ class SeedCNNKnobs(_Knobs):
     width: float = Field(1.0, gt=0, le=64, description="channel multiplier; 1 is the source document's CNN")
 
 
+class ResNetKnobs(_Knobs):
+    width: float = Field(1.0, gt=0, le=64, description="channel multiplier of the 16-32-64 stages")
+    depth: int = Field(2, ge=1, le=64, description="residual blocks per stage (3 is ResNet-20)")
+
+
+class TreeKnobs(_Knobs):
+    max_leaf_nodes: int | None = Field(None, ge=2, le=100_000_000, description="leaves at most; unset grows the tree fully")
+
+
+class GBDTKnobs(_Knobs):
+    max_iter: int = Field(100, ge=1, le=100_000, description="boosting rounds")
+    max_leaf_nodes: int = Field(31, ge=2, le=1_000_000, description="leaves per tree")
+    learning_rate: float = Field(0.1, gt=0, le=10, description="shrinkage of each round")
+
+
+class PythonKnobs(_Knobs):
+    """Any keys: they are the factory's keyword arguments (JSON-like values only)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, allow_inf_nan=False)
+    __pydantic_extra__: dict[str, JsonValue]
+
+
 @dataclass(frozen=True)
 class FamilyEntry:
-    """One registered model family: its knobs and how to build a module."""
+    """One model family: its knobs, its framework and how to build a model."""
 
     name: str
     knobs: type[_Knobs]
-    build: Callable  # (knobs, input_shape, n_classes) -> torch.nn.Module
+    build: Callable  # (knobs, input_shape, n_classes, seed) -> torch.nn.Module or estimator
     description: str
+    framework: str  # "torch", "sklearn", or "python" (either, decided by what the factory returns)
 
 
-def _build_mlp(knobs, input_shape, n_classes):
+def _build_mlp(knobs, input_shape, n_classes, seed):
     from scalelab.models.mlp import build_mlp
 
     return build_mlp(input_shape, n_classes, width=knobs.width, depth=knobs.depth)
 
 
-def _build_seed_cnn(knobs, input_shape, n_classes):
+def _build_seed_cnn(knobs, input_shape, n_classes, seed):
     from scalelab.models.seed_cnn import build_seed_cnn
 
     return build_seed_cnn(input_shape, n_classes, width=knobs.width)
 
 
+def _build_resnet(knobs, input_shape, n_classes, seed):
+    from scalelab.models.resnet import build_resnet
+
+    return build_resnet(input_shape, n_classes, width=knobs.width, depth=knobs.depth)
+
+
+def _build_tree(knobs, input_shape, n_classes, seed):
+    from scalelab.models.sklearn_models import build_tree
+
+    return build_tree(max_leaf_nodes=knobs.max_leaf_nodes, seed=seed)
+
+
+def _build_gbdt(knobs, input_shape, n_classes, seed):
+    from scalelab.models.sklearn_models import build_gbdt
+
+    return build_gbdt(max_iter=knobs.max_iter, max_leaf_nodes=knobs.max_leaf_nodes, learning_rate=knobs.learning_rate, seed=seed)
+
+
 FAMILIES: dict[str, FamilyEntry] = {
     entry.name: entry
     for entry in (
-        FamilyEntry("mlp", MLPKnobs, _build_mlp, "ReLU MLP on flattened inputs; width x 64 hidden units, depth layers"),
-        FamilyEntry("seed_cnn", SeedCNNKnobs, _build_seed_cnn, "the source document's Conv32-Pool-Conv64-Pool-Conv64-Dense64 CNN"),
+        FamilyEntry("mlp", MLPKnobs, _build_mlp, "ReLU MLP on flattened inputs; width x 64 hidden units, depth layers", "torch"),
+        FamilyEntry("seed_cnn", SeedCNNKnobs, _build_seed_cnn, "the source document's Conv32-Pool-Conv64-Pool-Conv64-Dense64 CNN", "torch"),
+        FamilyEntry("resnet", ResNetKnobs, _build_resnet, "CIFAR-style ResNet with batch norm; width x 16-32-64 channels, depth blocks per stage", "torch"),
+        FamilyEntry("tree", TreeKnobs, _build_tree, "scikit-learn decision tree; max_leaf_nodes leaves", "sklearn"),
+        FamilyEntry("gbdt", GBDTKnobs, _build_gbdt, "scikit-learn histogram gradient boosting; max_iter rounds of max_leaf_nodes leaves", "sklearn"),
     )
 }
+
+
+def family_entry(name: str) -> FamilyEntry:
+    """The registered family ``name``, or the user's factory for ``python:pkg.module:factory``.
+
+    Raises ``KeyError`` for any other name (the study spec checks names first).
+    """
+    if name in FAMILIES:
+        return FAMILIES[name]
+    if is_python_reference(name):
+
+        def build(knobs, input_shape, n_classes, seed):
+            return _build_from_factory(name, knobs.model_dump(), input_shape, n_classes, seed)
+
+        return FamilyEntry(name, PythonKnobs, build, "the user's own model factory", "python")
+    raise KeyError(name)
+
+
+def is_known_family(name: str) -> bool:
+    """True for a registered family or a ``python:pkg.module:factory`` reference."""
+    return name in FAMILIES or is_python_reference(name)
 
 
 def family_knob_names() -> set[str]:
@@ -60,11 +132,52 @@ def family_knob_names() -> set[str]:
     return {name for entry in FAMILIES.values() for name in entry.knobs.model_fields}
 
 
-def build_model(model_config: dict, input_shape: tuple[int, ...], n_classes: int):
-    """Build the ``torch.nn.Module`` a resolved ``[model]`` configuration describes."""
-    entry = FAMILIES[model_config["family"]]
+def load_factory(name: str) -> Callable:
+    """Import the factory of a ``python:`` family; :class:`InputError` naming it when that fails."""
+    factory = import_reference(name, error=InputError)
+    if not callable(factory):
+        raise InputError(f"{name}: not a model factory function (found {type(factory).__name__} {factory!r:.40})")
+    return factory
+
+
+def _build_from_factory(name: str, knobs: dict, input_shape, n_classes, seed):
+    """Call the user's factory as ``factory(input_shape, n_classes, **knobs)`` and check the result."""
+    import torch
+
+    from scalelab.models.sklearn_models import is_sklearn_estimator
+
+    model = load_factory(name)(tuple(input_shape), int(n_classes), **knobs)
+    if isinstance(model, torch.nn.Module):
+        return model
+    if is_sklearn_estimator(model):
+        # An unseeded estimator would make the cell irreproducible; give it the cell's seed.
+        params = model.get_params(deep=False) if callable(getattr(model, "get_params", None)) else {}
+        if seed is not None and "random_state" in params and params["random_state"] is None:
+            model.set_params(random_state=seed)
+        return model
+    raise TypeError(f"{name} returned a {type(model).__name__}; a model factory must return a torch.nn.Module or a scikit-learn estimator")
+
+
+def build_model(model_config: dict, input_shape: tuple[int, ...], n_classes: int, *, seed: int | None = None):
+    """Build the model a resolved ``[model]`` configuration describes.
+
+    Returns a ``torch.nn.Module`` (initialised after ``torch.manual_seed(seed)`` when a
+    seed is given) or an unfitted scikit-learn estimator (with ``random_state = seed``).
+    """
+    entry = family_entry(model_config["family"])
     knobs = entry.knobs.model_validate(model_config.get("knobs", {}))
-    return entry.build(knobs, tuple(input_shape), int(n_classes))
+    if seed is not None and entry.framework != "sklearn":
+        import torch
+
+        torch.manual_seed(seed)
+    return entry.build(knobs, tuple(input_shape), int(n_classes), seed)
+
+
+def is_torch_model(model) -> bool:
+    """True for a ``torch.nn.Module``; false for a scikit-learn estimator."""
+    import torch
+
+    return isinstance(model, torch.nn.Module)
 
 
 def count_parameters(module) -> int:

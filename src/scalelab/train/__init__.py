@@ -1,1 +1,1 @@
-"""Trainers: the torch loop (and, later, the scikit-learn fit path)."""
+"""Trainers: the torch loop, the scikit-learn fit path, and the dispatch between them."""

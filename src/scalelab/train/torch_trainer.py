@@ -11,26 +11,15 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scalelab.data import Dataset, nested_subsample
+from scalelab.data import Dataset, training_view
 from scalelab.models import build_model, count_parameters
 from scalelab.train.flops import forward_flops, training_step_flops
+from scalelab.train.outcome import CellOutcome
 
 EVAL_BATCH_SIZE = 1024
-
-
-@dataclass
-class CellOutcome:
-    """What training one cell produced: its final state, metrics, and a reason if it diverged."""
-
-    state: str  # "done" or "diverged"
-    metrics: dict = field(default_factory=dict)
-    reason: str | None = None
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -55,16 +44,18 @@ def _make_optimizer(params, train: dict) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=train["lr"], weight_decay=train["weight_decay"])
 
 
-def train_cell(config: dict, dataset: Dataset) -> CellOutcome:
+def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None = None) -> CellOutcome:
     """Train and evaluate one resolved cell configuration on an already loaded dataset.
 
-    Returns a :class:`CellOutcome` whose metrics hold the losses, test error, parameter
-    count, measured FLOPs, timings and environment. Raises only on real failures
-    (bad configuration for the hardware, out of memory, bugs); a NaN or inf loss is an
-    outcome (``diverged``), not an exception.
+    ``model`` is the cell's module when the caller has built it already (seeded, see
+    :func:`scalelab.models.build_model`); otherwise it is built here. Returns a
+    :class:`CellOutcome` whose metrics hold the losses, test (and validation) error,
+    parameter count, measured FLOPs, timings and environment. Raises only on real
+    failures (bad configuration for the hardware, out of memory, bugs); a NaN or inf
+    loss is an outcome (``diverged``), not an exception.
     """
     started = time.perf_counter()
-    data_cfg, model_cfg, train_cfg = config["data"], config["model"], config["train"]
+    model_cfg, train_cfg = config["model"], config["train"]
     device = resolve_device(train_cfg["device"])
     seed = int(train_cfg["seed"])
     autocast = (
@@ -73,15 +64,16 @@ def train_cell(config: dict, dataset: Dataset) -> CellOutcome:
         else contextlib.nullcontext()
     )
 
-    rows = nested_subsample(dataset.y_train, data_cfg["data_fraction"], seed=data_cfg["subsample_seed"])
-    X = torch.from_numpy(np.ascontiguousarray(dataset.X_train[rows])).to(device)
-    y = torch.from_numpy(dataset.y_train[rows]).to(device)
-    X_test = torch.from_numpy(dataset.X_test).to(device)
-    y_test = torch.from_numpy(dataset.y_test).to(device)
-    n_train = len(rows)
+    view = training_view(dataset, config["data"])
+    X = torch.from_numpy(view.X_train).to(device)
+    y = torch.from_numpy(view.y_train).to(device)
+    X_test = torch.from_numpy(view.X_test).to(device)
+    y_test = torch.from_numpy(view.y_test).to(device)
+    n_train = len(view.y_train)
 
-    torch.manual_seed(seed)
-    model = build_model(model_cfg, dataset.input_shape, dataset.n_classes).to(device)
+    if model is None:
+        model = build_model(model_cfg, view.input_shape, view.n_classes, seed=seed)
+    model = model.to(device)
     n_params = count_parameters(model)
     optimizer = _make_optimizer(model.parameters(), train_cfg)
     batch_size = min(train_cfg["batch_size"], n_train)
@@ -137,6 +129,12 @@ def train_cell(config: dict, dataset: Dataset) -> CellOutcome:
     if outcome.state == "done" and not math.isfinite(test_loss):
         outcome = CellOutcome(state="diverged", reason="non-finite test loss after training")
         outcome.metrics["diverged_step"] = steps
+    if view.has_validation:
+        val = torch.from_numpy(view.X_val).to(device), torch.from_numpy(view.y_val).to(device)
+        val_loss, val_error = evaluate(model, *val, autocast=autocast)
+        outcome.metrics.update(val_loss=val_loss, val_error=val_error, n_val=int(len(view.y_val)))
+    if len(view.train_rows) != view.n_distinct:
+        outcome.metrics["n_distinct"] = view.n_distinct
 
     flops = flops_per_sample * samples_seen
     outcome.metrics.update(
@@ -155,6 +153,8 @@ def train_cell(config: dict, dataset: Dataset) -> CellOutcome:
         wall_s=time.perf_counter() - started,
         samples_per_s=samples_seen / train_s if train_s > 0 else float("nan"),
         flops_per_s=flops / train_s if train_s > 0 else float("nan"),
+        compute=float(flops),
+        compute_unit="flops",
         device=str(device),
         dtype="bfloat16" if train_cfg["precision"] == "bf16" else "float32",
         seed=seed,

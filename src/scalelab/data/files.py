@@ -1,0 +1,115 @@
+"""Datasets from the user's files: ``npz`` and ``csv``.
+
+* ``npz``: arrays ``X`` (n, *input_shape) and ``y`` (n,), and optionally ``X_test`` and
+  ``y_test``. Loaded with ``allow_pickle=False``, so a file can hold numbers only.
+* ``csv``: a header row, numeric feature columns, and a ``target`` column of class
+  indices; optionally a second file of the same layout as the test split.
+
+Without a test split of their own, both are split by ``test_size`` and ``split_seed``.
+Every problem is a :class:`DatasetError` whose message starts with the file's path.
+Relative paths are relative to the current directory.
+"""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from scalelab.data.dataset import Dataset, dataset_from_arrays
+from scalelab.errors import DatasetError
+
+
+def _existing_file(path: str) -> Path:
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise DatasetError(f"{file}: file not found")
+    if not file.is_file():
+        raise DatasetError(f"{file}: not a file")
+    return file
+
+
+def load_npz(*, path: str, n_classes: int | None, test_size: float, split_seed: int) -> Dataset:
+    """A dataset from an ``.npz`` file with ``X`` and ``y`` (and optionally ``X_test``, ``y_test``)."""
+    file = _existing_file(path)
+    with file.open("rb") as stream:
+        magic = stream.read(6)
+    if not magic.startswith((b"PK", b"\x93NUMPY")):
+        # Anything else np.load would take for a pickle; say what the file is not instead.
+        raise DatasetError(f"{file}: not an npz file (neither a zip of arrays nor a NumPy array)")
+    try:
+        loaded = np.load(file, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DatasetError(f"{file}: a single array; an npz dataset is a zip of arrays X and y (numpy.savez)")
+        with loaded as archive:
+            names = set(archive.files)
+            missing = [key for key in ("X", "y") if key not in names]
+            if missing:
+                raise DatasetError(f"{file}: no array {missing[0]!r}; the file holds {sorted(names) or 'no arrays'}, and needs X and y")
+            arrays = {key: archive[key] for key in ("X", "y", "X_test", "y_test") if key in names}
+    except DatasetError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise DatasetError(f"{file}: cannot read as npz: truncated or corrupt ({type(exc).__name__}: {_one_line(exc)})") from None
+    except (ValueError, OSError, KeyError) as exc:  # object arrays (refused: no pickles), bad headers
+        raise DatasetError(f"{file}: cannot read as npz ({type(exc).__name__}: {_one_line(exc)})") from None
+    return dataset_from_arrays(
+        str(file),
+        arrays["X"],
+        arrays["y"],
+        arrays.get("X_test"),
+        arrays.get("y_test"),
+        n_classes=n_classes,
+        test_size=test_size,
+        split_seed=split_seed,
+    )
+
+
+def load_csv(*, path: str, target: str, test_path: str | None, n_classes: int | None, test_size: float, split_seed: int) -> Dataset:
+    """A dataset from a CSV file with a header, numeric features and a ``target`` column."""
+    X, y = _read_csv(_existing_file(path), target=target)
+    X_test = y_test = None
+    if test_path is not None:
+        X_test, y_test = _read_csv(_existing_file(test_path), target=target)
+    return dataset_from_arrays(str(Path(path).expanduser()), X, y, X_test, y_test, n_classes=n_classes, test_size=test_size, split_seed=split_seed)
+
+
+def _read_csv(file: Path, *, target: str) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of one CSV file, naming the line and column of any bad value."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(file)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as exc:
+        raise DatasetError(f"{file}: cannot read as CSV ({_one_line(exc)})") from None
+    if target not in frame.columns:
+        raise DatasetError(f"{file}: no column {target!r} (the target); columns are {', '.join(map(str, frame.columns))}")
+    features = [c for c in frame.columns if c != target]
+    if not features:
+        raise DatasetError(f"{file}: only the target column {target!r}; a dataset needs feature columns too")
+    for column in [*features, target]:
+        values = frame[column]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            continue
+        unreadable = np.flatnonzero((pd.to_numeric(values, errors="coerce").isna() & values.notna()).to_numpy())
+        row = int(unreadable[0]) if len(unreadable) else 0
+        what = "target column" if column == target else "column"
+        raise DatasetError(f"{file}: {what} {column!r} is not numeric (line {row + 2}: {values.iloc[row]!r})")
+    X = frame[features].to_numpy(dtype=np.float64)
+    y = frame[target].to_numpy()
+    bad = ~np.isfinite(X)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise DatasetError(f"{file}: column {features[col]!r} has a missing, NaN or inf value on line {row + 2}")
+    if np.issubdtype(y.dtype, np.floating):
+        bad_label = ~np.isfinite(y) | (y != np.round(y))
+        if bad_label.any():
+            row = int(np.flatnonzero(bad_label)[0])
+            raise DatasetError(f"{file}: target {target!r} must hold integer class indices, found {y[row].item()!r} on line {row + 2}")
+    return X.astype(np.float32), y
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

@@ -1,0 +1,98 @@
+"""A cell's view of a dataset: the one place where a cell's data is prepared.
+
+Both trainers call :func:`training_view`, which runs the whole per-cell pipeline:
+nested subsample and data-quality transforms on the training split only
+(:mod:`scalelab.data.quality`), the validation split, feature noise, then
+preprocessing with statistics from the training data (:mod:`scalelab.data.preprocess`),
+ending with float32 arrays ready to become tensors. The loaded dataset is never
+modified, so a worker can reuse it for every cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from scalelab.data.dataset import Dataset
+from scalelab.data.preprocess import fit_preprocessor, mean_and_std
+from scalelab.data.quality import DataQuality, plan_rows
+
+_FEATURE_NOISE = 3  # random stream beside the seed (see scalelab.data.quality)
+
+
+@dataclass(frozen=True)
+class TrainingView:
+    """The arrays one cell trains, validates and tests on (float32 features, int64 labels).
+
+    ``train_rows`` and ``val_rows`` are the rows of the dataset's training split the
+    samples came from (a row repeats once per duplicate). ``X_val`` is empty when the
+    cell has no validation split.
+    """
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    n_classes: int
+    preprocess: str
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.X_train.shape[1:])
+
+    @property
+    def has_validation(self) -> bool:
+        return len(self.y_val) > 0
+
+    @property
+    def n_distinct(self) -> int:
+        """Different training samples (fewer than ``len(y_train)`` when some are duplicates)."""
+        return int(len(np.unique(self.train_rows)))
+
+
+def training_view(dataset: Dataset, data_config: dict) -> TrainingView:
+    """Prepare the data of one cell from its resolved ``[data]`` configuration.
+
+    Raises :class:`~scalelab.errors.DatasetError` when the cell's settings cannot be met
+    (a fraction that empties a class, a validation split that holds out nothing).
+    """
+    quality = DataQuality.of(data_config)
+    plan = plan_rows(dataset.y_train, n_classes=dataset.n_classes, quality=quality)
+
+    distinct, copy_of = np.unique(plan.train_rows, return_inverse=True)
+    X_distinct = dataset.X_train[distinct].astype(np.float32, copy=False)  # indexing already copied
+    X_val = dataset.X_train[plan.val_rows].astype(np.float32, copy=False)
+    if quality.feature_noise > 0:
+        _add_feature_noise(X_distinct, X_val, relative_std=quality.feature_noise, seed=quality.seed)
+    # Exact duplicates: a copy repeats its row after the noise, as a duplicate in the wild would.
+    X_train = X_distinct if len(distinct) == len(plan.train_rows) else X_distinct[copy_of]
+
+    method = data_config.get("preprocess", "none")
+    preprocessor = fit_preprocessor(X_train, method=method)
+    preprocessor.apply_inplace(X_train)
+    preprocessor.apply_inplace(X_val)
+    return TrainingView(
+        X_train=np.ascontiguousarray(X_train),
+        y_train=plan.train_labels,
+        X_val=np.ascontiguousarray(X_val),
+        y_val=plan.val_labels,
+        X_test=np.ascontiguousarray(preprocessor.transformed(dataset.X_test)),
+        y_test=dataset.y_test,
+        train_rows=plan.train_rows,
+        val_rows=plan.val_rows,
+        n_classes=dataset.n_classes,
+        preprocess=method,
+    )
+
+
+def _add_feature_noise(X_train: np.ndarray, X_val: np.ndarray, *, relative_std: float, seed: int) -> None:
+    """Add Gaussian noise, per feature ``relative_std`` times that feature's training std, in place."""
+    rng = np.random.default_rng([seed, 0, _FEATURE_NOISE])
+    std = (mean_and_std(X_train, axes=(0,))[1][0] * relative_std).astype(np.float32)
+    for X in (X_train, X_val):
+        X += rng.standard_normal(X.shape, dtype=np.float32) * std

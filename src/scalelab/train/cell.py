@@ -1,0 +1,26 @@
+"""Train one cell with the trainer its model family needs.
+
+Registered families name their framework; a ``python:`` factory's model is built first
+and the trainer chosen by what it returned (a ``torch.nn.Module`` or a scikit-learn
+estimator).
+"""
+
+from __future__ import annotations
+
+from scalelab.data import Dataset
+from scalelab.models import build_model, family_entry, is_torch_model
+from scalelab.train.outcome import CellOutcome
+
+
+def run_cell(config: dict, dataset: Dataset) -> CellOutcome:
+    """Train and evaluate one resolved cell on an already loaded dataset."""
+    framework = family_entry(config["model"]["family"]).framework
+    model = None
+    if framework == "python":
+        model = build_model(config["model"], dataset.input_shape, dataset.n_classes, seed=config["train"]["seed"])
+        framework = "torch" if is_torch_model(model) else "sklearn"
+    if framework == "sklearn":
+        from scalelab.train.sklearn_trainer import train_cell
+    else:
+        from scalelab.train.torch_trainer import train_cell
+    return train_cell(config, dataset, model=model)
