@@ -33,11 +33,39 @@ def prepare_demo(*, out_dir: Path, quick: bool) -> Study:
     return Study(load_spec(study_file), store=out_dir / "scalelab.db")
 
 
-def error_table(study: Study):
-    """Mean test error (over seeds) by family and width (rows) and data fraction (columns)."""
+def clean_runs(study: Study):
+    """The study's done runs on clean data (label_noise 0 when the grid sweeps it)."""
     runs = study.runs()
     done = runs[runs["state"] == "done"]
+    if "label_noise" in done.columns:
+        done = done[done["label_noise"] == 0]
+    return done.copy()
+
+
+def error_table(study: Study):
+    """Mean test error (over seeds) by family and width (rows) and data fraction (columns)."""
+    done = clean_runs(study)
     return done.pivot_table(index=["family", "width"], columns="data_fraction", values="test_error", aggfunc="mean")
+
+
+def print_label_noise(study: Study, console) -> None:
+    """Mean test error at full data by family and label noise, when the grid sweeps it."""
+    from rich.table import Table
+
+    runs = study.runs()
+    done = runs[(runs["state"] == "done")]
+    if "label_noise" not in done.columns or done["label_noise"].nunique() < 2:
+        return
+    full = done[done["data_fraction"] == done["data_fraction"].max()]
+    pivot = full.pivot_table(index="family", columns="label_noise", values="test_error", aggfunc="mean")
+    table = Table(title="Data quality: test error (%) at full data, mean over widths and seeds", caption="columns: share of training labels flipped")
+    table.add_column("family")
+    for noise in pivot.columns:
+        table.add_column(f"{noise:g}", justify="right")
+    for family, row in pivot.iterrows():
+        table.add_row(family, *[f"{100 * v:.1f}" for v in row])
+    console.print(table)
+    console.print("The width x data table and the laws use the runs with clean labels (label_noise = 0).")
 
 
 def data_forecasts(study: Study, *, factor: float = 10.0, level: float = 0.8) -> list[dict]:
@@ -45,8 +73,7 @@ def data_forecasts(study: Study, *, factor: float = 10.0, level: float = 0.8) ->
     ``factor``× more training data would give, with a ``level`` interval."""
     from scalelab.laws import fit
 
-    runs = study.runs()
-    done = runs[runs["state"] == "done"]
+    done = clean_runs(study)
     forecasts = []
     for family, rows in done.groupby("family", sort=True):
         widest = rows[rows["width"] == rows["width"].max()]
@@ -79,8 +106,7 @@ def print_backtest(study: Study, console, *, gap: float = 4.0) -> None:
     from scalelab.fitting import backtest_groups
     from scalelab.laws.core import ONE_X_AUTO
 
-    runs = study.runs()
-    done = runs[runs["state"] == "done"]
+    done = clean_runs(study)
     family = "seed_cnn" if "seed_cnn" in set(done["family"]) else str(done["family"].iloc[0])
     rows = done[(done["family"] == family) & (done["width"] == done[done["family"] == family]["width"].max())]
     result = backtest_groups(rows, label=study.name, x_cols=["n_train"], y_col="test_error", forms=[*ONE_X_AUTO, "auto"], gap=gap)
@@ -100,8 +126,7 @@ def print_plan(study: Study, console, *, factor: float = 10.0) -> None:
     """One plan: the compute-optimal size and data for 10× the largest run's compute, per family."""
     from scalelab.fitting import plan_table
 
-    runs = study.runs()
-    done = runs[runs["state"] == "done"].copy()
+    done = clean_runs(study)
     done["samples"] = done["flops"] / done["flops_per_sample"]
     for family, rows in done.groupby("family", sort=True):
         budget = float(rows["flops"].max()) * factor
@@ -129,6 +154,7 @@ def print_demo_results(study: Study, console) -> None:
     for (family, width), row in pivot.iterrows():
         table.add_row(family, f"{width:g}", *[("" if v != v else f"{100 * v:.1f}") for v in row])
     console.print(table)
+    print_label_noise(study, console)
     print_data_forecasts(study, console)
     print_backtest(study, console)
     print_plan(study, console)
