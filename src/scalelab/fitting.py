@@ -121,7 +121,7 @@ def fit_groups(table, *, label, x_cols, y_col, group=None, form="auto", predict=
             entry["_law"] = law
         except InputError as exc:
             if group is None:
-                raise
+                raise InputError(f"{label}: {exc}") from None
             entry["error"] = str(exc)
         results.append(entry)
     return results
@@ -134,16 +134,18 @@ def backtest_groups(table, *, label, x_cols, y_col, group=None, forms, holdout=1
 
     error_rate = is_error_rate(y_col) or chance is not None
     out = []
+    for col in [*x_cols, y_col]:
+        numeric_column(table, col, label=label)  # fail fast, naming the column
     for value, rows in grouped(table, group, label=label):
-        x = np.column_stack([numeric_column(rows, c, label=label) for c in x_cols])
-        data = prepare(x, numeric_column(rows, y_col, label=label), x_names=tuple(x_cols), y_name=y_col,
-                       ceiling=chance, error_rate=error_rate)  # fmt: skip
         try:
+            x = np.column_stack([numeric_column(rows, c, label=label) for c in x_cols])
+            data = prepare(x, numeric_column(rows, y_col, label=label), x_names=tuple(x_cols), y_name=y_col,
+                           ceiling=chance, error_rate=error_rate)  # fmt: skip
             result = backtest_forms(data, forms, holdout=holdout, gap=gap, level=level, fit_kwargs={"n_boot": n_boot})
             out.append({"group": value, "rows": result})
         except InputError as exc:
             if group is None:
-                raise
+                raise InputError(f"{label}: {exc}") from None
             out.append({"group": value, "error": str(exc), "rows": []})
     return out
 

@@ -60,14 +60,16 @@ def prepare(x, y, *, x_names=None, y_name: str = "y", ceiling: float | None = No
     if np.any(x <= 0):
         bad = float(x[x <= 0].ravel()[0])
         raise InputError(f"{' and '.join(x_names)} must be positive for a power law, found {bad:g}")
-    notes = []
+    notes: list[str] = []
     if error_rate or ceiling is not None:
         if np.any(y < 0) or np.any(y > 1):
             bad = float(y[(y < 0) | (y > 1)][0])
             raise InputError(f"{y_name} is an error rate but holds {bad:g}, outside [0, 1]")
         ceiling = 1.0 if ceiling is None else float(ceiling)
-        if np.any(y > ceiling):
-            raise InputError(f"{y_name} holds {float(y.max()):g}, above the chance level {ceiling:g}")
+        if np.any(y >= ceiling):
+            # Runs near chance scatter above it; the law cannot, so such values are capped.
+            notes.append(f"{int(np.sum(y >= ceiling))} values of {y_name} at or above the chance level {ceiling:g} were capped just below it")
+            y = np.minimum(y, ceiling * (1 - 1e-6))
     elif np.any(y < 0):
         raise InputError(f"{y_name} must be positive to fit a scaling law, found {float(y.min()):g}")
     if np.any(y == 0):
