@@ -296,6 +296,10 @@ def _law_inputs(args):
         raise InputError(f"{label}: give --x COL and --y COL for a CSV file")
     if len(x_cols) > 2:
         raise InputError(f"--x was given {len(x_cols)} times; a law takes one x, or two (N, D)")
+    if args.chance is None:
+        from scalelab.fitting import default_chance
+
+        args.chance = default_chance(table, y_col)
     return table, label, x_cols, y_col
 
 
@@ -390,6 +394,10 @@ def cmd_plan(args) -> int:
     if not x_cols or not y_col:
         raise InputError(f"{label}: give --x N_COL --x D_COL and --y COL for a CSV file")
     flops_col = args.flops or ("flops" if target else None)
+    if args.chance is None:
+        from scalelab.fitting import default_chance
+
+        args.chance = default_chance(table, y_col)
     result = plan_table(
         table, label=label, x_cols=x_cols, y_col=y_col, flops_col=flops_col, budget=args.budget, target=args.target,
         hardware=args.hardware, utilisation=args.utilisation, level=args.level, chance=args.chance, n_boot=args.bootstrap,

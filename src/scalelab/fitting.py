@@ -74,6 +74,14 @@ def is_error_rate(name: str) -> bool:
     return bool(re.search(r"(^|_)(error|err)(_|$)", name))
 
 
+def default_chance(table: pd.DataFrame, y_col: str) -> float | None:
+    """Chance level of an error-rate target, 1 − 1/K, when the runs record their K classes."""
+    if not is_error_rate(y_col) or "n_classes" not in table.columns:
+        return None
+    classes = pd.to_numeric(table["n_classes"], errors="coerce").dropna()
+    return 1.0 - 1.0 / float(classes.max()) if len(classes) and classes.max() >= 2 else None
+
+
 def parse_predict(values: list[str] | None, n_x: int) -> np.ndarray | None:
     """``--predict`` values: numbers, or ``N,D`` pairs for two x columns."""
     if not values:

@@ -17,6 +17,7 @@ RUN_FIELDS = (
     "n_train",
     "n_val",
     "n_test",
+    "n_classes",
     "epochs",
     "steps",
     "flops",

@@ -23,4 +23,6 @@ def run_cell(config: dict, dataset: Dataset) -> CellOutcome:
         from scalelab.train.sklearn_trainer import train_cell
     else:
         from scalelab.train.torch_trainer import train_cell
-    return train_cell(config, dataset, model=model)
+    outcome = train_cell(config, dataset, model=model)
+    outcome.metrics["n_classes"] = int(dataset.n_classes)  # sets an error rate's chance level for the laws
+    return outcome
