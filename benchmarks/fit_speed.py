@@ -148,7 +148,7 @@ def main() -> None:
 
     # 2. the naive bootstrap ------------------------------------------------------------------
     per_rep = t_naive / n_naive
-    rule(f"2. bootstrap: scalelab vs naive scipy L-BFGS-B (numeric gradients, one replicate at a time)")
+    rule("2. bootstrap: scalelab vs naive scipy L-BFGS-B (numeric gradients, one replicate at a time)")
     print(f"{'method':<58}{'replicates':>11}{'seconds':>10}{'per 1000':>10}")
     print(f"{'scalelab (batched, started at the optimum)':<58}{N_BOOT:>11}{t_boot:>10.2f}{t_boot / N_BOOT * 1000:>10.2f}")
     print(f"{'naive L-BFGS-B, started at the same optimum':<58}{n_naive:>11}{t_naive:>10.2f}{per_rep * 1000:>10.2f}  (extrapolated)")

@@ -342,7 +342,7 @@ def cmd_fit(args) -> int:
             prefix = f"group {_fmt(r['group'])}: " if args.group else ""
             out.print(f"{prefix}auto chose [bold]{law.form}[/]: lowest extrapolation error inside the data (mean |log error| holding out the largest scales: {ranking})")
             if args.group and len(results) > 5:
-                out.print(f"(auto selection shown for the first group only; --format json has every group's scores)")
+                out.print("(auto selection shown for the first group only; --format json has every group's scores)")
                 break
     return EXIT_OK
 
