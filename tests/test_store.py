@@ -327,3 +327,37 @@ def test_two_processes_never_claim_the_same_cell(tmp_store, tmp_path):
         records = store.cells("study")
         assert all(r.state == "done" and r.attempts == 1 for r in records)
         assert {r.cell_id for r in records if r.metrics["by"] == "a"} == set(a)
+
+
+OPENER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from scalelab.store import RunStore
+    store_path, go, ready = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    ready.touch()
+    while not go.exists():
+        time.sleep(0.001)
+    with RunStore.open(store_path) as store:
+        print(sorted(store.state_counts("none")))
+    """
+)
+
+
+def test_processes_opening_a_new_store_together_all_succeed(tmp_path):
+    """Creating the file and its schema races; every opener must wait its turn, not fail."""
+    for trial in range(4):
+        store_path, go = tmp_path / f"new-{trial}.db", tmp_path / f"go-{trial}"
+        ready = [tmp_path / f"ready-{trial}-{i}" for i in range(8)]
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPENER, str(store_path), str(go), str(flag)], stderr=subprocess.PIPE, text=True
+            )
+            for flag in ready
+        ]
+        deadline = time.monotonic() + TIMEOUT_S
+        while not all(flag.exists() for flag in ready) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        go.touch()  # all at once, so the opens overlap
+        errors = [p.communicate(timeout=TIMEOUT_S)[1] for p in processes]
+        assert [p.returncode for p in processes] == [0] * len(processes), errors

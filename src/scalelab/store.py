@@ -22,9 +22,9 @@ import socket
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from scalelab.errors import InputError
 
@@ -116,7 +116,7 @@ class RunStore:
 
     # -- opening ---------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | Path, *, busy_timeout_s: float = 60.0) -> "RunStore":
+    def open(cls, path: str | Path, *, busy_timeout_s: float = 60.0) -> RunStore:
         """Open the store at ``path``, creating the file and schema if needed."""
         path = Path(path).expanduser()
         if path.parent and not path.parent.exists():
@@ -124,19 +124,13 @@ class RunStore:
         if path.exists():
             _check_is_store(path, allow_empty=True)
         try:
-            db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-            db.execute("PRAGMA synchronous=NORMAL")  # safe with WAL: a commit survives a process crash
-            db.execute("PRAGMA foreign_keys=ON")
-            db.executescript(_SCHEMA)
-            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            db = _retry_while_busy(lambda: _connect_and_initialise(path, busy_timeout_s), busy_timeout_s)
         except sqlite3.DatabaseError as exc:
             raise InputError(f"{path}: not a usable scalelab store ({exc})") from None
         return cls(path, db)
 
     @classmethod
-    def open_existing(cls, path: str | Path) -> "RunStore":
+    def open_existing(cls, path: str | Path) -> RunStore:
         """Open a store that must already exist (readers never create or convert a file)."""
         path = Path(path).expanduser()
         if not path.exists():
@@ -147,7 +141,7 @@ class RunStore:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "RunStore":
+    def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -319,6 +313,44 @@ class RunStore:
             )
 
 
+def _retry_while_busy(action, timeout_s: float):
+    """Run ``action``, retrying while SQLite answers "database is locked" for ``timeout_s``.
+
+    Switching the journal mode, and WAL recovery while another process opens or closes
+    the file, answer SQLITE_BUSY at once instead of calling the busy handler; two
+    coordinators starting together must take turns, not fail.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if not ("locked" in text or "busy" in text) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _connect_and_initialise(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    """Connect in WAL mode and create the schema if missing; close the connection on error."""
+    db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
+    try:
+        db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # safe with WAL: a commit survives a process crash
+        db.execute("PRAGMA foreign_keys=ON")
+        # One transaction, so a process checking the file sees either no tables or all.
+        with _transaction(db):
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 def _check_is_store(path: Path, *, allow_empty: bool) -> None:
     """Refuse, without writing to it, a file that is not a scalelab store.
 
@@ -332,17 +364,22 @@ def _check_is_store(path: Path, *, allow_empty: bool) -> None:
             return
         raise InputError(f"{path}: is an empty file, not a scalelab store")
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            db.close()
+        tables = _retry_while_busy(lambda: _table_names(path), timeout_s=60.0)
     except sqlite3.DatabaseError as exc:
         raise InputError(f"{path}: not a scalelab store ({exc})") from None
     if not tables and allow_empty:
         return
     if not {"meta", "studies", "cells", "study_cells"} <= tables:
         raise InputError(f"{path}: is an SQLite database but not a scalelab store; pass another --store")
+
+
+def _table_names(path: Path) -> set[str]:
+    """The table names in the SQLite file at ``path``, read through a read-only connection."""
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        db.close()
 
 
 class _transaction:
