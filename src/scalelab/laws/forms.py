@@ -156,18 +156,27 @@ def _m4_predict(t, x, ceiling):
     lo = np.broadcast_to(E, rhs.shape).copy()
     hi = np.broadcast_to(y0, rhs.shape).copy()
     # g(y) = (y - E) - rhs (y0 - y)^alpha increases in y on (E, y0): a few bisection
-    # steps bracket its root, then safeguarded Newton steps polish it.
-    for _ in range(10):
+    # steps bracket its root, then Newton steps polish it, kept inside the shrinking
+    # bracket (a step that leaves it bisects instead: near y0 the slope is unbounded).
+    for _ in range(6):
         mid = 0.5 * (lo + hi)
         above = (mid - E) - rhs * np.maximum(y0 - mid, 0.0) ** alpha > 0
-        hi = np.where(above, mid, hi)
-        lo = np.where(above, lo, mid)
+        np.copyto(hi, mid, where=above)
+        np.copyto(lo, mid, where=~above)
     y = 0.5 * (lo + hi)
-    for _ in range(8):
+    for _ in range(12):
         gap = np.maximum(y0 - y, 1e-300)
-        g = (y - E) - rhs * gap**alpha
-        slope = 1.0 + rhs * alpha * gap ** (alpha - 1.0)
-        y = np.clip(y - g / slope, lo, hi)
+        powered = gap**alpha
+        g = (y - E) - rhs * powered
+        above = g > 0
+        np.copyto(hi, y, where=above)
+        np.copyto(lo, y, where=~above)
+        newton = y - g / (1.0 + rhs * alpha * powered / gap)
+        new_y = np.where((newton >= lo) & (newton <= hi), newton, 0.5 * (lo + hi))
+        converged = np.all(np.abs(new_y - y) <= 1e-13 * y0)
+        y = new_y
+        if converged:
+            break
     return y
 
 
