@@ -111,28 +111,50 @@ def grouped(table: pd.DataFrame, group: str | None, *, label: str):
 
 
 def fit_groups(table, *, label, x_cols, y_col, group=None, form="auto", predict=None, level=0.8, chance=None, n_boot=1000):
-    """One result dict per group, in the JSON shape of ``scalelab fit``."""
-    from scalelab.laws import fit
+    """One result dict per group, in the JSON shape of ``scalelab fit``.
+
+    Every group is checked first; the valid ones are then fitted together
+    (:func:`scalelab.laws.law.fit_prepared` batches their solves), so many small groups
+    cost little more than one.
+    """
+    from scalelab.laws.core import prepare
+    from scalelab.laws.law import fit_prepared
 
     for col in [*x_cols, y_col]:
         numeric_column(table, col, label=label)  # fail fast, naming the column
     error_rate = is_error_rate(y_col) or chance is not None
     points = parse_predict(predict, len(x_cols))
-    results = []
+    entries, datas = [], []
     for value, rows in grouped(table, group, label=label):
         entry = {"group": value}
         try:
             x = np.column_stack([numeric_column(rows, c, label=label) for c in x_cols])
-            law = fit(x, numeric_column(rows, y_col, label=label), form=form, x_names=tuple(x_cols), y_name=y_col,
-                      ceiling=chance, error_rate=error_rate, n_boot=n_boot)  # fmt: skip
+            datas.append(prepare(x, numeric_column(rows, y_col, label=label), x_names=tuple(x_cols), y_name=y_col,
+                                 ceiling=chance, error_rate=error_rate))  # fmt: skip
+            entry["_data"] = len(datas) - 1
+        except InputError as exc:
+            entry["error"] = _group_error(exc, group, label)
+        entries.append(entry)
+    laws = fit_prepared(datas, form, n_boot=n_boot)
+    for entry in entries:
+        if "_data" not in entry:
+            continue
+        law = laws[entry.pop("_data")]
+        try:
+            if isinstance(law, InputError):
+                raise law
             entry.update(law.to_dict(predict=points, level=level))
             entry["_law"] = law
         except InputError as exc:
-            if group is None:
-                raise InputError(f"{label}: {exc}") from None
-            entry["error"] = str(exc)
-        results.append(entry)
-    return results
+            entry["error"] = _group_error(exc, group, label)
+    return entries
+
+
+def _group_error(exc: InputError, group: str | None, label: str) -> str:
+    """A group's error message; without groups the whole command fails with it."""
+    if group is None:
+        raise InputError(f"{label}: {exc}") from None
+    return str(exc)
 
 
 def backtest_groups(table, *, label, x_cols, y_col, group=None, forms, holdout=1, gap=1.0, level=0.8, chance=None, n_boot=1000):

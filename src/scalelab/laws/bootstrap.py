@@ -10,6 +10,7 @@ batched Levenberg–Marquardt call refit all of them from the full-data optimum.
 from __future__ import annotations
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from scalelab.laws.optimize import Problem, refine
 
@@ -34,5 +35,6 @@ def bootstrap_internal(problem: Problem, u_best: np.ndarray, *, n_boot: int, see
     """Internal parameters of ``n_boot`` replicate fits, each started at the full-data optimum."""
     weights = resample_weights(problem.x, n_boot, seed=seed)
     start = np.repeat(u_best[None, :], n_boot, axis=0)
-    U, _ = refine(problem, start, weights)
+    with threadpool_limits(limits=1, user_api="blas"):  # tiny batched solves: threads only contend
+        U, _ = refine(problem, start, weights)
     return U

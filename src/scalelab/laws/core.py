@@ -8,7 +8,7 @@ import numpy as np
 
 from scalelab.errors import InputError
 from scalelab.laws.forms import FORMS, Form, specialise
-from scalelab.laws.optimize import Problem, fit_problem
+from scalelab.laws.optimize import fit_datasets
 
 DEFAULT_DELTA = 1e-3
 DEFAULT_BOOTSTRAP = 1000
@@ -32,7 +32,7 @@ class LawData:
         """One number per point that orders points by size: x, or N·D for joint laws."""
         return self.x if self.x.ndim == 1 else self.x.prod(axis=1)
 
-    def subset(self, mask: np.ndarray) -> "LawData":
+    def subset(self, mask: np.ndarray) -> LawData:
         return LawData(self.x[mask], self.y[mask], self.x_names, self.y_name, self.ceiling, list(self.notes))
 
 
@@ -93,6 +93,14 @@ def resolve_form(name: str, data: LawData) -> Form:
 
 def fit_form(data: LawData, form: Form, *, delta: float = DEFAULT_DELTA, polished: bool = True) -> tuple[np.ndarray, float]:
     """Internal parameters and loss of one form fitted to ``data``."""
-    if len(data.y) < form.n_params:
-        raise InputError(f"form {form.name!r} has {form.n_params} parameters but only {len(data.y)} points were given")
-    return fit_problem(Problem(form, data.x, data.y, data.ceiling, delta), polished=polished)
+    return fit_forms([data], form, delta=delta, polished=polished)[0]
+
+
+def fit_forms(datas: list[LawData], form: Form, *, delta: float = DEFAULT_DELTA, polished: bool = True) -> list[tuple[np.ndarray, float]]:
+    """One form fitted to each of several datasets (same target kind) in one batched solve."""
+    for data in datas:
+        if len(data.y) < form.n_params:
+            raise InputError(f"form {form.name!r} has {form.n_params} parameters but only {len(data.y)} points were given")
+    if not datas:
+        return []
+    return fit_datasets(form, [(d.x, d.y) for d in datas], datas[0].ceiling, delta, polished=polished)

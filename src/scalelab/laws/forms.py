@@ -14,12 +14,10 @@ of an error rate (or ``None``): predictions never exceed it, and M4 saturates at
 from __future__ import annotations
 
 import dataclasses
-import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
-
 
 
 @dataclass(frozen=True)
@@ -41,10 +39,17 @@ class Form:
         return len(self.params)
 
     def predict(self, theta: np.ndarray, x: np.ndarray, ceiling: float | None = None) -> np.ndarray:
-        """Predictions for each row of ``theta`` (natural units) at each ``x``: shape (k, n)."""
+        """Predictions for each row of ``theta`` (natural units) at each ``x``: shape (k, n).
+
+        ``x`` is shared by all rows ((n,), or (n, 2) for joint laws), or one dataset per
+        row of ``theta`` ((k, n) or (k, n, 2)), which lets many datasets be fitted at once.
+        """
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        x = np.asarray(x, dtype=float)
+        if x.ndim == self.n_x:  # shared: one leading axis, broadcast over the rows
+            x = x[None]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            y = self._predict(theta, np.asarray(x, dtype=float), ceiling)
+            y = self._predict(theta, x, ceiling)
         if ceiling is not None:
             y = np.minimum(y, ceiling)
         return y
@@ -56,8 +61,10 @@ class Form:
 
     def starts(self, x: np.ndarray, y: np.ndarray, ceiling: float | None) -> np.ndarray:
         """Starting points (natural units), shape (m, n_params)."""
-        rows = self._starts(np.asarray(x, float), np.asarray(y, float), ceiling)
-        return np.array([[row[p] for p in self.params] for row in rows], float)
+        starts = self._starts(np.asarray(x, float), np.asarray(y, float), ceiling)
+        if isinstance(starts, dict):  # columns, one array per parameter
+            return np.column_stack([np.asarray(starts[p], float) for p in self.params])
+        return np.array([[row[p] for p in self.params] for row in starts], float)
 
     # -- the optimiser's coordinates: log for scales, identity otherwise ---------------
     @property
@@ -79,17 +86,23 @@ def _floor_bounds(y: np.ndarray) -> tuple[float, float]:
     return 0.0, float(np.min(y)) * 0.999
 
 
-def _grid(**axes) -> list[dict]:
-    names = list(axes)
-    return [dict(zip(names, values)) for values in itertools.product(*axes.values())]
+def _mesh(**axes) -> dict[str, np.ndarray]:
+    """Every combination of the axes' values (the first axis varies slowest), as columns."""
+    columns = np.meshgrid(*(np.asarray(v, dtype=float) for v in axes.values()), indexing="ij")
+    return {name: column.ravel() for name, column in zip(axes, columns)}
 
 
-def _median_ratio(numerator: np.ndarray, denominator: np.ndarray) -> float:
-    """exp(median(log(num/den))) over points where both are positive: a robust scale fit."""
-    ok = (numerator > 0) & (denominator > 0) & np.isfinite(numerator) & np.isfinite(denominator)
-    if not ok.any():
-        return 1.0
-    return float(np.exp(np.median(np.log(numerator[ok]) - np.log(denominator[ok]))))
+def _median_ratios(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """exp(median(log(num/den))) over the last axis, skipping points where either is not
+    positive: a robust fit of the scale factor for each row of starts, in one pass."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(numerator) - np.log(denominator)
+    logs = np.where(np.isfinite(logs), logs, np.nan)
+    logs = np.sort(logs, axis=-1)  # NaNs sort last
+    count = np.sum(~np.isnan(logs), axis=-1)
+    low = np.take_along_axis(logs, np.maximum((count - 1) // 2, 0)[..., None], axis=-1)[..., 0]
+    high = np.take_along_axis(logs, np.minimum(count // 2, logs.shape[-1] - 1)[..., None], axis=-1)[..., 0]
+    return np.where(count > 0, np.exp(0.5 * (low + high)), 1.0)
 
 
 EXPONENTS = (0.05, 0.15, 0.3, 0.5, 0.8, 1.2)
@@ -97,7 +110,7 @@ EXPONENTS = (0.05, 0.15, 0.3, 0.5, 0.8, 1.2)
 
 # -- power: y = B x^-beta ----------------------------------------------------------------
 def _power_predict(t, x, ceiling):
-    return t[:, [0]] * x[None, :] ** -t[:, [1]]
+    return t[:, [0]] * x ** -t[:, [1]]
 
 
 def _power_bounds(x, y, ceiling):
@@ -105,12 +118,13 @@ def _power_bounds(x, y, ceiling):
 
 
 def _power_starts(x, y, ceiling):
-    return [{"B": _median_ratio(y, x**-b), "beta": b} for b in EXPONENTS]
+    beta = np.array(EXPONENTS)
+    return {"B": _median_ratios(y, x ** -beta[:, None]), "beta": beta}
 
 
 # -- saturating (and compute): y = E + B x^-beta ---------------------------------------------
 def _sat_predict(t, x, ceiling):
-    return t[:, [0]] + t[:, [1]] * x[None, :] ** -t[:, [2]]
+    return t[:, [0]] + t[:, [1]] * x ** -t[:, [2]]
 
 
 def _sat_bounds(x, y, ceiling):
@@ -118,17 +132,14 @@ def _sat_bounds(x, y, ceiling):
 
 
 def _sat_starts(x, y, ceiling):
-    rows = []
-    for frac in (0.0, 0.3, 0.6, 0.9):
-        e = frac * float(np.min(y))
-        for b in EXPONENTS:
-            rows.append({"E": e, "B": _median_ratio(y - e, x**-b), "beta": b})
-    return rows
+    grid = _mesh(E=np.array([0.0, 0.3, 0.6, 0.9]) * float(np.min(y)), beta=EXPONENTS)
+    grid["B"] = _median_ratios(y - grid["E"][:, None], x ** -grid["beta"][:, None])
+    return grid
 
 
 # -- m3: y = B (1/x + gamma)^beta ----------------------------------------------------------
 def _m3_predict(t, x, ceiling):
-    return t[:, [0]] * (1.0 / x[None, :] + t[:, [1]]) ** t[:, [2]]
+    return t[:, [0]] * (1.0 / x + t[:, [1]]) ** t[:, [2]]
 
 
 def _m3_bounds(x, y, ceiling):
@@ -136,12 +147,9 @@ def _m3_bounds(x, y, ceiling):
 
 
 def _m3_starts(x, y, ceiling):
-    rows = []
-    for g_scale in (0.01, 0.1, 1.0, 10.0):
-        gamma = g_scale / float(np.max(x))
-        for b in EXPONENTS:
-            rows.append({"B": _median_ratio(y, (1.0 / x + gamma) ** b), "gamma": gamma, "beta": b})
-    return rows
+    grid = _mesh(gamma=np.array([0.01, 0.1, 1.0, 10.0]) / float(np.max(x)), beta=EXPONENTS)
+    grid["B"] = _median_ratios(y, (1.0 / x + grid["gamma"][:, None]) ** grid["beta"][:, None])
+    return grid
 
 
 # -- m4: (y - E) / (y0 - y)^alpha = B x^-beta, solved for y by bisection ----------------------
@@ -152,7 +160,7 @@ def _m4_ceiling(t, ceiling):
 def _m4_predict(t, x, ceiling):
     E, B, alpha, beta = (t[:, [i]] for i in range(4))
     y0 = _m4_ceiling(t, ceiling)
-    rhs = B * x[None, :] ** -beta
+    rhs = B * x**-beta
     lo = np.broadcast_to(E, rhs.shape).copy()
     hi = np.broadcast_to(y0, rhs.shape).copy()
     # g(y) = (y - E) - rhs (y0 - y)^alpha increases in y on (E, y0): a few bisection
@@ -188,26 +196,20 @@ def _m4_bounds(x, y, ceiling):
 
 
 def _m4_starts(x, y, ceiling):
-    rows = []
     y0_options = [ceiling] if ceiling is not None else [float(np.max(y)) * f for f in (1.1, 2.0)]
-    for y0 in y0_options:
-        for frac in (0.0, 0.5, 0.9):
-            e = frac * float(np.min(y))
-            for alpha in (0.0, 0.5, 1.0):
-                for b in EXPONENTS:
-                    lhs = (y - e) / np.maximum(y0 - y, 1e-12) ** alpha
-                    row = {"E": e, "B": _median_ratio(lhs, x**-b), "alpha": alpha, "beta": b}
-                    if ceiling is None:
-                        row["y0"] = y0
-                    rows.append(row)
-    return rows
+    grid = _mesh(y0=y0_options, E=np.array([0.0, 0.5, 0.9]) * float(np.min(y)), alpha=(0.0, 0.5, 1.0), beta=EXPONENTS)
+    column = (slice(None), None)
+    lhs = (y - grid["E"][column]) / np.maximum(grid["y0"][column] - y, 1e-12) ** grid["alpha"][column]
+    grid["B"] = _median_ratios(lhs, x ** -grid["beta"][column])
+    if ceiling is not None:
+        del grid["y0"]
+    return grid
 
 
 # -- bnsl: y = E + b x^-c0 (1 + (x/d1)^(1/f1))^(-c1 f1) ---------------------------------------
 def _bnsl_predict(t, x, ceiling):
     E, b, c0, c1, d1, f1 = (t[:, [i]] for i in range(6))
-    xx = x[None, :]
-    return E + b * xx**-c0 * (1.0 + (xx / d1) ** (1.0 / f1)) ** (-c1 * f1)
+    return E + b * x**-c0 * (1.0 + (x / d1) ** (1.0 / f1)) ** (-c1 * f1)
 
 
 def _bnsl_bounds(x, y, ceiling):
@@ -222,21 +224,18 @@ def _bnsl_bounds(x, y, ceiling):
 
 
 def _bnsl_starts(x, y, ceiling):
-    rows = []
     breaks = np.exp(np.quantile(np.log(x), [0.25, 0.5, 0.75]))
-    for frac in (0.0, 0.6):
-        e = frac * float(np.min(y))
-        for c0 in (0.05, 0.3, 0.8):
-            for c1 in (-0.3, 0.3, 1.0):
-                for d1 in breaks:
-                    shape = x**-c0 * (1.0 + x / d1) ** (-c1)
-                    rows.append({"E": e, "b": _median_ratio(y - e, shape), "c0": c0, "c1": c1, "d1": float(d1), "f1": 1.0})
-    return rows
+    grid = _mesh(E=np.array([0.0, 0.6]) * float(np.min(y)), c0=(0.05, 0.3, 0.8), c1=(-0.3, 0.3, 1.0), d1=breaks)
+    column = (slice(None), None)
+    shape = x ** -grid["c0"][column] * (1.0 + x / grid["d1"][column]) ** (-grid["c1"][column])
+    grid["b"] = _median_ratios(y - grid["E"][column], shape)
+    grid["f1"] = np.ones_like(grid["E"])
+    return grid
 
 
 # -- chinchilla: L(N, D) = E + A / N^alpha + B / D^beta -------------------------------------
 def _chin_predict(t, x, ceiling):
-    N, D = x[None, :, 0], x[None, :, 1]
+    N, D = x[..., 0], x[..., 1]
     return t[:, [0]] + t[:, [1]] * N ** -t[:, [3]] + t[:, [2]] * D ** -t[:, [4]]
 
 
@@ -290,7 +289,7 @@ FORMS: dict[str, Form] = {
             "compute", ("E", "B", "gamma"), ("B",), 1, "y = E + B·C^-γ (C: training FLOPs)", "compute law",
             lambda t, x, c: _sat_predict(t, x, c),
             lambda x, y, c: {"E": _floor_bounds(y), "B": (1e-30, 1e30), "gamma": (0.0, 5.0)},
-            lambda x, y, c: [{"E": r["E"], "B": r["B"], "gamma": r["beta"]} for r in _sat_starts(x, y, c)],
+            lambda x, y, c: {"gamma" if k == "beta" else k: v for k, v in _sat_starts(x, y, c).items()},
         ),
     )
 }  # fmt: skip

@@ -8,10 +8,19 @@ import numpy as np
 
 from scalelab.errors import InputError
 from scalelab.laws.bootstrap import bootstrap_internal
-from scalelab.laws.core import DEFAULT_BOOTSTRAP, DEFAULT_DELTA, ONE_X_AUTO, TWO_X_AUTO, LawData, fit_form, prepare, resolve_form
+from scalelab.laws.core import (
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_DELTA,
+    ONE_X_AUTO,
+    TWO_X_AUTO,
+    LawData,
+    fit_forms,
+    prepare,
+    resolve_form,
+)
 from scalelab.laws.forms import FORMS, Form, specialise
 from scalelab.laws.optimize import Problem
-from scalelab.laws.select import choose_form, extrapolation_spread
+from scalelab.laws.select import choose_forms, extrapolation_spread
 
 # Log-scale error per e-fold of extrapolation assumed when the data is too small to
 # measure it by inner backtests.
@@ -176,12 +185,56 @@ def fit(
     (0.5, 0.05)
     """
     data = prepare(x, y, x_names=x_names, y_name=y_name, ceiling=ceiling, error_rate=error_rate)
-    selection = None
-    if form == "auto":
-        names = candidates or (ONE_X_AUTO if data.x.ndim == 1 else TWO_X_AUTO)
-        chosen, selection = choose_form(data, [specialise(FORMS[n], data.ceiling) for n in names], delta=delta)
-    else:
-        chosen = resolve_form(form, data)
-    u, loss = fit_form(data, chosen, delta=delta)
-    params = dict(zip(chosen.params, (float(v) for v in chosen.to_natural(u))))
-    return FittedLaw(form=chosen.name, params=params, data=data, loss=loss, selection=selection, n_boot=n_boot, delta=delta, _form=chosen, _u=u)
+    (result,) = fit_prepared([data], form, delta=delta, n_boot=n_boot, candidates=candidates)
+    if isinstance(result, InputError):
+        raise result
+    return result
+
+
+def fit_prepared(
+    datas: list[LawData], form: str = "auto", *, delta: float = DEFAULT_DELTA, n_boot: int = DEFAULT_BOOTSTRAP, candidates=None
+) -> list[FittedLaw | InputError]:
+    """Fit one law to each of many prepared datasets (groups), batching the work.
+
+    All inner backtests of a form, over every dataset, are one batched solve, and so are
+    the final fits of the datasets that chose the same form; a thousand small groups
+    then cost little more than one. Returns, per dataset, its law or the
+    :class:`InputError` that dataset alone raised (too few points for the form, ...).
+    """
+    results: list[FittedLaw | InputError | None] = [None] * len(datas)
+    # Datasets with a different target kind or number of x columns get different candidates.
+    kinds: dict[tuple, list[int]] = {}
+    for i, data in enumerate(datas):
+        kinds.setdefault((data.x.ndim, data.ceiling), []).append(i)
+    for (ndim, ceiling), members in kinds.items():
+        chosen: dict[int, tuple[Form, dict | None]] = {}
+        if form == "auto":
+            names = candidates or (ONE_X_AUTO if ndim == 1 else TWO_X_AUTO)
+            forms = [specialise(FORMS[n], ceiling) for n in names]
+            choices = choose_forms([datas[i] for i in members], forms, delta=delta)
+            for i, (choice, selection) in zip(members, choices):
+                if isinstance(choice, InputError):
+                    results[i] = choice
+                else:
+                    chosen[i] = (choice, selection)
+        else:
+            for i in members:
+                try:
+                    chosen[i] = (resolve_form(form, datas[i]), None)
+                except InputError as exc:
+                    results[i] = exc
+        by_form: dict[str, list[int]] = {}
+        for i, (choice, _) in chosen.items():
+            if len(datas[i].y) < choice.n_params:
+                results[i] = InputError(f"form {choice.name!r} has {choice.n_params} parameters but only {len(datas[i].y)} points were given")
+            else:
+                by_form.setdefault(choice.name, []).append(i)
+        for indices in by_form.values():
+            choice = chosen[indices[0]][0]
+            for i, (u, loss) in zip(indices, fit_forms([datas[i] for i in indices], choice, delta=delta)):
+                params = dict(zip(choice.params, (float(v) for v in choice.to_natural(u))))
+                results[i] = FittedLaw(
+                    form=choice.name, params=params, data=datas[i], loss=loss, selection=chosen[i][1],
+                    n_boot=n_boot, delta=delta, _form=choice, _u=u,
+                )  # fmt: skip
+    return results

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
 
 from scalelab.laws.forms import Form
 
@@ -28,7 +29,13 @@ FD_STEP = 1e-6
 
 @dataclass
 class Problem:
-    """One form and one dataset, in the optimiser's coordinates."""
+    """One form and its data, in the optimiser's coordinates.
+
+    Shared data: ``x`` (n,) or (n, 2) and ``y`` (n,), one dataset for every row of
+    parameters (starts, bootstrap replicates). Per-row data: ``x`` (R, n) or (R, n, 2),
+    ``y`` (R, n) and bounds (R, p), one dataset per row, so that many datasets (groups,
+    inner-backtest splits) are fitted in one batched solve; see :meth:`batch`.
+    """
 
     form: Form
     x: np.ndarray
@@ -44,11 +51,29 @@ class Problem:
         # A zero lower bound of a log parameter maps to -inf; keep the box finite.
         self.lower = np.where(np.isfinite(self.lower), self.lower, -700.0)
 
+    @property
+    def per_row(self) -> bool:
+        return self.y.ndim == 2
+
+    @classmethod
+    def batch(cls, form: Form, x: np.ndarray, y: np.ndarray, lower: np.ndarray, upper: np.ndarray, ceiling, delta) -> Problem:
+        """A problem with one dataset per row: x (R, n[, 2]), y (R, n), internal bounds (R, p)."""
+        problem = cls.__new__(cls)
+        problem.form, problem.x, problem.y, problem.ceiling, problem.delta = form, x, y, ceiling, delta
+        problem.log_y, problem.lower, problem.upper = np.log(y), lower, upper
+        return problem
+
+    def rows(self, index: np.ndarray) -> Problem:
+        """The same problem restricted to some rows (itself when the data is shared)."""
+        if not self.per_row:
+            return self
+        return Problem.batch(self.form, self.x[index], self.y[index], self.lower[index], self.upper[index], self.ceiling, self.delta)
+
     def residuals(self, U: np.ndarray) -> np.ndarray:
         """Log residuals for each row of internal parameters ``U``: shape (R, n)."""
         pred = self.form.predict(self.form.to_natural(U), self.x, self.ceiling)
         with np.errstate(divide="ignore", invalid="ignore"):
-            r = np.log(pred) - self.log_y[None, :]
+            r = np.log(pred) - (self.log_y if self.per_row else self.log_y[None, :])
         return np.where(np.isfinite(r), r, BAD_RESIDUAL)
 
     def loss(self, r: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -73,7 +98,7 @@ def refine(
     """
     U = problem.clip(np.array(U, dtype=float, copy=True))
     R, p = U.shape
-    w = np.ones((R, len(problem.y))) if weights is None else weights
+    w = np.ones((R, problem.y.shape[-1])) if weights is None else weights
     r = problem.residuals(U)
     F = problem.loss(r, w)
     damping = np.full(R, 1e-3)
@@ -83,10 +108,11 @@ def refine(
         if not active.any():
             break
         idx = np.flatnonzero(active)
+        sub = problem.rows(idx)
         Ua, ra, wa = U[idx], r[idx], w[idx]
         # Forward-difference Jacobian of the residuals, all rows and parameters in one call.
         shifted = Ua[:, None, :] + FD_STEP * eye[None, :, :]
-        r_shift = problem.residuals(shifted.reshape(-1, p)).reshape(len(idx), p, -1)
+        r_shift = problem.rows(np.repeat(idx, p)).residuals(shifted.reshape(-1, p)).reshape(len(idx), p, -1)
         J = np.transpose((r_shift - ra[:, None, :]) / FD_STEP, (0, 2, 1))  # (Ra, n, p)
         omega = wa * np.minimum(1.0, problem.delta / np.maximum(np.abs(ra), 1e-300))
         JtW = np.transpose(J, (0, 2, 1)) * omega[:, None, :]
@@ -96,10 +122,10 @@ def refine(
         system = A + (damping[idx, None] * (diag + 1e-9))[:, :, None] * eye[None, :, :]
         try:
             step = -np.linalg.solve(system, g[:, :, None])[:, :, 0]
-        except np.linalg.LinAlgError:
-            step = -np.linalg.lstsq(system[0], g[0], rcond=None)[0][None, :] if len(idx) == 1 else -g * 1e-3
-        U_new = problem.clip(Ua + step)
-        r_new = problem.residuals(U_new)
+        except np.linalg.LinAlgError:  # a singular row: solve each row alone, by least squares
+            step = -np.stack([np.linalg.lstsq(m, v, rcond=None)[0] for m, v in zip(system, g)])
+        U_new = sub.clip(Ua + step)
+        r_new = sub.residuals(U_new)
         F_new = problem.loss(r_new, wa)
         better = F_new < F[idx]
         gain = np.where(better, (F[idx] - F_new) / np.maximum(F[idx], 1e-300), 0.0)
@@ -111,38 +137,90 @@ def refine(
     return U, F
 
 
-def polish(problem: Problem, u: np.ndarray) -> tuple[np.ndarray, float]:
-    """L-BFGS-B from ``u`` on the unweighted objective, with batched central differences."""
-    p = len(u)
-    eye = np.eye(p)
+def polish(problem: Problem, U: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """L-BFGS-B from each row of ``U`` (one row per dataset of a per-row problem), all at once.
 
-    def value_and_grad(v):
-        rows = np.vstack([v[None, :], v[None, :] + FD_STEP * eye, v[None, :] - FD_STEP * eye])
-        losses = problem.loss(problem.residuals(rows))
-        grad = (losses[1 : p + 1] - losses[p + 1 :]) / (2 * FD_STEP)
-        return float(losses[0]), grad
-
-    bounds = list(zip(problem.lower, problem.upper))
-    result = minimize(value_and_grad, problem.clip(u), jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-9})
-    return problem.clip(result.x), float(result.fun)
-
-
-def fit_problem(problem: Problem, *, n_refine: int = 8, polished: bool = True) -> tuple[np.ndarray, float]:
-    """Best internal parameters for a problem: grid of starts, batched LM, L-BFGS-B polish.
-
-    ``polished=False`` skips the polish: the LM optimum is within a hair of it, which is
-    plenty for scoring forms in inner backtests.
+    The objective is the sum of the rows' weighted losses, which separates by row, so one
+    L-BFGS-B run over all rows' parameters finds each row's optimum; the gradient comes
+    from batched central differences (moving parameter j of every row at once is exact
+    for a separable sum). Returns the polished rows and each row's loss.
     """
-    starts = problem.clip(problem.form.to_internal(problem.form.starts(problem.x, problem.y, problem.ceiling)))
-    start_losses = problem.loss(problem.residuals(starts))
-    # Unpolished fits only score forms in inner backtests: fewer starts are plenty there.
-    best = starts[np.argsort(start_losses, kind="stable")[: n_refine if polished else max(1, n_refine // 3)]]
-    # Scoring forms needs the optimum to a few digits; the polished fit wants more.
-    refined, losses = refine(problem, best, tolerance=1e-7 if polished else 1e-4)
-    order = np.argsort(losses, kind="stable")
-    if not polished:
-        return refined[order[0]], float(losses[order[0]])
-    u, loss = polish(problem, refined[order[0]])
-    if loss > losses[order[0]]:  # polishing never makes things worse
-        u, loss = refined[order[0]], float(losses[order[0]])
-    return u, loss
+    R, p = U.shape
+    eye = np.eye(p)
+    shifted = problem.rows(np.tile(np.arange(R), 2 * p + 1))
+    stacked_weights = np.tile(weights, (2 * p + 1, 1))
+
+    def value_and_grad(flat):
+        V = flat.reshape(R, p)
+        rows = np.concatenate([V] + [V + FD_STEP * e for e in eye] + [V - FD_STEP * e for e in eye])
+        losses = shifted.loss(shifted.residuals(rows), stacked_weights).reshape(2 * p + 1, R)
+        grad = (losses[1 : p + 1] - losses[p + 1 :]).T / (2 * FD_STEP)
+        return float(losses[0].sum()), grad.ravel()
+
+    lower = np.broadcast_to(problem.lower, U.shape).ravel()
+    upper = np.broadcast_to(problem.upper, U.shape).ravel()
+    result = minimize(
+        value_and_grad, problem.clip(U).ravel(), jac=True, method="L-BFGS-B", bounds=list(zip(lower, upper)),
+        options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-9},
+    )  # fmt: skip
+    polished = problem.clip(result.x.reshape(R, p))
+    return polished, problem.loss(problem.residuals(polished), weights)
+
+
+def fit_datasets(
+    form: Form, datasets: list[tuple[np.ndarray, np.ndarray]], ceiling: float | None, delta: float, *, polished: bool = True, n_refine: int = 8
+) -> list[tuple[np.ndarray, float]]:
+    """Fit ``form`` to each ``(x, y)`` dataset; ``(internal parameters, loss)`` per dataset.
+
+    Each dataset gets its own grid of starts and bounds; the best few starts of every
+    dataset are then refined together in one batched Levenberg–Marquardt solve (datasets
+    of unequal length are padded with zero-weight points), and each optimum is polished
+    with L-BFGS-B. ``polished=False`` skips the polish and refines fewer starts to a looser
+    tolerance: the optimum to a few digits is plenty for scoring forms in inner backtests.
+    """
+    # The solves are thousands of tiny matrix products: BLAS threads only contend.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit_datasets(form, datasets, ceiling, delta, polished=polished, n_refine=n_refine)
+
+
+def _fit_datasets(form, datasets, ceiling, delta, *, polished, n_refine):
+    keep = n_refine if polished else max(1, n_refine // 3)
+    singles = [Problem(form, x, y, ceiling, delta) for x, y in datasets]
+    grids = [s.clip(form.to_internal(form.starts(s.x, s.y, ceiling))) for s in singles]
+    width = max(len(y) for _, y in datasets)
+    X = np.stack([_pad(x, width) for x, _ in datasets])
+    Y = np.stack([_pad(y, width) for _, y in datasets])
+    W = np.stack([_pad(np.ones(len(y)), width, fill=0.0) for _, y in datasets])
+    lower = np.stack([s.lower for s in singles])
+    upper = np.stack([s.upper for s in singles])
+
+    def batch(owner: np.ndarray) -> Problem:
+        return Problem.batch(form, X[owner], Y[owner], lower[owner], upper[owner], ceiling, delta)
+
+    # Every dataset's grid of starts in one evaluation; the best few of each are refined.
+    grid_owner = np.concatenate([np.full(len(g), d) for d, g in enumerate(grids)])
+    grid = np.vstack(grids)
+    grid_problem = batch(grid_owner)
+    grid_loss = grid_problem.loss(grid_problem.residuals(grid), W[grid_owner])
+    chosen = np.concatenate(
+        [rows[np.argsort(grid_loss[rows], kind="stable")[:keep]] for rows in (np.flatnonzero(grid_owner == d) for d in range(len(grids)))]
+    )
+    owner = grid_owner[chosen]
+    refined, losses = refine(batch(owner), grid[chosen], W[owner], tolerance=1e-10 if polished else 1e-4, iterations=200 if polished else 60)
+    # The best refined start of each dataset (the first of equals: deterministic).
+    best = np.array([rows[np.argmin(losses[rows])] for rows in (np.flatnonzero(owner == d) for d in range(len(datasets)))])
+    U, F = refined[best], losses[best]
+    if polished:
+        U_polished, F_polished = polish(batch(np.arange(len(datasets))), U, W)
+        better = F_polished <= F  # polishing never makes a dataset worse
+        U, F = np.where(better[:, None], U_polished, U), np.where(better, F_polished, F)
+    return [(u, float(f)) for u, f in zip(U, F)]
+
+
+def _pad(values: np.ndarray, width: int, *, fill: float | None = None) -> np.ndarray:
+    """``values`` extended along its first axis to ``width`` rows with ``fill`` (default: its first row)."""
+    extra = width - len(values)
+    if extra == 0:
+        return values
+    filler = np.repeat(values[:1], extra, axis=0) if fill is None else np.full((extra, *values.shape[1:]), fill)
+    return np.concatenate([values, filler])
