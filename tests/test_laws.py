@@ -399,6 +399,26 @@ def test_auto_chooses_by_backtest_inside_the_data_not_by_in_sample_fit():
     assert law.params == laws.fit(X_3DEC, y, form=law.form).params
 
 
+def test_auto_averages_forms_weighted_by_their_inner_backtest_scores():
+    y = noisy(saturating(X_3DEC, 0.1, 5.0, 0.5), 0.03, seed=2)
+    law = laws.fit(X_3DEC, y, form="auto", n_boot=200)
+    weights, scores = law.weights, law.selection
+    assert weights and math.isclose(sum(weights.values()), 1.0) and all(w > 0 for w in weights.values())
+    assert law.form == max(weights, key=weights.get)
+    ranked = sorted(weights, key=lambda name: scores[name])  # a better score never gets less weight
+    assert [weights[n] for n in ranked] == sorted(weights.values(), reverse=True)
+    # The prediction is the weighted geometric mean of the forms' own fits.
+    far = np.array([1e5, 1e6])
+    members = {name: laws.fit(X_3DEC, y, form=name) for name in weights}
+    expected = np.exp(sum(w * np.log(members[n].predict(far)) for n, w in weights.items()))
+    np.testing.assert_allclose(law.predict(far), expected, rtol=1e-9)
+    for name in weights:
+        assert law.member(name).params == members[name].params
+    lo, hi = law.interval(far, 0.8)
+    assert np.all(lo < law.predict(far)) and np.all(law.predict(far) < hi)
+    assert law.to_dict(predict=far)["weights"] == weights
+
+
 def test_auto_picks_a_saturating_form_when_the_data_level_off():
     y = noisy(saturating(X_3DEC, 0.2, 30.0, 0.6), 0.01, seed=5)
     law = laws.fit(X_3DEC, y, form="auto")

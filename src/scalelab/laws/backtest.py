@@ -19,6 +19,7 @@ class BacktestRow:
     n_fit: int
     points: list[dict] = field(default_factory=list)  # x, actual, predicted, lo, hi, abs_error, rel_error, covered
     error: str | None = None
+    weights: dict[str, float] | None = None  # for "auto": the forms it averaged
 
     @property
     def abs_error(self) -> float:
@@ -36,6 +37,8 @@ class BacktestRow:
         out = {"form": self.form, "n_fit": self.n_fit, "points": self.points}
         if self.chosen is not None:
             out["chosen"] = self.chosen
+        if self.weights is not None:
+            out["weights"] = self.weights
         if self.error is not None:
             out["error"] = self.error
         else:
@@ -91,5 +94,6 @@ def backtest_forms(data: LawData, forms, *, holdout: int = 1, gap: float = 1.0, 
             }
             for xv, a, p, low, high in zip(x_held, y_held, pred, lo, hi)
         ]
-        rows.append(BacktestRow(name, law.form if name == "auto" else None, int(train.sum()), points))
+        auto = name == "auto"
+        rows.append(BacktestRow(name, law.form if auto else None, int(train.sum()), points, weights=law.weights if auto else None))
     return rows

@@ -20,7 +20,7 @@ from scalelab.laws.core import (
 )
 from scalelab.laws.forms import FORMS, Form, specialise
 from scalelab.laws.optimize import Problem
-from scalelab.laws.select import choose_forms, extrapolation_spread
+from scalelab.laws.select import Choice, choose_forms, extrapolation_spread
 
 # Log-scale error per e-fold of extrapolation assumed when the data is too small to
 # measure it by inner backtests.
@@ -33,9 +33,13 @@ class FittedLaw:
 
     ``params`` are in natural units. ``predict(x)`` gives the law's value;
     ``interval(x, level)`` a prediction interval for a new run at ``x`` (parameter
-    uncertainty from the bootstrap over runs, plus the scatter of runs around the law).
-    ``selection`` holds the inner-backtest score of each candidate when the form was
-    chosen automatically.
+    uncertainty from the bootstrap over runs, the scatter of runs around the law, and
+    beyond the data the extrapolation error the form showed in inner backtests).
+
+    With ``form="auto"``: ``selection`` holds each candidate's inner-backtest score and
+    ``weights`` the forms whose predictions are averaged (a weighted geometric mean;
+    intervals are the weighted mixture of theirs). ``form`` and ``params`` are then the
+    heaviest form's, and :meth:`member` gives any other.
     """
 
     form: str
@@ -49,6 +53,8 @@ class FittedLaw:
     _u: np.ndarray = field(default=None, repr=False)
     _boot: np.ndarray | None = field(default=None, repr=False)
     _spread: float | None = field(default=None, repr=False)
+    weights: dict[str, float] | None = None
+    _members: dict[str, FittedLaw] = field(default_factory=dict, repr=False)
 
     @property
     def n_points(self) -> int:
@@ -72,8 +78,25 @@ class FittedLaw:
 
     def predict(self, x) -> np.ndarray:
         """The law's value at each x (or each (N, D) row)."""
+        x = self._as_x(x)
+        if not self._members:
+            return self._own_predict(x)
+        logs = sum(w * np.log(self._members[name]._own_predict(x)) for name, w in self.weights.items())
+        return np.exp(logs)
+
+    def member(self, name: str) -> FittedLaw:
+        """The single-form law of one of the averaged forms (``self`` when not averaged)."""
+        if not self._members:
+            if name != self.form:
+                raise InputError(f"this law is {self.form!r} alone; it has no member {name!r}")
+            return self
+        if name not in self._members:
+            raise InputError(f"no member {name!r}; the averaged forms are {', '.join(self._members)}")
+        return self._members[name]
+
+    def _own_predict(self, x: np.ndarray) -> np.ndarray:
         theta = self._form.to_natural(self._u)[None, :]
-        return self._form.predict(theta, self._as_x(x), self.data.ceiling)[0]
+        return self._form.predict(theta, x, self.data.ceiling)[0]
 
     def bootstrap_params(self) -> np.ndarray:
         """Natural parameters of each bootstrap replicate, shape (n_boot, n_params); computed once."""
@@ -91,14 +114,23 @@ class FittedLaw:
         return self._spread
 
     def residuals(self) -> np.ndarray:
-        """Log residuals of the data around the fitted law."""
-        return np.log(self.predict(self.data.x)) - np.log(self.data.y)
+        """Log residuals of the data around the fitted law (its heaviest form's, when averaged)."""
+        return np.log(self._own_predict(self.data.x)) - np.log(self.data.y)
 
     def interval(self, x, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
         """A ``level`` prediction interval for a new run at each x: (lower, upper) arrays."""
         if not 0 < level < 1:
             raise InputError(f"level {level} must be between 0 and 1")
         x = self._as_x(x)
+        members = [(self._members[n], w) for n, w in self.weights.items()] if self._members else [(self, 1.0)]
+        samples = [m._samples(x) for m, _ in members]
+        weights = [np.full(len(block), w / len(block)) for block, (_, w) in zip(samples, members)]
+        tail = (1 - level) / 2
+        lo, hi = _weighted_quantiles(np.vstack(samples), np.concatenate(weights), [tail, 1 - tail])
+        return lo, hi
+
+    def _samples(self, x: np.ndarray) -> np.ndarray:
+        """Draws of a new run's value at each x, shape (n_boot, m), for this single form."""
         curves = self._form.predict(self.bootstrap_params(), x, self.data.ceiling)  # (B, m)
         # Each replicate also draws one run's scatter around the law (log residuals) and,
         # beyond the data, a misspecification error that grows with the distance in
@@ -112,9 +144,13 @@ class FittedLaw:
         samples = curves * np.exp(-scatter + drift)
         if self.data.ceiling is not None:
             samples = np.minimum(samples, self.data.ceiling)
-        tail = (1 - level) / 2
-        lo, hi = np.nanquantile(samples, [tail, 1 - tail], axis=0)
-        return lo, hi
+        return samples
+
+    def _repr_html_(self) -> str:
+        """A notebook view: the law, its parameters with intervals, and a figure."""
+        from scalelab.report import law_html
+
+        return law_html(self)
 
     def param_intervals(self, level: float = 0.8) -> dict[str, tuple[float, float]]:
         """Bootstrap percentile interval of each parameter."""
@@ -138,9 +174,26 @@ class FittedLaw:
             out["predictions"] = []
         if self.selection is not None:
             out["selection"] = {k: v for k, v in self.selection.items()}
+        if self.weights is not None:
+            out["weights"] = dict(self.weights)
         if self.data.notes:
             out["notes"] = list(self.data.notes)
         return out
+
+
+def _weighted_quantiles(samples: np.ndarray, weights: np.ndarray, levels) -> list[np.ndarray]:
+    """Quantiles of each column of ``samples`` (K, m) where row k carries ``weights[k]``; NaNs skipped."""
+    order = np.argsort(samples, axis=0)  # NaNs sort last
+    ordered = np.take_along_axis(samples, order, axis=0)
+    w = np.where(np.isnan(ordered), 0.0, weights[order])
+    cumulative = np.cumsum(w, axis=0) - 0.5 * w  # midpoints, like numpy's default interpolation
+    cumulative /= np.maximum(w.sum(axis=0), 1e-300)
+    out = []
+    for level in levels:
+        column = [np.interp(level, cumulative[w[:, j] > 0, j], ordered[w[:, j] > 0, j]) if (w[:, j] > 0).any() else np.nan
+                  for j in range(samples.shape[1])]  # fmt: skip
+        out.append(np.array(column))
+    return out
 
 
 def fit(
@@ -207,34 +260,49 @@ def fit_prepared(
     for i, data in enumerate(datas):
         kinds.setdefault((data.x.ndim, data.ceiling), []).append(i)
     for (ndim, ceiling), members in kinds.items():
-        chosen: dict[int, tuple[Form, dict | None]] = {}
+        plans: dict[int, Choice] = {}
         if form == "auto":
             names = candidates or (ONE_X_AUTO if ndim == 1 else TWO_X_AUTO)
-            forms = [specialise(FORMS[n], ceiling) for n in names]
-            choices = choose_forms([datas[i] for i in members], forms, delta=delta)
-            for i, (choice, selection) in zip(members, choices):
-                if isinstance(choice, InputError):
-                    results[i] = choice
+            forms = {n: specialise(FORMS[n], ceiling) for n in names}
+            for i, choice in zip(members, choose_forms([datas[i] for i in members], list(forms.values()), delta=delta)):
+                if isinstance(choice.best, InputError):
+                    results[i] = choice.best
                 else:
-                    chosen[i] = (choice, selection)
+                    plans[i] = choice
         else:
+            forms = {}
             for i in members:
                 try:
-                    chosen[i] = (resolve_form(form, datas[i]), None)
+                    resolved = resolve_form(form, datas[i])
                 except InputError as exc:
                     results[i] = exc
-        by_form: dict[str, list[int]] = {}
-        for i, (choice, _) in chosen.items():
-            if len(datas[i].y) < choice.n_params:
-                results[i] = InputError(f"form {choice.name!r} has {choice.n_params} parameters but only {len(datas[i].y)} points were given")
-            else:
-                by_form.setdefault(choice.name, []).append(i)
-        for indices in by_form.values():
-            choice = chosen[indices[0]][0]
-            for i, (u, loss) in zip(indices, fit_forms([datas[i] for i in indices], choice, delta=delta)):
-                params = dict(zip(choice.params, (float(v) for v in choice.to_natural(u))))
-                results[i] = FittedLaw(
-                    form=choice.name, params=params, data=datas[i], loss=loss, selection=chosen[i][1],
-                    n_boot=n_boot, delta=delta, _form=choice, _u=u,
+                    continue
+                forms[resolved.name] = resolved
+                plans[i] = Choice(resolved, {}, {resolved.name: 1.0})
+        # Every (dataset, form) fit that the plans need, batched per form.
+        needed: dict[str, list[int]] = {}
+        for i, plan in plans.items():
+            for name in plan.weights:
+                needed.setdefault(name, []).append(i)
+        fitted: dict[tuple[int, str], FittedLaw] = {}
+        for name, indices in needed.items():
+            chosen = forms[name]
+            too_small = [i for i in indices if len(datas[i].y) < chosen.n_params]
+            for i in too_small:
+                results[i] = InputError(f"form {name!r} has {chosen.n_params} parameters but only {len(datas[i].y)} points were given")
+            indices = [i for i in indices if i not in too_small]
+            for i, (u, loss) in zip(indices, fit_forms([datas[i] for i in indices], chosen, delta=delta)):
+                params = dict(zip(chosen.params, (float(v) for v in chosen.to_natural(u))))
+                fitted[i, name] = FittedLaw(
+                    form=name, params=params, data=datas[i], loss=loss, n_boot=n_boot, delta=delta, _form=chosen, _u=u,
+                    _spread=plans[i].spreads.get(name),
                 )  # fmt: skip
+        for i, plan in plans.items():
+            if results[i] is not None:
+                continue
+            law = fitted[i, plan.best.name]
+            if form == "auto":
+                law.selection, law.weights = plan.scores, dict(plan.weights)
+                law._members = {name: fitted[i, name] for name in plan.weights}
+            results[i] = law
     return results

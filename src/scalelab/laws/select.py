@@ -8,6 +8,8 @@ form with the lowest mean score wins; ties go to the form with fewer parameters.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from scalelab.errors import InputError
@@ -53,38 +55,82 @@ def extrapolation_spread(data: LawData, form: Form, *, delta: float) -> float | 
 
     None when the data has too few scales to backtest this form.
     """
-    rates = [np.abs(errors) / np.maximum(distance, 1e-3) for errors, distance in split_errors([data], form, delta=delta)[0]]
-    return float(np.sqrt(np.mean(np.square(np.concatenate(rates))))) if rates else None
+    return _spread(split_errors([data], form, delta=delta)[0])
 
 
-def choose_forms(datas: list[LawData], candidates: list[Form], *, delta: float) -> list[tuple[Form | InputError, dict[str, float | None]]]:
-    """For each dataset, the candidate with the best inner-backtest score, and every score.
+def _spread(splits: list[tuple[np.ndarray, np.ndarray]]) -> float | None:
+    if not splits:
+        return None
+    rates = np.concatenate([np.abs(errors) / np.maximum(distance, 1e-3) for errors, distance in splits])
+    return float(np.sqrt(np.mean(np.square(rates))))
+
+
+@dataclass
+class Choice:
+    """The automatic choice for one dataset.
+
+    ``scores``: each candidate's inner-backtest score (None when it could not be
+    backtested). ``weights``: the forms whose predictions are averaged, summing to 1;
+    ``best`` is the heaviest (or the :class:`InputError` of a dataset too small for every
+    candidate). ``spreads``: each scored form's extrapolation error per e-fold.
+    """
+
+    best: Form | InputError
+    scores: dict[str, float | None]
+    weights: dict[str, float] = field(default_factory=dict)
+    spreads: dict[str, float | None] = field(default_factory=dict)
+
+
+def form_weights(scores: dict[str, float | None], *, floor: float = 1e-3, cutoff: float = 0.01) -> dict[str, float]:
+    """Weights exp(-(s - s_best) / s_best) on the scored forms, those under ``cutoff`` dropped.
+
+    The temperature is the best score itself, so the weighting is scale-free: a form
+    whose inner-backtest error is twice the best one's gets e^-1 of its weight. When the
+    best form extrapolated almost perfectly (score under ``floor``), it gets nearly all.
+    """
+    scored = {k: v for k, v in scores.items() if v is not None and np.isfinite(v)}
+    if not scored:
+        return {}
+    best = min(scored.values())
+    raw = {k: float(np.exp(-(v - best) / max(best, floor))) for k, v in scored.items()}
+    total = sum(raw.values())
+    kept = {k: w / total for k, w in raw.items() if w / total >= cutoff}
+    total = sum(kept.values())
+    return {k: w / total for k, w in kept.items()}
+
+
+def choose_forms(datas: list[LawData], candidates: list[Form], *, delta: float) -> list[Choice]:
+    """For each dataset: every candidate's inner-backtest score, and the forms to average.
 
     A score is the mean |log error| over the held-out points of each inner split, averaged
     over splits. Candidates that cannot be backtested (too few scales for their
     parameters) score None; if none can be, the simplest candidate with enough points is
-    used. Ties go to the form with fewer parameters. A dataset too small for every
-    candidate gets the :class:`InputError` that says so instead of a form.
+    used alone. Ties go to the form with fewer parameters.
     """
     scores: list[dict[str, float | None]] = [{} for _ in datas]
+    spreads: list[dict[str, float | None]] = [{} for _ in datas]
     for form in candidates:
-        for score, splits in zip(scores, split_errors(datas, form, delta=delta)):
+        for score, spread, splits in zip(scores, spreads, split_errors(datas, form, delta=delta)):
             score[form.name] = float(np.mean([np.mean(np.abs(e)) for e, _ in splits])) if splits else None
-    choices: list[tuple[Form | InputError, dict[str, float | None]]] = []
-    for data, score in zip(datas, scores):
+            spread[form.name] = _spread(splits)
+    choices = []
+    for data, score, spread in zip(datas, scores, spreads):
         try:
-            choices.append((_pick(data, candidates, score), score))
+            best = _pick(data, candidates, score)
         except InputError as exc:
-            choices.append((exc, score))
+            choices.append(Choice(exc, score))
+            continue
+        weights = form_weights(score) or {best.name: 1.0}
+        choices.append(Choice(best, score, weights, spread))
     return choices
 
 
 def choose_form(data: LawData, candidates: list[Form], *, delta: float) -> tuple[Form, dict[str, float | None]]:
-    """:func:`choose_forms` for one dataset; raises its :class:`InputError`."""
-    choice, score = choose_forms([data], candidates, delta=delta)[0]
-    if isinstance(choice, InputError):
-        raise choice
-    return choice, score
+    """The best form for one dataset and every candidate's score; raises its :class:`InputError`."""
+    choice = choose_forms([data], candidates, delta=delta)[0]
+    if isinstance(choice.best, InputError):
+        raise choice.best
+    return choice.best, choice.scores
 
 
 def _pick(data: LawData, candidates: list[Form], scores: dict[str, float | None]) -> Form:
