@@ -301,12 +301,15 @@ def test_rerun_trains_nothing_and_a_grid_edit_runs_only_new_cells(tmp_path, env)
 
 
 # -- (f) the demo ------------------------------------------------------------------------------
-def test_quick_demo_prints_the_test_error_table(tmp_path, env):
+def test_quick_demo_prints_the_test_error_table_and_writes_the_report(tmp_path, env):
     out = tmp_path / "demo-out"
     cli = run_cli("demo", "--quick", "--out", out, env=env, cwd=tmp_path, timeout=600)
     assert cli.returncode == EXIT_OK, cli.describe()
     assert "test error" in cli.stdout.lower(), cli.stdout
     assert (out / "scalelab.db").is_file()
+    report = out / "report.html"
+    assert report.is_file() and f"Report: {report}" in cli.stdout.replace("\n", ""), cli.stdout
+    assert 'id="fig-learning-curves"' in report.read_text(encoding="utf-8")
     status = status_json("demo-quick", store=out / "scalelab.db", env=env, cwd=tmp_path)
     assert status["done"] + status["diverged"] == status["total"] > 0, status
 

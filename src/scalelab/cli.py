@@ -107,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--bootstrap", type=_positive_int, default=1000, metavar="N", help="bootstrap replicates (default 1000)")
     plan.add_argument("--format", choices=["table", "json"], default="table")
 
+    report = commands.add_parser("report", help="write a self-contained HTML report with plots")
+    report.add_argument("source", metavar="SOURCE", help="a study (file or name in the store) or a CSV file")
+    report.add_argument("-o", "--output", default="report.html", metavar="FILE", help="where to write it (default: ./report.html)")
+    with_store(report)
+    report.add_argument("--x", action="append", metavar="COL", help="scale column of the laws; twice for (N, D) (study default: n_train)")
+    report.add_argument("--y", metavar="COL", help="target column (study default: its [target] metric)")
+    report.add_argument("--group", metavar="COL", help="fit one law per value of this column (study default: one per model)")
+    report.add_argument("--form", default="auto", help="auto (default) or a form name")
+    report.add_argument("--level", type=_unit_interval, default=0.8, help="interval level (default 0.8)")
+    report.add_argument("--chance", type=float, default=None, metavar="LEVEL", help="chance level of an error-rate target")
+    report.add_argument("--bootstrap", type=_positive_int, default=1000, metavar="N", help="bootstrap replicates for intervals (default 1000)")
+
     runs = commands.add_parser("runs", help="one row per run, every recorded field")
     runs.add_argument("study", metavar="STUDY")
     with_store(runs)
@@ -141,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "fit": cmd_fit,
         "backtest": cmd_backtest,
         "plan": cmd_plan,
+        "report": cmd_report,
     }[args.command]
     try:
         return handler(args)
@@ -340,7 +353,11 @@ def cmd_fit(args) -> int:
             scored = {k: v for k, v in law.selection.items() if v is not None}
             ranking = ", ".join(f"{k} {v:.3g}" for k, v in sorted(scored.items(), key=lambda kv: kv[1]))
             prefix = f"group {_fmt(r['group'])}: " if args.group else ""
-            out.print(f"{prefix}auto chose [bold]{law.form}[/]: lowest extrapolation error inside the data (mean |log error| holding out the largest scales: {ranking})")
+            weights = ", ".join(f"{k} {w:.0%}" for k, w in sorted((law.weights or {}).items(), key=lambda kv: -kv[1]))
+            out.print(
+                f"{prefix}auto averaged [bold]{weights}[/] (params shown: {law.form}), weighted by extrapolation error inside the data "
+                f"(mean |log error| holding out the largest scales: {ranking})"
+            )
             if args.group and len(results) > 5:
                 out.print("(auto selection shown for the first group only; --format json has every group's scores)")
                 break
@@ -445,9 +462,25 @@ def cmd_plan(args) -> int:
     return EXIT_OK
 
 
+# -- report ----------------------------------------------------------------------------
+def cmd_report(args) -> int:
+    from scalelab.report import build_report
+
+    output = Path(args.output).expanduser()
+    if not output.parent.is_dir():  # checked first: nothing is fitted for a report that cannot be written
+        raise InputError(f"-o {output}: the folder {output.parent} does not exist")
+    report = build_report(
+        args.source, store=args.store, x=args.x, y=args.y, group=args.group, form=args.form,
+        level=args.level, chance=args.chance, n_boot=args.bootstrap,
+    )  # fmt: skip
+    path = report.write(output)
+    _console().print(f"Report: {path} ({len(report.figures)} figures, {path.stat().st_size / 1e6:.1f} MB)")
+    return EXIT_OK
+
+
 # -- demo ------------------------------------------------------------------------------
 def cmd_demo(args) -> int:
-    from scalelab.demo import prepare_demo, print_demo_results
+    from scalelab.demo import prepare_demo, print_demo_results, write_demo_report
 
     study = prepare_demo(out_dir=Path(args.out), quick=args.quick)
     _console().print(f"Demo study [bold]{study.name}[/]: {len(study.spec.cells)} cells, store {study.store_path}")
@@ -455,6 +488,8 @@ def cmd_demo(args) -> int:
     if status == EXIT_INTERRUPTED:
         return status
     print_demo_results(study, _console())
+    path = write_demo_report(study, Path(args.out))
+    _console().print(f"Report: {path}")
     return status
 
 

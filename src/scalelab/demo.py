@@ -141,6 +141,11 @@ def print_plan(study: Study, console, *, factor: float = 10.0) -> None:
         )
 
 
+def write_demo_report(study: Study, out_dir: Path) -> Path:
+    """The demo's HTML report, ``out_dir/report.html``."""
+    return study.report(Path(out_dir).expanduser() / "report.html")
+
+
 def print_demo_results(study: Study, console) -> None:
     """Print the test-error table and where the study's files are."""
     from rich.table import Table

@@ -74,6 +74,21 @@ class Study:
         with RunStore.open_existing(self.store_path) as store:
             return runs_frame(store, self.name)
 
+    def report(self, path: str | Path = "report.html", **options) -> Path:
+        """Write the self-contained HTML report of this study to ``path``; returns the path.
+
+        ``options`` are those of :func:`scalelab.report.build_report` (``x``, ``y``,
+        ``group``, ``form``, ``level``, ``chance``, ``n_boot``).
+        """
+        from scalelab.report import build_report
+
+        return build_report(self, **options).write(path)
+
+    def _repr_html_(self) -> str:
+        from scalelab.report import study_html
+
+        return study_html(self)
+
 
 def load_study(path_or_name: str | Path, *, store: str | Path = DEFAULT_STORE) -> Study:
     """Load a study from its TOML file, or by name from the store."""

@@ -1,0 +1,225 @@
+"""The numbers behind a report: laws per group, backtests, and plans.
+
+Everything goes through the public fitting API (:mod:`scalelab.fitting`,
+:func:`scalelab.laws.fit`, :mod:`scalelab.plan`). A section whose data cannot support
+it (too few scales for a backtest, one model size for a joint law) becomes a note in
+the report rather than an error: the rest of the report is still worth having.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from scalelab.errors import InputError
+from scalelab.report.data import ReportData
+
+EXTRAPOLATE = 10.0  # laws are drawn, and predicted, out to this many times the largest x
+
+
+@dataclass
+class LawResult:
+    """One group's law, or why it could not be fitted."""
+
+    group: object
+    law: object | None = None  # a FittedLaw
+    error: str | None = None
+    x: np.ndarray | None = None  # the data it was fitted on
+    y: np.ndarray | None = None
+    prediction: dict | None = None  # {"x": ..., "y": ..., "lo": ..., "hi": ...}
+    param_intervals: dict = field(default_factory=dict)
+
+
+@dataclass
+class PlanResult:
+    """A joint law L(N, D) for one family, with its compute-optimal frontier."""
+
+    label: str
+    law: object
+    k: float  # FLOPs per parameter per sample
+    k_source: str
+    budget: float
+    allocation: object  # plan.Allocation at ``budget``
+    frontier: list  # plan.Allocation at each budget of a sweep
+    marginal: dict
+    runs: pd.DataFrame  # N, D, C, y of the runs the law was fitted on
+
+
+@dataclass
+class Analysis:
+    laws: list[LawResult]
+    backtests: list[dict]  # fitting.backtest_groups output
+    plans: list[PlanResult]
+    notes: list[str]
+    level: float
+
+
+def check_options(data: ReportData, *, form: str) -> None:
+    """Fail fast, as ``scalelab fit`` would, on a bad column or form (exit 2)."""
+    from scalelab.laws import FORMS
+
+    for col in [*data.x_cols, data.y_col]:
+        if col not in data.done.columns:
+            raise InputError(f"{data.source}: no column {col!r} (columns: {', '.join(map(str, data.done.columns))})")
+        values = pd.to_numeric(data.done[col], errors="coerce")
+        if (values.isna() & data.done[col].notna()).any():
+            bad = data.done[col][values.isna() & data.done[col].notna()].iloc[0]
+            raise InputError(f"{data.source}: column {col!r} holds a non-numeric value {bad!r}")
+    if data.group is not None and data.group not in data.done.columns:
+        raise InputError(f"{data.source}: no column {data.group!r} to group by (columns: {', '.join(map(str, data.done.columns))})")
+    if form != "auto":
+        if form not in FORMS:
+            raise InputError(f"unknown form {form!r}; known: auto, {', '.join(FORMS)}")
+        if FORMS[form].n_x != len(data.x_cols):
+            raise InputError(f"form {form!r} takes {FORMS[form].n_x} x column(s), got {len(data.x_cols)} ({', '.join(data.x_cols)})")
+
+
+def analyse(data: ReportData, *, form: str = "auto", level: float = 0.8, chance: float | None = None, n_boot: int = 1000) -> Analysis:
+    """Fit, backtest and plan; see the module docstring for what becomes a note."""
+    from scalelab.fitting import default_chance
+
+    notes: list[str] = []
+    if not len(data.done):
+        return Analysis([], [], [], ["No done runs yet: nothing to fit."], level)
+    check_options(data, form=form)
+    if chance is None:
+        chance = default_chance(data.done, data.y_col)
+    with np.errstate(over="ignore", invalid="ignore"):  # far out, some bootstrap curves overflow: they leave the band
+        laws = fit_laws(data, form=form, level=level, chance=chance, n_boot=n_boot, notes=notes)
+        backtests = backtest(data, level=level, chance=chance, n_boot=n_boot, notes=notes)
+        plans = plan_families(data, level=level, chance=chance, n_boot=n_boot, notes=notes)
+    return Analysis(laws, backtests, plans, notes, level)
+
+
+def fit_laws(data: ReportData, *, form, level, chance, n_boot, notes) -> list[LawResult]:
+    from scalelab.fitting import fit_groups
+
+    try:
+        results = fit_groups(data.done, label=data.source, x_cols=data.x_cols, y_col=data.y_col, group=data.group,
+                             form=form, level=level, chance=chance, n_boot=n_boot)  # fmt: skip
+    except InputError as exc:
+        notes.append(f"No law could be fitted: {exc}")
+        return []
+    out = []
+    rows_by_group = dict(_groups(data.done, data.group))
+    for r in results:
+        law = r.get("_law")
+        if law is None:
+            out.append(LawResult(group=r["group"], error=r.get("error", "not fitted")))
+            continue
+        rows = rows_by_group.get(r["group"], data.done)
+        x = np.column_stack([pd.to_numeric(rows[c]).to_numpy(float) for c in data.x_cols])
+        x = x[:, 0] if x.shape[1] == 1 else x
+        y = pd.to_numeric(rows[data.y_col]).to_numpy(float)
+        result = LawResult(group=r["group"], law=law, x=x, y=y)
+        try:
+            result.param_intervals = law.param_intervals(level)
+            point = _prediction_point(x)
+            lo, hi = law.interval(point[None, :] if x.ndim == 2 else point, level)
+            result.prediction = {"x": point, "y": float(law.predict(point[None, :] if x.ndim == 2 else point)[0]),
+                                 "lo": float(lo[0]), "hi": float(hi[0])}  # fmt: skip
+        except (InputError, ValueError, FloatingPointError) as exc:
+            result.error = f"intervals failed: {exc}"
+        out.append(result)
+    return out
+
+
+def _prediction_point(x: np.ndarray) -> np.ndarray:
+    """Where each law is asked to forecast: 10x the largest x (for N, D: the largest N, 10x D)."""
+    if x.ndim == 1:
+        return np.array([EXTRAPOLATE * float(x.max())])
+    return np.array([float(x[:, 0].max()), EXTRAPOLATE * float(x[:, 1].max())])
+
+
+def backtest(data: ReportData, *, level, chance, n_boot, notes) -> list[dict]:
+    """Every form (and auto) fitted below the largest scale and scored on it, per group."""
+    from scalelab.fitting import backtest_groups
+
+    forms = [*one_x_forms(), "auto"] if len(data.x_cols) == 1 else ["chinchilla"]
+    try:
+        return backtest_groups(data.done, label=data.source, x_cols=data.x_cols, y_col=data.y_col, group=data.group,
+                               forms=forms, holdout=1, gap=1.0, level=level, chance=chance, n_boot=n_boot)  # fmt: skip
+    except InputError as exc:
+        notes.append(f"No backtest: {exc}")
+        return []
+
+
+def one_x_forms() -> list[str]:
+    """The forms ``auto`` chooses among for one x."""
+    try:
+        from scalelab.laws.core import ONE_X_AUTO
+
+        return list(ONE_X_AUTO)
+    except ImportError:  # the laws package moved it; fall back on every one-x form
+        from scalelab.laws import FORMS
+
+        return [name for name, f in FORMS.items() if f.n_x == 1 and name != "compute"]
+
+
+def plan_families(data: ReportData, *, level, chance, n_boot, notes) -> list[PlanResult]:
+    """One joint law and compute-optimal frontier per model family (their costs differ)."""
+    if data.kind == "study":
+        needed = ("n_params", "samples", "flops")
+        if not all(c in data.done.columns for c in needed):
+            notes.append("No plan: the runs have no measured FLOPs.")
+            return []
+        rows = data.done[pd.to_numeric(data.done["flops"], errors="coerce") > 0]
+        if len(rows) < len(data.done):
+            notes.append(f"The plan leaves out {len(data.done) - len(rows)} runs without measured FLOPs (scikit-learn models).")
+        n_col, d_col, c_col = needed
+        by = "family" if "family" in rows.columns else None
+    elif len(data.x_cols) == 2:
+        rows = data.done
+        n_col, d_col = data.x_cols
+        c_col = "flops" if "flops" in rows.columns else None
+        by = data.group
+    else:
+        return []
+    out = []
+    for value, group_rows in _groups(rows, by if by and rows[by].nunique() > 1 else None):
+        label = str(value) if value is not None else data.title
+        try:
+            out.append(plan_one(group_rows, label=label, n_col=n_col, d_col=d_col, c_col=c_col, y_col=data.y_col,
+                                level=level, chance=chance, n_boot=n_boot, error_rate=data.is_error_rate))  # fmt: skip
+        except (InputError, ValueError, FloatingPointError) as exc:
+            notes.append(f"No plan for {label}: {exc}")
+    return out
+
+
+def plan_one(rows, *, label, n_col, d_col, c_col, y_col, level, chance, n_boot, error_rate) -> PlanResult:
+    from scalelab import plan
+    from scalelab.laws import fit
+
+    N = pd.to_numeric(rows[n_col]).to_numpy(float)
+    D = pd.to_numeric(rows[d_col]).to_numpy(float)
+    y = pd.to_numeric(rows[y_col]).to_numpy(float)
+    if len(np.unique(N)) < 2 or len(np.unique(D)) < 2:
+        raise InputError(f"a joint law in ({n_col}, {d_col}) needs at least two values of each")
+    if c_col is not None:
+        C = pd.to_numeric(rows[c_col]).to_numpy(float)
+        k = float(np.median(C / (N * D)))
+        k_source = f"C = {k:.3g}·N·D FLOPs, the median measured in the runs"
+    else:
+        C = 6.0 * N * D
+        k, k_source = 6.0, "C = 6·N·D FLOPs (no measured FLOPs column)"
+    law = fit(np.column_stack([N, D]), y, form="chinchilla", x_names=(n_col, d_col), y_name=y_col,
+              ceiling=chance, error_rate=error_rate or chance is not None, n_boot=n_boot)  # fmt: skip
+    budget = EXTRAPOLATE * float(C.max())
+    allocation = plan.optimal_allocation(law, budget=budget, flops_per_param_sample=k, level=level)
+    budgets = np.geomspace(float(C.min()), 100 * float(C.max()), 13)
+    frontier = [plan.optimal_allocation(law, budget=float(b), flops_per_param_sample=k, level=level) for b in budgets]
+    best = int(np.argmin(y))
+    marginal = plan.marginal_value(law, n_params=float(N[best]), samples=float(D[best]), flops_per_param_sample=k, level=level)
+    runs = pd.DataFrame({"N": N, "D": D, "C": C, "y": y})
+    return PlanResult(label, law, k, k_source, budget, allocation, frontier, marginal, runs)
+
+
+def _groups(table: pd.DataFrame, group: str | None):
+    """(value, rows) pairs in first-seen order, as ``fit_groups`` orders its groups."""
+    if group is None:
+        yield None, table
+        return
+    for value, rows in table.groupby(group, sort=False, dropna=False):
+        yield (value.item() if hasattr(value, "item") else value), rows

@@ -1,0 +1,413 @@
+"""Assemble a report: load the runs, fit, draw, and lay out the page.
+
+>>> report = build_report("demo-quick", store="scalelab-demo/scalelab.db")  # doctest: +SKIP
+>>> report.write("report.html")                                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scalelab.errors import InputError
+from scalelab.report import figures as figs
+from scalelab.report.analysis import EXTRAPOLATE, Analysis, analyse
+from scalelab.report.data import ReportData, csv_data, study_data
+
+STATES = ("pending", "running", "done", "failed", "diverged")
+REASON_LINES = 14  # the tail of a traceback: where the error is
+
+
+@dataclass
+class Report:
+    """A built report: the page, and what it holds (for tests and callers)."""
+
+    html: str
+    data: ReportData
+    analysis: Analysis
+    figures: list = field(default_factory=list)
+    sections: list = field(default_factory=list)
+
+    @property
+    def figure_ids(self) -> list[str]:
+        return [f.id for f in self.figures]
+
+    def write(self, path: str | Path) -> Path:
+        """Write the page to ``path`` atomically (a half-written report never appears)."""
+        return write_html(self.html, path)
+
+
+def build_report(source, *, store: str | Path = "scalelab.db", x=None, y=None, group=None, form: str = "auto",
+                 level: float = 0.8, chance: float | None = None, n_boot: int = 1000) -> Report:  # fmt: skip
+    """A report on a study (a :class:`~scalelab.study.Study`, its file or its name in
+    ``store``) or on a CSV file of runs, with the fit options of ``scalelab fit``.
+
+    Raises :class:`InputError` for a source, column or form that does not exist. A
+    section the data cannot support (too few scales to backtest, say) becomes a note.
+    """
+    if not 0 < level < 1:
+        raise InputError(f"--level {level}: must be between 0 and 1")
+    if hasattr(source, "spec") and hasattr(source, "runs"):
+        data = study_data(source, x=x, y=y, group=group)
+    elif Path(str(source)).suffix.lower() == ".csv":
+        data = csv_data(Path(str(source)).expanduser(), x=x, y=y, group=group)
+    else:
+        from scalelab.study import load_study
+
+        data = study_data(load_study(source, store=store), x=x, y=y, group=group)
+    analysis = analyse(data, form=form, level=level, chance=chance, n_boot=n_boot)
+    made = figs.all_figures(data, analysis)
+    sections = layout(data, analysis, {f.id: f for f in made})
+    from scalelab import __version__
+    from scalelab.report.html import render_page
+
+    html = render_page(
+        title=data.title, description=data.description, sections=sections, version=__version__,
+        generated=time.strftime("%Y-%m-%d %H:%M %Z"), source=data.source,
+    )  # fmt: skip
+    return Report(html=html, data=data, analysis=analysis, figures=made, sections=sections)
+
+
+def write_html(html: str, path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: the folder {path.parent} does not exist")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name such as {path / 'report.html'}")
+    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(html)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# -- layout ------------------------------------------------------------------------------
+def section(id: str, title: str, **parts) -> dict:
+    base = {"id": id, "title": title, "paragraphs": [], "pairs": [], "notes": [], "figures": [], "tables": [], "empty": ""}
+    base.update(parts)
+    return base
+
+
+def table(columns, rows, *, numeric=None, nowrap=(), caption="", title="", id="") -> dict:
+    """A table for the template: ``numeric`` columns are right-aligned, ``nowrap`` ones never wrap.
+
+    A cell is a string, a list of lines, or ``{"pre": text}`` for preformatted text.
+    """
+    numeric = list(numeric) if numeric is not None else [False] * len(columns)
+    classes = [" ".join(c for c, on in (("num", numeric[i]), ("nowrap", columns[i] in nowrap)) if on) for i in range(len(columns))]
+    return {"columns": list(columns), "rows": rows, "numeric": numeric, "classes": classes, "caption": caption, "title": title, "id": id}
+
+
+def layout(data: ReportData, analysis: Analysis, figures: dict) -> list[dict]:
+    """The page's sections in reading order; figure sections appear only with their figure."""
+    y = Fmt(data)
+    out = [summary_section(data, analysis, y), states_section(data)]
+    for fid, sid, title in (
+        ("fig-learning-curves", "learning-curves", "Learning curves"),
+        ("fig-model-size", "model-size", "Model size"),
+        ("fig-compute", "compute", "Compute frontier"),
+        ("fig-data-quality", "data-quality", "Data quality"),
+    ):
+        if fid in figures:
+            s = section(sid, title, figures=[figures[fid]])
+            if fid == "fig-data-quality":
+                s["tables"] = [quality_table(data, y)]
+            out.append(s)
+    if data.winners is not None and len(data.winners):
+        out.append(winners_section(data))
+    out.append(laws_section(data, analysis, figures.get("fig-laws"), y))
+    out.append(backtest_section(data, analysis, figures.get("fig-backtest"), y))
+    plan = plan_section(data, analysis, [figures[f] for f in ("fig-plan", "fig-isoflop") if f in figures], y)
+    if plan is not None:
+        out.append(plan)
+    out.append(failures_section(data))
+    return out
+
+
+class Fmt:
+    """How the target and scales are written: error rates as percentages, counts with k/M."""
+
+    def __init__(self, data: ReportData):
+        self.percent = data.is_error_rate
+
+    def y(self, v) -> str:
+        if v is None or not np.isfinite(v):
+            return "—"
+        return f"{100 * v:.3g}%" if self.percent else f"{v:.4g}"
+
+    def y_interval(self, v, lo, hi) -> str:
+        return f"{self.y(v)} [{self.y(lo)}, {self.y(hi)}]"
+
+    def abs_error(self, v) -> str:
+        if v is None or not np.isfinite(v):
+            return "—"
+        return f"{100 * v:.2g} pts" if self.percent else f"{v:.3g}"
+
+
+def num(v) -> str:
+    """A plain number: 1,234 for whole counts, 3 significant digits otherwise."""
+    if v is None:
+        return "—"
+    if isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer() and abs(v) < 1e15):
+        return f"{int(v):,}"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "—"
+        return f"{v:.3g}"
+    return str(v)
+
+
+def summary_section(data: ReportData, analysis: Analysis, y: Fmt) -> dict:
+    pairs = []
+    if data.kind == "study":
+        pairs.append(("study", data.title))
+        pairs.append(("study file", data.source))
+        pairs.append(("store", data.store or ""))
+        if data.dataset:
+            pairs.append(("dataset", data.dataset))
+        for key, values in data.grid.items():
+            pairs.append((f"grid: {key}", ", ".join(figs_value(v) for v in values)))
+    else:
+        pairs.append(("runs file", data.source))
+        pairs.append(("columns", ", ".join(map(str, data.runs.columns))))
+    pairs.append(("target", f"{data.y_col} ({figs.label_of(data.y_col)})"))
+    pairs.append(("laws", f"{data.y_col} against {' and '.join(data.x_cols)}" + (f", one per {data.group}" if data.group else "")))
+    pairs.append(("cells" if data.kind == "study" else "rows", f"{len(data.runs):,} ({_count_text(data)})"))
+    done = data.runs[data.runs["state"] == "done"] if "state" in data.runs.columns else data.runs
+    for col, label, fmt in (("flops", "training FLOPs, all runs", lambda v: f"{v:.3g}"),
+                            ("wall_s", "wall time, all runs", _seconds)):  # fmt: skip
+        if col in done.columns:
+            total = pd.to_numeric(done[col], errors="coerce").sum()
+            if total > 0:
+                pairs.append((label, fmt(float(total))))
+    for col in ("device", "torch_version"):
+        if col in done.columns and done[col].notna().any():
+            pairs.append((col.replace("_", " "), ", ".join(sorted(map(str, done[col].dropna().unique())))))
+    if len(data.done) and data.y_col in data.done.columns:
+        best = data.done.loc[pd.to_numeric(data.done[data.y_col]).idxmin()]
+        where = ", ".join(f"{k} {figs_value(best[k])}" for k in [*data.size_keys, "data_fraction", "n_train"] if k in best.index)
+        pairs.append((f"best {figs.label_of(data.y_col)}", f"{y.y(float(best[data.y_col]))}" + (f" ({where})" if where else "")))
+    return section("summary", "Summary", pairs=pairs, notes=[*data.notes, *analysis.notes])
+
+
+def _count_text(data: ReportData) -> str:
+    if "state" not in data.runs.columns:
+        return "no states recorded"
+    counts = data.runs["state"].value_counts()
+    return ", ".join(f"{counts.get(s, 0)} {s}" for s in STATES if counts.get(s, 0))
+
+
+def _seconds(s: float) -> str:
+    if s < 90:
+        return f"{s:.1f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def figs_value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def states_section(data: ReportData) -> dict:
+    s = section("states", "Runs by state")
+    if "state" not in data.runs.columns:
+        s["empty"] = "This file records no run states; every row is taken as done."
+        return s
+    runs = data.runs
+    by = "family" if "family" in runs.columns and runs["family"].nunique() > 1 else None
+    columns = ["family"] if by else []
+    rows = []
+    for key, part in (runs.groupby(by, sort=True) if by else [(None, runs)]):
+        c = part["state"].value_counts()
+        rows.append(([str(key)] if by else []) + [num(int(c.get(state, 0))) for state in STATES] + [num(len(part))])
+    if by:
+        c = runs["state"].value_counts()
+        rows.append(["all"] + [num(int(c.get(state, 0))) for state in STATES] + [num(len(runs))])
+    s["tables"] = [table([*columns, *STATES, "total"], rows, numeric=[False] * len(columns) + [True] * (len(STATES) + 1))]
+    return s
+
+
+def quality_table(data: ReportData, y: Fmt) -> dict:
+    rows_in = data.quality_runs
+    full = rows_in[rows_in["n_train"] == rows_in.groupby("family")["n_train"].transform("max")] if "family" in rows_in.columns else rows_in[rows_in["n_train"] == rows_in["n_train"].max()]
+    key = data.quality_keys[0]
+    by = "family" if "family" in full.columns else None
+    pivot = full.pivot_table(index=by, columns=key, values=data.y_col, aggfunc="mean") if by else full.groupby(key)[data.y_col].mean().to_frame().T
+    levels = list(pivot.columns)
+    rows = [[str(idx)] + [y.y(float(v)) for v in row] for idx, row in pivot.iterrows()]
+    return table(
+        ["family" if by else "", *[f"{key} = {figs_value(v)}" for v in levels]], rows, numeric=[False] + [True] * len(levels),
+        caption=f"Mean {figs.label_of(data.y_col)} at full data over every model size and seed, by {key}.",
+    )  # fmt: skip
+
+
+def winners_section(data: ReportData) -> dict:
+    w = data.winners
+    score = w.attrs.get("score", data.y_col)
+    keys = [c for c in w.columns if c not in data.setting_keys]
+    rows = [[figs_value(r[c]) for c in w.columns] for _, r in w.iterrows()]
+    return section(
+        "settings", "Best settings",
+        paragraphs=[(f"The grid sweeps {', '.join(data.setting_keys)}. At each {' × '.join(keys)}, the setting with the lowest "
+                     f"mean {score} over seeds is the one curves and laws use:")],
+        tables=[table(list(w.columns), rows, numeric=[c not in data.setting_keys and c != "family" for c in w.columns])],
+    )  # fmt: skip
+
+
+def laws_section(data: ReportData, analysis: Analysis, figure, y: Fmt) -> dict:
+    from scalelab.laws import FORMS
+
+    s = section("laws", "Fitted laws", figures=[figure] if figure else [])
+    if not analysis.laws:
+        s["empty"] = "No law was fitted (see the notes in the summary)."
+        return s
+    lvl = f"{analysis.level:.0%}"
+    grouped = data.group is not None
+    rows = []
+    for r in analysis.laws:
+        head = [figs_value(r.group)] if grouped else []
+        if r.law is None:
+            rows.append(head + ["—", "", "", "", r.error or ""])
+            continue
+        law = r.law
+        spans = r.param_intervals
+        params = [f"{k} = {v:.4g}" + (f" [{spans[k][0]:.3g}, {spans[k][1]:.3g}]" if k in spans else "") for k, v in law.params.items()]
+        pred = ""
+        if r.prediction is not None:
+            px = r.prediction["x"]
+            where = f"{data.x_cols[0]} {num(float(px[0]))}, {data.x_cols[1]} {num(float(px[1]))}" if len(px) == 2 else f"{data.x_cols[0]} {num(float(px[0]))}"
+            pred = [f"at {where}:", y.y_interval(r.prediction["y"], r.prediction["lo"], r.prediction["hi"])]
+        note = []
+        if law.selection:
+            scored = sorted(((k, v) for k, v in law.selection.items() if v is not None), key=lambda kv: kv[1])
+            note.append("auto averaged " + ", ".join(f"{k} {w:.0%}" for k, w in sorted((law.weights or {}).items(), key=lambda kv: -kv[1]))
+                        + " by inner-backtest error: " + ", ".join(f"{k} {v:.3g}" for k, v in scored))
+        note.extend(getattr(law.data, "notes", []) or [])
+        if r.error:
+            note.append(r.error)
+        formula = FORMS[law.form].formula if law.form in FORMS else ""
+        rows.append(head + [[law.form, formula], params, num(law.n_points), pred, note])
+    columns = (["group" if data.group != "model" else "model"] if grouped else []) + [
+        "form", f"parameters [{lvl} interval]", "points", f"forecast ({EXTRAPOLATE:g}× the largest {data.x_cols[-1]}) [{lvl}]", "notes"]  # fmt: skip
+    s["tables"] = [table(columns, rows, numeric=([False] if grouped else []) + [False, False, True, False, False], id="laws-table",
+                         nowrap=("form", columns[-4]),
+                         caption=f"{data.y_col} against {' and '.join(data.x_cols)}; intervals: bootstrap over runs.")]  # fmt: skip
+    return s
+
+
+def backtest_section(data: ReportData, analysis: Analysis, figure, y: Fmt) -> dict:
+    """Per group (rows) and form (columns): the forecast's relative error and its interval's coverage."""
+    s = section("backtest", "Backtest", figures=[figure] if figure else [])
+    if not analysis.backtests:
+        s["empty"] = "No backtest: it needs at least three distinct scales (see the notes in the summary)."
+        return s
+    lvl = f"{analysis.level:.0%}"
+    forms = list(dict.fromkeys(r.form for g in analysis.backtests for r in g["rows"]))
+    grouped = data.group is not None
+    rows, failures, scores = [], [], {f: [] for f in forms}
+    for g in analysis.backtests:
+        head = [figs_value(g["group"])] if grouped else []
+        if g.get("error"):
+            failures.append(f"{figs_value(g['group'])}: {g['error']}")
+            continue
+        by_form = {r.form: r for r in g["rows"]}
+        cells = []
+        for form in forms:
+            r = by_form.get(form)
+            if r is None or r.error:
+                cells.append("—")
+                if r is not None:
+                    failures.append(f"{form}" + (f" ({figs_value(g['group'])})" if grouped else "") + f": {r.error}")
+                continue
+            scores[form].append((r.rel_error, r.coverage, r.abs_error))
+            cells.append(f"{r.rel_error:.1%} ({r.coverage:.0%})" + (f", {r.chosen}" if r.chosen else ""))
+        scored = {f: by_form[f].rel_error for f in forms if f != "auto" and f in by_form and not by_form[f].error}
+        best = min(scored, key=scored.get) if scored else ""
+        fit_on = next((num(r.n_fit) for r in g["rows"] if not r.error), "")
+        rows.append(head + [fit_on, *cells, best])
+    if len(rows) > 1:
+        mean = [f"{np.mean([v[0] for v in scores[f]]):.1%} ({np.mean([v[1] for v in scores[f]]):.0%})" if scores[f] else "—" for f in forms]
+        rows.append((["mean"] if grouped else []) + ["", *mean, ""])
+    columns = (["group" if data.group != "model" else "model"] if grouped else []) + ["fitted on", *forms, "best"]
+    numeric = ([False] if grouped else []) + [True] + [True] * len(forms) + [False]
+    s["paragraphs"] = [(f"Each form is fitted on the runs below the largest {data.x_cols[-1]} of its group and forecasts the "
+                        f"runs at it. Cells: the forecast's mean relative error, and in parentheses the share of the "
+                        f"held-out runs inside its {lvl} interval; auto also names the form it chose.")]  # fmt: skip
+    s["tables"] = [table(columns, rows, numeric=numeric, nowrap=tuple(forms), id="backtest-table")]
+    s["notes"] = failures
+    return s
+
+
+def plan_section(data: ReportData, analysis: Analysis, figures: list, y: Fmt) -> dict | None:
+    if not analysis.plans:
+        if len(data.x_cols) == 2 or data.kind == "study":
+            return section("plan", "Plan", empty="No plan: a joint law needs at least two model sizes and two data sizes "
+                                                "with measured FLOPs (see the notes in the summary).")  # fmt: skip
+        return None
+    lvl = f"{analysis.level:.0%}"
+    s = section("plan", "Plan", figures=figures)
+    budget_rows, tables = [], []
+    for p in analysis.plans:
+        a = p.allocation
+        budget_rows.append([
+            p.label, f"{a.flops:.3g}", f"{num(round(a.n_params))} [{num(round(a.n_params_range[0]))}, {num(round(a.n_params_range[1]))}]",
+            f"{num(round(a.samples))} [{num(round(a.samples_range[0]))}, {num(round(a.samples_range[1]))}]",
+            y.y_interval(a.predicted, a.lo, a.hi),
+            [f"{k} = {v:.4g}" for k, v in p.law.params.items()], p.k_source,
+        ])  # fmt: skip
+        m_rows = [[name, num(round(v["n_params"])), num(round(v["samples"])), y.y_interval(v["predicted"], v["lo"], v["hi"])]
+                  for name, v in p.marginal.items()]  # fmt: skip
+        tables.append(table(["option", "parameters N", "samples D", f"predicted {data.y_col} [{lvl}]"], m_rows,
+                            numeric=[False, True, True, True], title=f"{p.label}: what doubling buys, from the best run"))  # fmt: skip
+    s["paragraphs"] = [(f"A joint law L(N, D) = E + A/N^α + B/D^β per family, and the compute-optimal split of a budget of "
+                        f"{EXTRAPOLATE:g}× the largest run's training FLOPs.")]  # fmt: skip
+    s["tables"] = [table(["family" if data.kind == "study" else "group", "budget (FLOPs)", f"parameters N [{lvl}]",
+                          f"samples D [{lvl}]", f"predicted {data.y_col} [{lvl}]", "joint law", "cost model"],
+                         budget_rows, numeric=[False, True, True, True, True, False, False], nowrap=("joint law",),
+                         id="plan-table"), *tables]  # fmt: skip
+    return s
+
+
+def failures_section(data: ReportData) -> dict:
+    s = section("failures", "Failed and diverged cells")
+    runs = data.runs
+    if "state" not in runs.columns:
+        s["empty"] = "This file records no run states."
+        return s
+    bad = runs[runs["state"].isin(["failed", "diverged"])]
+    if not len(bad):
+        s["empty"] = "None: every finished cell trained cleanly."
+        return s
+    keys = [k for k in data.grid if k in bad.columns]
+    rows = []
+    for _, r in bad.iterrows():
+        reason = str(r.get("reason") or "no reason recorded")
+        lines = reason.rstrip().splitlines()
+        shown = "\n".join((["…"] if len(lines) > REASON_LINES else []) + lines[-REASON_LINES:])
+        attempts = r.get("attempts")
+        rows.append([str(r["cell_id"]), str(r["state"]), [f"{k} = {figs_value(r[k])}" for k in keys],
+                     num(int(attempts)) if attempts is not None and not pd.isna(attempts) else "", {"pre": shown}])  # fmt: skip
+    s["paragraphs"] = [(f"{len(bad)} cells did not finish cleanly; they are left out of every figure and law. "
+                        f"The full text of each reason: scalelab runs {data.title} --store {data.store} --format csv (column reason). "
+                        "Rerun them with scalelab run --retry-failed.")]  # fmt: skip
+    s["tables"] = [table(["cell", "state", "grid values", "attempts", "reason"], rows,
+                         numeric=[False, False, False, True, False], id="failures-table")]  # fmt: skip
+    return s
+
+
+__all__ = ["Report", "build_report", "write_html"]

@@ -1,0 +1,523 @@
+"""The report's figures: one function per figure, each returning a :class:`Figure` or None.
+
+matplotlib's object API on the Agg canvas (no pyplot, so no global state changes in a
+notebook). Conventions, so every figure reads the same way at a glance:
+
+* log axes for scales (samples, parameters, FLOPs) and for the target, with plain tick
+  labels (``2k``, ``5%``) rather than powers of ten over a narrow range;
+* model size is a colour scale (viridis, dark = small) with a colour bar;
+* the seed spread is a band (min to max over seeds) around the mean;
+* a law is solid over its data and dashed, on a shaded background, where it extrapolates;
+* legends sit outside the axes, so they never cover data.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps, rc_context
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, LogNorm, Normalize
+from matplotlib.figure import Figure as MplFigure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from scalelab.report.data import QUALITY_LABELS, ReportData
+
+DPI = 110
+STYLE = {
+    "font.size": 9.5,
+    "axes.titlesize": 10.5,
+    "axes.labelsize": 9.5,
+    "axes.grid": True,
+    "axes.grid.which": "both",
+    "grid.alpha": 0.25,
+    "grid.linewidth": 0.6,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.fontsize": 8.5,
+    "legend.frameon": False,
+    "figure.facecolor": "white",
+}
+# The top of viridis is a pale yellow that vanishes on white: stop at 85%.
+SIZE_CMAP = ListedColormap(colormaps["viridis"](np.linspace(0.0, 0.85, 256)), name="viridis85")
+FORM_MARKERS = {"power": "o", "saturating": "s", "m3": "^", "m4": "D", "bnsl": "v", "chinchilla": "P", "auto": "*"}
+LABELS = {
+    "n_train": "training samples",
+    "n_params": "parameters",
+    "samples": "training samples processed",
+    "flops": "training FLOPs (measured)",
+    "compute": "training compute",
+    "test_error": "test error",
+    "test_loss": "test loss",
+    "val_error": "validation error",
+    "val_loss": "validation loss",
+    "train_loss": "training loss",
+}
+
+
+@dataclass
+class Figure:
+    """A rendered figure: its anchor id, title, caption and PNG bytes (base64)."""
+
+    id: str
+    title: str
+    caption: str
+    png_base64: str
+    width: int
+    height: int
+
+
+def label_of(column: str) -> str:
+    return LABELS.get(column, column)
+
+
+def plain(text) -> str:
+    """User text for a matplotlib label: ``$`` would start mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+# -- rendering helpers -------------------------------------------------------------------
+def render(fig: MplFigure, *, id: str, title: str, caption: str) -> Figure:
+    buffer = io.BytesIO()
+    # No metadata: the PNG carries nothing but pixels (no software name, no URL).
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None}, bbox_inches="tight", pad_inches=0.08)
+    data = buffer.getvalue()
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return Figure(id, title, caption, base64.b64encode(data).decode("ascii"), width, height)
+
+
+def _figure(n_panels: int, *, ncols: int = 3, panel=(3.6, 2.9), extra_width: float = 0.0):
+    ncols = max(1, min(n_panels, ncols))
+    nrows = math.ceil(n_panels / ncols)
+    fig = MplFigure(figsize=(panel[0] * ncols + extra_width, panel[1] * nrows + 0.3), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def _si(value: float) -> str:
+    """2000 → 2k, 3.5e6 → 3.5M, 0.05 → 0.05."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    for factor, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _log_axis(ax, which: str, values, *, percent: bool = False) -> None:
+    """Log scale with readable ticks: 1-2-5 or 1-3 steps over narrow ranges, decades over wide ones."""
+    values = np.asarray([v for v in np.ravel(values) if v is not None and np.isfinite(v) and v > 0], dtype=float)
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    decades = math.log10(values.max() / values.min()) if len(values) else 3
+    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades < 0.9 else (1.0, 2.0, 5.0) if decades < 1.6 else (1.0, 3.0) if decades < 3.2 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    fmt = (lambda v, _: f"{100 * v:.3g}%") if percent else (lambda v, _: _si(v))
+    axis.set_major_formatter(FuncFormatter(fmt))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _y_axis(ax, data_y, y_col: str, *, error_rate: bool, limits=None) -> None:
+    """The target's axis: log when every value is positive, percentages for error rates.
+
+    ``limits`` (lo, hi) fixes the range, so a wide interval band cannot squash the data.
+    """
+    values = np.asarray([v for v in np.ravel(data_y) if v is not None and np.isfinite(v)], dtype=float)
+    log = len(values) and np.all(values > 0)
+    ax.set_ylabel(label_of(y_col) + (" (%)" if error_rate and not log else ""))
+    if log:
+        _log_axis(ax, "y", values if limits is None else limits, percent=error_rate)
+    elif error_rate:
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.3g}"))
+    if limits is not None:
+        ax.set_ylim(*limits)
+
+
+def _size_norm(values) -> Normalize:
+    values = np.asarray([v for v in values if np.isfinite(v) and v > 0], dtype=float)
+    if len(values) == 0:
+        return Normalize(0, 1)
+    lo, hi = values.min(), values.max()
+    return LogNorm(lo, hi if hi > lo else lo * 10)
+
+
+def _colour(norm, value) -> tuple:
+    return SIZE_CMAP(float(np.clip(norm(value), 0, 1)))
+
+
+def _colourbar(fig, axes, norm, label: str, *, ticks=None) -> None:
+    mappable = ScalarMappable(norm=norm, cmap=SIZE_CMAP)
+    mappable.set_array([])
+    bar = fig.colorbar(mappable, ax=axes, label=label, shrink=0.9, aspect=30, pad=0.02)
+    if isinstance(norm, LogNorm):
+        bar.ax.yaxis.set_minor_formatter(NullFormatter())
+        if ticks is not None and 1 < len(set(ticks)) <= 8:
+            bar.ax.yaxis.set_minor_locator(LogLocator(subs=()))
+            bar.set_ticks(sorted(set(ticks)))
+        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _si(v)))
+
+
+def _spread(rows: pd.DataFrame, by: list[str], x: str, y: str) -> pd.DataFrame:
+    """Mean, min and max of ``y`` over seeds at each (line, x)."""
+    return rows.groupby([*by, x], dropna=False, sort=True)[y].agg(["mean", "min", "max", "count"]).reset_index()
+
+
+def _panels_by_family(rows: pd.DataFrame):
+    if "family" in rows.columns and rows["family"].nunique() > 1:
+        return [(str(f), r) for f, r in rows.groupby("family", sort=True)]
+    return [(None, rows)]
+
+
+def _legend_below(fig, axes, handles, labels, *, title=None) -> None:
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5), title=title)
+
+
+# -- figures of the runs -----------------------------------------------------------------
+def learning_curves(data: ReportData) -> Figure | None:
+    """The target against training samples, one line per model size, seed spread as a band."""
+    rows = data.done
+    if data.kind != "study" or not len(rows) or "n_train" not in rows.columns or rows["n_train"].nunique() < 2:
+        return None
+    line = data.size_keys or []
+    panels = _panels_by_family(rows)
+    sizes = rows.groupby(line)["n_params"].mean() if line and "n_params" in rows.columns else None
+    norm = _size_norm(sizes.to_numpy(float) if sizes is not None else [1.0])
+    with rc_context(STYLE):
+        fig, axes = _figure(len(panels), extra_width=1.0)
+        for ax, (family, panel_rows) in zip(axes, panels):
+            stats = _spread(panel_rows, line, "n_train", data.y_col)
+            for key, s in (stats.groupby(line, sort=True) if line else [(None, stats)]):
+                colour = _colour(norm, sizes.loc[key]) if sizes is not None else "C0"
+                ax.plot(s["n_train"], s["mean"], "-o", color=colour, ms=3.5, lw=1.6)
+                if (s["count"] > 1).any():
+                    ax.fill_between(s["n_train"], s["min"], s["max"], color=colour, alpha=0.18, lw=0)
+            _log_axis(ax, "x", panel_rows["n_train"])
+            _y_axis(ax, panel_rows[data.y_col], data.y_col, error_rate=data.is_error_rate)
+            ax.set_xlabel(label_of("n_train"))
+            if family:
+                ax.set_title(plain(family))
+        if sizes is not None:
+            _colourbar(fig, axes, norm, "model parameters")
+    return render(fig, id="fig-learning-curves", title="Learning curves",
+                  caption=f"{label_of(data.y_col).capitalize()} against training samples, one line per model size "
+                          "(colour: parameters). Bands: min to max over seeds.")  # fmt: skip
+
+
+def size_curves(data: ReportData) -> Figure | None:
+    """The target against parameters, one line per data fraction."""
+    rows = data.done
+    if data.kind != "study" or not len(rows) or "n_params" not in rows.columns or rows["n_params"].nunique() < 2:
+        return None
+    fraction = "data_fraction" if "data_fraction" in rows.columns else "n_train"
+    panels = _panels_by_family(rows)
+    norm = _size_norm(rows[fraction].to_numpy(float))
+    with rc_context(STYLE):
+        fig, axes = _figure(len(panels), extra_width=1.0)
+        for ax, (family, panel_rows) in zip(axes, panels):
+            lines = [*(k for k in data.size_keys if k != "family"), fraction] if data.size_keys else [fraction]
+            means = panel_rows.groupby(lines, dropna=False)[["n_params", data.y_col]].agg(["mean", "min", "max"]).reset_index()
+            for value, s in means.groupby(fraction, sort=True):
+                s = s.sort_values(("n_params", "mean"))
+                colour = _colour(norm, value)
+                ax.plot(s[("n_params", "mean")], s[(data.y_col, "mean")], "-o", color=colour, ms=3.5, lw=1.6)
+                ax.fill_between(s[("n_params", "mean")], s[(data.y_col, "min")], s[(data.y_col, "max")], color=colour, alpha=0.15, lw=0)
+            _log_axis(ax, "x", panel_rows["n_params"])
+            _y_axis(ax, panel_rows[data.y_col], data.y_col, error_rate=data.is_error_rate)
+            ax.set_xlabel(label_of("n_params"))
+            if family:
+                ax.set_title(plain(family))
+        _colourbar(fig, axes, norm, "share of training data" if fraction == "data_fraction" else label_of(fraction),
+                   ticks=rows[fraction].astype(float).tolist())  # fmt: skip
+    return render(fig, id="fig-model-size", title="Model size",
+                  caption=f"{label_of(data.y_col).capitalize()} against parameters, one line per data fraction "
+                          "(colour). Bands: min to max over seeds.")  # fmt: skip
+
+
+def compute_frontier(data: ReportData) -> Figure | None:
+    """The target against measured training compute for every run, with the Pareto frontier."""
+    rows = data.done
+    if data.kind != "study" or not len(rows) or "compute" not in rows.columns:
+        return None
+    rows = rows[pd.to_numeric(rows["compute"], errors="coerce") > 0]
+    units = sorted(set(rows.get("compute_unit", pd.Series(["flops"] * len(rows))).dropna()))
+    unit = "flops" if "flops" in units else (units[0] if units else None)
+    if unit is None:
+        return None
+    rows = rows[rows["compute_unit"] == unit] if "compute_unit" in rows.columns else rows
+    if len(rows) < 2:
+        return None
+    x = pd.to_numeric(rows["compute"]).to_numpy(float)
+    y = pd.to_numeric(rows[data.y_col]).to_numpy(float)
+    families = rows["family"].astype(str).to_numpy() if "family" in rows.columns else np.array([""] * len(rows))
+    with rc_context(STYLE):
+        fig, (ax,) = _figure(1, panel=(6.4, 3.6))
+        handles, labels = [], []
+        for i, family in enumerate(sorted(set(families))):
+            pick = families == family
+            handles.append(ax.scatter(x[pick], y[pick], s=16, color=f"C{i}", alpha=0.7, edgecolor="none"))
+            labels.append(plain(family) or "runs")
+        order = np.argsort(x, kind="stable")
+        best = np.minimum.accumulate(y[order])
+        keep = np.r_[True, best[1:] < best[:-1]]  # the runs that set a new best
+        fx, fy = x[order][keep], best[keep]
+        (frontier,) = ax.step(np.r_[fx, x.max()], np.r_[fy, fy[-1]], where="post", color="black", lw=1.4)
+        ax.plot(fx, fy, "o", mfc="none", mec="black", ms=6)
+        handles.append(frontier)
+        labels.append("Pareto frontier")
+        _log_axis(ax, "x", x)
+        _y_axis(ax, y, data.y_col, error_rate=data.is_error_rate)
+        ax.set_xlabel(label_of("flops") if unit == "flops" else f"training compute ({unit})")
+        ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return render(fig, id="fig-compute", title="Compute frontier",
+                  caption=f"Every done run's {label_of(data.y_col)} against its measured training compute; the "
+                          "frontier joins the runs that beat every cheaper run.")  # fmt: skip
+
+
+def data_quality(data: ReportData) -> Figure | None:
+    """One curve per level of each data-quality axis (label noise, ...), at each family's largest model."""
+    if not data.quality_keys or data.quality_runs is None or not len(data.quality_runs):
+        return None
+    rows = data.quality_runs
+    panels = []
+    for key in data.quality_keys:
+        for family, fam_rows in _panels_by_family(rows):
+            if "n_params" in fam_rows.columns:
+                fam_rows = fam_rows[fam_rows["n_params"] == fam_rows["n_params"].max()]
+            panels.append((key, family, fam_rows))
+    with rc_context(STYLE):
+        fig, axes = _figure(len(panels), extra_width=1.0)
+        for ax, (key, family, panel_rows) in zip(axes, panels):
+            levels = sorted(panel_rows[key].unique())
+            cmap = colormaps["plasma"]
+            for i, level in enumerate(levels):
+                s = _spread(panel_rows[panel_rows[key] == level], [], "n_train", data.y_col)
+                colour = cmap(0.8 * i / max(1, len(levels) - 1))
+                ax.plot(s["n_train"], s["mean"], "-o", color=colour, ms=3.5, lw=1.6, label=f"{level:g}")
+                if (s["count"] > 1).any():
+                    ax.fill_between(s["n_train"], s["min"], s["max"], color=colour, alpha=0.15, lw=0)
+            _log_axis(ax, "x", panel_rows["n_train"])
+            _y_axis(ax, panel_rows[data.y_col], data.y_col, error_rate=data.is_error_rate)
+            ax.set_xlabel(label_of("n_train"))
+            title = f"{plain(family)}, largest model" if family else "largest model"
+            ax.set_title(title)
+            ax.legend(title=plain(key), loc="center left", bbox_to_anchor=(1.01, 0.5))
+    keys = ", ".join(f"{k} ({QUALITY_LABELS.get(k, k)})" for k in data.quality_keys)
+    return render(fig, id="fig-data-quality", title="Data quality",
+                  caption=f"{label_of(data.y_col).capitalize()} against training samples, one curve per level of {keys}.")  # fmt: skip
+
+
+# -- figures of the laws -----------------------------------------------------------------
+def law_axes(ax, law, x, y, *, level: float, error_rate: bool, colour="C0", title: str | None = None) -> None:
+    """One law over its data on ``ax``: solid inside, dashed beyond, with its interval band."""
+    with np.errstate(over="ignore", invalid="ignore"):  # far out, some bootstrap curves overflow: they leave the band
+        _law_axes(ax, law, x, y, level=level, error_rate=error_rate, colour=colour, title=title)
+
+
+def _law_axes(ax, law, x, y, *, level, error_rate, colour, title) -> None:
+    from scalelab.report.analysis import EXTRAPOLATE
+
+    if np.ndim(x) == 2:
+        _joint_law_axes(ax, law, x, y, level=level, error_rate=error_rate)
+    else:
+        lo_x, hi_x = float(np.min(x)), float(np.max(x))
+        inside = np.geomspace(lo_x, hi_x, 60)
+        beyond = np.geomspace(hi_x, hi_x * EXTRAPOLATE, 40)
+        ax.axvspan(hi_x, hi_x * EXTRAPOLATE, color="0.93", lw=0, zorder=0)
+        for xs, style, alpha in ((inside, "-", 0.25), (beyond, "--", 0.14)):
+            lo, hi = law.interval(xs, level)
+            ax.fill_between(xs, lo, hi, color=colour, alpha=alpha, lw=0)
+            ax.plot(xs, law.predict(xs), style, color=colour, lw=1.7)
+        ax.plot(x, y, "o", color="black", ms=3, alpha=0.75, zorder=3)
+        ax.text(hi_x * math.sqrt(EXTRAPOLATE), 0.97, "extrapolated", transform=ax.get_xaxis_transform(),
+                ha="center", va="top", fontsize=8, color="0.35")  # fmt: skip
+        _log_axis(ax, "x", [lo_x, hi_x * EXTRAPOLATE])
+        ax.set_xlim(lo_x / 1.15, hi_x * EXTRAPOLATE)
+        curve = law.predict(np.r_[inside, beyond])
+    ax.set_xlabel(label_of(law.x_names[-1]))
+    if np.ndim(x) == 2:
+        curve = np.asarray(y, dtype=float)
+    ceiling = law.data.ceiling if law.data.ceiling is not None else (1.0 if error_rate else None)
+    _y_axis(ax, y, law.data.y_name, error_rate=error_rate, limits=_limits([*np.ravel(y), *np.ravel(curve)], ceiling=ceiling))
+    if title:
+        ax.set_title(title)
+
+
+def _limits(values, *, ceiling: float | None = None) -> tuple[float, float] | None:
+    """A log range around positive values with some room: bands may run off it, data may not."""
+    values = np.asarray([v for v in values if np.isfinite(v) and v > 0], dtype=float)
+    if not len(values):
+        return None
+    lo, hi = values.min() / 1.6, values.max() * 1.6
+    if ceiling:
+        hi = max(min(hi, ceiling * 1.02), values.max() * 1.05)
+    return lo, hi
+
+
+def _joint_law_axes(ax, law, x, y, *, level, error_rate) -> None:
+    """L(N, D) against D, one line per N (at most five), extrapolated to 10x the largest D."""
+    from scalelab.report.analysis import EXTRAPOLATE
+
+    Ns = np.unique(x[:, 0])
+    if len(Ns) > 5:
+        Ns = Ns[np.unique(np.linspace(0, len(Ns) - 1, 5).round().astype(int))]
+    norm = _size_norm(Ns)
+    lo_d, hi_d = float(x[:, 1].min()), float(x[:, 1].max())
+    ax.axvspan(hi_d, hi_d * EXTRAPOLATE, color="0.93", lw=0, zorder=0)
+    for n in Ns:
+        colour = _colour(norm, n)
+        for ds, style, alpha in ((np.geomspace(lo_d, hi_d, 40), "-", 0.2), (np.geomspace(hi_d, hi_d * EXTRAPOLATE, 30), "--", 0.1)):
+            pts = np.column_stack([np.full_like(ds, n), ds])
+            lo, hi = law.interval(pts, level)
+            ax.fill_between(ds, lo, hi, color=colour, alpha=alpha, lw=0)
+            ax.plot(ds, law.predict(pts), style, color=colour, lw=1.5, label=f"N = {_si(n)}" if style == "-" else None)
+        pick = x[:, 0] == n
+        ax.plot(x[pick, 1], np.asarray(y)[pick], "o", color=colour, ms=3, mec="black", mew=0.4, zorder=3)
+    _log_axis(ax, "x", [lo_d, hi_d * EXTRAPOLATE])
+    ax.set_xlim(lo_d / 1.15, hi_d * EXTRAPOLATE)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
+
+
+MAX_LAW_PANELS = 12
+
+
+def law_fits(data: ReportData, laws, *, level: float) -> Figure | None:
+    """Each fitted law over its data, with its prediction interval; extrapolation shaded."""
+    fitted = [r for r in laws if r.law is not None and r.error is None][:MAX_LAW_PANELS]
+    if not fitted:
+        return None
+    joint = len(data.x_cols) == 2
+    with rc_context(STYLE):
+        fig, axes = _figure(len(fitted), ncols=2 if joint else 4, panel=(4.6, 3.0) if joint else (3.2, 2.7))
+        for ax, r in zip(axes, fitted):
+            name = "all runs" if r.group is None else plain(r.group)
+            law_axes(ax, r.law, r.x, r.y, level=level, error_rate=data.is_error_rate, title=f"{name}: {r.law.form}")
+    more = f" The first {MAX_LAW_PANELS} of {len(laws)} groups are drawn." if len(laws) > MAX_LAW_PANELS else ""
+    return render(fig, id="fig-laws", title="Fitted laws",
+                  caption=f"Each law (line) over the runs it was fitted on (dots), with its {level:.0%} prediction "
+                          f"interval (band). Dashed on grey: extrapolation beyond the largest observed "
+                          f"{label_of(data.x_cols[-1])}.{more}")  # fmt: skip
+
+
+def backtest_figure(data: ReportData, backtests, *, level: float) -> Figure | None:
+    """Predicted against actual at the held-out scales: one panel per form, every group in it."""
+    points: dict[str, list] = {}
+    for g in backtests:
+        for row in g["rows"]:
+            if row.error is None:
+                points.setdefault(row.form, []).extend(row.points)
+    if not points:
+        return None
+    values = [v for ps in points.values() for p in ps for v in (p["actual"], p["predicted"]) if v > 0]
+    lo, hi = min(values) / 1.5, max(values) * 1.5
+    with rc_context(STYLE):
+        fig, axes = _figure(len(points), ncols=3, panel=(3.0, 3.0))
+        for i, (ax, (form, ps)) in enumerate(zip(axes, points.items())):
+            a = np.array([p["actual"] for p in ps])
+            pr = np.array([p["predicted"] for p in ps])
+            err = np.vstack([pr - [p["lo"] for p in ps], [p["hi"] for p in ps] - pr]).clip(min=0)
+            ax.plot([lo, hi], [lo, hi], color="0.45", lw=1, ls=":")
+            ax.errorbar(a, pr, yerr=err, fmt=FORM_MARKERS.get(form, "o"), color=f"C{i}", ms=4.5, lw=0.9, capsize=2, alpha=0.85)
+            rel = np.mean([p["rel_error"] for p in ps])
+            covered = np.mean([p["covered"] for p in ps])
+            ax.set_title(f"{form}: {rel:.0%} rel. error, {covered:.0%} covered", fontsize=9.5)
+            _log_axis(ax, "x", [lo, hi], percent=data.is_error_rate)
+            _log_axis(ax, "y", [lo, hi], percent=data.is_error_rate)
+            ax.set_xlim(lo, hi)
+            ax.set_ylim(lo, hi)
+            ax.set_aspect("equal", adjustable="box")
+            ax.set_xlabel(f"actual {label_of(data.y_col)}")
+            ax.set_ylabel(f"predicted {label_of(data.y_col)}")
+    return render(fig, id="fig-backtest", title="Backtest",
+                  caption=f"Each form fitted below the largest {label_of(data.x_cols[-1])} of each group, predicting "
+                          f"the runs at it: prediction against the actual value, with the {level:.0%} interval. On the "
+                          "dotted line a forecast is exact.")  # fmt: skip
+
+
+def isoflop(plans, *, data: ReportData) -> Figure | None:
+    """The joint law's value against N at fixed compute (isoFLOP profiles), with nearby runs."""
+    if not plans:
+        return None
+    with rc_context(STYLE):
+        fig, axes = _figure(len(plans), ncols=2, panel=(4.4, 3.2), extra_width=0.8)
+        for ax, p in zip(axes, plans):
+            c_lo, c_hi = float(p.runs["C"].min()), float(p.runs["C"].max())
+            budgets = np.geomspace(c_lo, c_hi, 4) if c_hi > c_lo * 1.5 else np.array([c_lo])
+            norm = _size_norm(budgets)
+            n_lo, n_hi = float(p.runs["N"].min()) / 4, float(p.runs["N"].max()) * 4
+            ns = np.geomspace(n_lo, n_hi, 80)
+            for c in budgets:
+                colour = _colour(norm, c)
+                ds = c / (p.k * ns)
+                ax.plot(ns, p.law.predict(np.column_stack([ns, ds])), color=colour, lw=1.6, label=f"{_si(c)} FLOPs")
+                from scalelab import plan
+
+                best = plan.optimal_allocation(p.law, budget=float(c), flops_per_param_sample=p.k, level=0.8)
+                ax.plot([best.n_params], [best.predicted], "*", color=colour, ms=10, mec="black", mew=0.5)
+                near = np.abs(np.log10(p.runs["C"] / c)) < 0.5 * math.log10(max(c_hi / c_lo, 10) ** (1 / 3))
+                ax.plot(p.runs["N"][near], p.runs["y"][near], "o", color=colour, ms=4, mec="black", mew=0.4)
+            _log_axis(ax, "x", [n_lo, n_hi])
+            _y_axis(ax, p.runs["y"], data.y_col, error_rate=data.is_error_rate,
+                    limits=_limits(p.runs["y"], ceiling=1.0 if data.is_error_rate else None))  # fmt: skip
+            ax.set_xlabel(label_of("n_params"))
+            ax.set_title(plain(p.label))
+            ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), title="budget")
+    return render(fig, id="fig-isoflop", title="IsoFLOP profiles",
+                  caption="The joint law L(N, D) along fixed compute C = k·N·D: lines are budgets, stars their "
+                          "compute-optimal size, dots the runs at about that compute.")  # fmt: skip
+
+
+def plan_figure(plans, *, level: float) -> Figure | None:
+    """Compute-optimal parameters and training samples against budget, with intervals."""
+    if not plans:
+        return None
+    with rc_context(STYLE):
+        fig, axes = _figure(2, ncols=2, panel=(4.0, 3.2), extra_width=1.2)
+        for i, p in enumerate(plans):
+            budgets = np.array([a.flops for a in p.frontier])
+            for ax, value, span, observed in (
+                (axes[0], "n_params", "n_params_range", p.runs["N"]),
+                (axes[1], "samples", "samples_range", p.runs["D"]),
+            ):
+                mid = np.array([getattr(a, value) for a in p.frontier])
+                lo = np.array([getattr(a, span)[0] for a in p.frontier])
+                hi = np.array([getattr(a, span)[1] for a in p.frontier])
+                ax.fill_between(budgets, lo, hi, color=f"C{i}", alpha=0.2, lw=0)
+                ax.plot(budgets, mid, color=f"C{i}", lw=1.8, label=plain(p.label))
+                ax.plot(p.runs["C"], observed, ".", color=f"C{i}", alpha=0.5, ms=4)
+                ax.axvline(p.budget, color=f"C{i}", ls=":", lw=1)
+        budgets = [a.flops for p in plans for a in p.frontier]
+        for ax, name, col, span in zip(axes, ("compute-optimal parameters", "compute-optimal training samples"),
+                                       ("N", "D"), ("n_params_range", "samples_range")):  # fmt: skip
+            values = [v for p in plans for v in (*p.runs[col], *(getattr(a, span)[i] for a in p.frontier for i in (0, 1)))]
+            _log_axis(ax, "x", budgets)
+            _log_axis(ax, "y", values)
+            ax.set_xlabel("training budget (FLOPs)")
+            ax.set_ylabel(name)
+        handles, labels = axes[0].get_legend_handles_labels()
+        axes[1].legend(handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5), title="family")
+    return render(fig, id="fig-plan", title="Plan",
+                  caption=f"Compute-optimal N and D under the fitted joint law, with {level:.0%} intervals (bands); "
+                          "dots: the runs; dotted: the budget in the plan table (10× the largest run).")  # fmt: skip
+
+
+def all_figures(data: ReportData, analysis) -> list[Figure]:
+    """Every figure this data supports, in reading order."""
+    made = [
+        learning_curves(data),
+        size_curves(data),
+        compute_frontier(data),
+        data_quality(data),
+        law_fits(data, analysis.laws, level=analysis.level),
+        backtest_figure(data, analysis.backtests, level=analysis.level),
+        isoflop(analysis.plans, data=data),
+        plan_figure(analysis.plans, level=analysis.level),
+    ]
+    return [f for f in made if f is not None]

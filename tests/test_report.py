@@ -1,0 +1,227 @@
+"""The HTML report (issue 5): what it holds, what it never holds, and its commands.
+
+* a study with a label-noise axis gets the data-quality figure, one without does not;
+* failed and diverged cells are listed with their reasons;
+* every string a user wrote is escaped: a study named ``<script>alert(1)</script>``
+  yields no script element and shows the name as text;
+* the file loads nothing over the network (no http(s) ``src`` or ``href``);
+* ``scalelab report`` works on a study and on a CSV, and a bad input exits 2 and writes
+  nothing; ``study.report(path)`` and the notebook HTML work.
+
+The studies here are recorded straight into a real store (:mod:`report_fixtures`), so
+nothing trains; the browser test trains a real one.
+"""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from cli_helpers import cli_env, run_cli
+from report_fixtures import fake_study
+
+from scalelab.report import build_report, law_html
+
+EXIT_OK, EXIT_USAGE = 0, 2
+GRID = "width = [0.5, 1, 2]\ndata_fraction = [0.125, 0.25, 0.5, 1.0]\nseed = [0, 1]"
+FAST = {"n_boot": 60}  # bootstrap replicates: enough for intervals to exist, quick to draw
+
+
+class Elements(HTMLParser):
+    """Every start tag with its attributes, and the page's text."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(html: str) -> Elements:
+    parser = Elements()
+    parser.feed(html)
+    parser.close()
+    return parser
+
+
+def network_references(html: str) -> list[str]:
+    """src/href attributes, CSS url()s and imports that would load something from a network."""
+    found = []
+    for tag, attrs in parse(html).tags:
+        for name in ("src", "href", "srcset", "data", "poster", "action"):
+            value = (attrs.get(name) or "").strip().lower()
+            if value.startswith(("http:", "https:", "//", "ftp:")):
+                found.append(f"<{tag} {name}={value[:60]}>")
+        if tag in ("script", "link", "iframe", "object", "embed", "base"):
+            found.append(f"<{tag}>")
+    found += re.findall(r"url\(\s*['\"]?\s*(?:https?:|//)[^)]*\)", html, flags=re.IGNORECASE)
+    found += re.findall(r"@import", html, flags=re.IGNORECASE)
+    return found
+
+
+@pytest.fixture(scope="module")
+def plain_study(tmp_path_factory):
+    return fake_study(tmp_path_factory.mktemp("plain"), grid=GRID, name="plain")
+
+
+@pytest.fixture(scope="module")
+def plain_report(plain_study):
+    return build_report(plain_study, **FAST)
+
+
+# -- figures ---------------------------------------------------------------------------------
+def test_a_study_without_a_quality_axis_has_no_data_quality_figure(plain_report):
+    assert "fig-data-quality" not in plain_report.figure_ids
+    assert 'id="data-quality"' not in plain_report.html
+    for expected in ("fig-learning-curves", "fig-model-size", "fig-compute", "fig-laws", "fig-backtest", "fig-plan", "fig-isoflop"):
+        assert expected in plain_report.figure_ids, plain_report.figure_ids
+    images = [attrs for tag, attrs in parse(plain_report.html).tags if tag == "img"]
+    assert len(images) == len(plain_report.figures)
+    assert all(a["src"].startswith("data:image/png;base64,") and int(a["width"]) > 0 for a in images)
+
+
+def test_a_label_noise_axis_gets_the_data_quality_figure(tmp_path):
+    study = fake_study(tmp_path / "noisy", grid=GRID + "\nlabel_noise = [0.0, 0.2]", name="noisy")
+    report = build_report(study, **FAST)
+    assert "fig-data-quality" in report.figure_ids
+    assert 'id="data-quality"' in report.html and "label_noise = 0.2" in report.html
+    # Laws, curves and frontiers use the clean runs only, and say so.
+    assert set(report.data.done["label_noise"]) == {0.0}
+    assert "label_noise = 0" in " ".join(report.data.notes)
+
+
+def test_the_report_holds_summary_laws_backtest_plan_and_states(plain_report):
+    html = plain_report.html
+    headings = [t for t in parse(html).text if t.strip()]
+    for heading in ("Summary", "Runs by state", "Learning curves", "Fitted laws", "Backtest", "Plan", "Failed and diverged cells"):
+        assert heading in headings, heading
+    assert 'id="laws-table"' in html and 'id="backtest-table"' in html and 'id="plan-table"' in html
+    # One law per model size, each with parameter intervals and a forecast with an interval.
+    laws = plain_report.analysis.laws
+    assert len(laws) == 3 and all(r.law is not None and r.prediction is not None for r in laws)
+    assert all(r.prediction["lo"] <= r.prediction["y"] <= r.prediction["hi"] for r in laws)
+    assert "None: every finished cell trained cleanly." in html
+
+
+def test_failed_and_diverged_cells_are_listed_with_their_reasons(tmp_path):
+    reasons = {
+        1: ("failed", "Traceback (most recent call last):\n  File \"<worker>\", line 1\nRuntimeError: out of memory on purpose"),
+        4: ("diverged", "loss became nan at step 17"),
+    }
+    study = fake_study(tmp_path / "failing", grid=GRID, name="failing", failures=reasons)
+    report = build_report(study, **FAST)
+    rows = report.sections[-1]["tables"][0]["rows"]
+    assert {row[0] for row in rows} == {study.spec.cells[i].cell_id for i in reasons}
+    html = report.html
+    assert 'id="failures-table"' in html
+    assert "RuntimeError: out of memory on purpose" in html and "loss became nan at step 17" in html
+    assert "File &#34;&lt;worker&gt;&#34;" in html or "File &quot;&lt;worker&gt;&quot;" in html
+    assert "2 cells did not finish cleanly" in html
+    assert "1 failed" in html and "1 diverged" in html  # the summary counts them too
+
+
+# -- safety ----------------------------------------------------------------------------------
+def test_user_strings_are_escaped_and_no_script_carries_them(tmp_path):
+    name = "<script>alert(1)</script>"
+    description = 'a "quoted" <img src=x onerror=alert(2)> & more'
+    reason = "</pre><script>alert(3)</script>"
+    study = fake_study(tmp_path / "evil", grid=GRID, name=name, description=description, failures={0: ("failed", reason)})
+    html = build_report(study, **FAST).html
+    page = parse(html)
+    assert not [attrs for tag, attrs in page.tags if tag == "script"], "a script element made it into the page"
+    assert not [attrs for tag, attrs in page.tags if any(a.startswith("on") for a in attrs)], "an event handler made it in"
+    assert [attrs for tag, attrs in page.tags if tag == "img" and attrs.get("src") == "x"] == []
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;/pre&gt;&lt;script&gt;alert(3)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=alert(2)&gt;" in html
+    assert name in "".join(page.text)  # shown as text, where a reader can see it
+    assert "<script" not in html.lower()
+
+
+def test_the_report_loads_nothing_from_the_network(plain_report, tmp_path):
+    assert network_references(plain_report.html) == []
+    assert 'http-equiv="Content-Security-Policy"' in plain_report.html
+    csv = _chinchilla_like_csv(tmp_path / "runs.csv")
+    assert network_references(build_report(csv, x=["N", "D"], y="loss", **FAST).html) == []
+
+
+def test_network_check_catches_a_remote_reference():
+    assert network_references('<img src="https://example.org/a.png">')
+    assert network_references("<style>body{background:url(http://example.org/x)}</style>")
+    assert not network_references('<p>see https://example.org in the text</p><a href="#plan">plan</a>')
+
+
+# -- commands and API ------------------------------------------------------------------------
+def _chinchilla_like_csv(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    N, D = np.meshgrid(np.geomspace(1e6, 1e8, 5), np.geomspace(1e8, 1e10, 5))
+    N, D = N.ravel(), D.ravel()
+    loss = (1.8 + 400 / N**0.34 + 2000 / D**0.37) * np.exp(rng.normal(0, 0.01, N.size))
+    pd.DataFrame({"N": N, "D": D, "loss": loss}).to_csv(path, index=False)
+    return path
+
+
+def test_report_command_on_a_study_and_on_a_csv(plain_study, tmp_path):
+    env = cli_env(tmp_path / "cache")
+    out = tmp_path / "study-report.html"
+    cli = run_cli("report", "plain", "--store", plain_study.store_path, "-o", out, "--bootstrap", "60", env=env, cwd=tmp_path)
+    assert cli.returncode == EXIT_OK, cli.describe()
+    assert out.is_file() and str(out) in cli.stdout
+    assert "<h1>plain</h1>" in out.read_text(encoding="utf-8")
+
+    csv = _chinchilla_like_csv(tmp_path / "runs.csv")
+    out_csv = tmp_path / "csv-report.html"
+    cli = run_cli("report", csv, "--x", "N", "--x", "D", "--y", "loss", "-o", out_csv, "--bootstrap", "60", env=env, cwd=tmp_path)
+    assert cli.returncode == EXIT_OK, cli.describe()
+    html = out_csv.read_text(encoding="utf-8")
+    assert 'id="fig-laws"' in html and 'id="plan-table"' in html and "chinchilla" in html
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["nope", "--store", "{store}"], "no study named 'nope'"),
+        (["plain", "--store", "{store}", "--y", "no_such_metric"], "no_such_metric"),
+        (["plain", "--store", "{store}", "--form", "cubic"], "unknown form 'cubic'"),
+        (["plain", "--store", "{store}", "-o", "{tmp}/missing/r.html"], "does not exist"),
+        (["{tmp}/runs.csv"], "give --x COL and --y COL"),
+    ],
+)
+def test_report_command_bad_input_exits_2_and_writes_nothing(plain_study, tmp_path, args, message):
+    _chinchilla_like_csv(tmp_path / "runs.csv")
+    filled = [a.format(store=plain_study.store_path, tmp=tmp_path) for a in args]
+    if "-o" not in filled:
+        filled += ["-o", str(tmp_path / "r.html")]
+    cli = run_cli("report", *filled, env=cli_env(tmp_path / "cache"), cwd=tmp_path)
+    assert cli.returncode == EXIT_USAGE, cli.describe()
+    lines = [line for line in cli.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], cli.stderr
+    assert not list(tmp_path.rglob("*.html")), "a report was written after an input error"
+
+
+def test_study_report_api_and_notebook_html(plain_study, tmp_path):
+    path = plain_study.report(tmp_path / "api.html", n_boot=60)
+    assert path == tmp_path / "api.html" and path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    fragment = plain_study._repr_html_()
+    assert "plain" in fragment and "done" in fragment and "<html" not in fragment
+
+    from scalelab.laws import fit
+
+    x = np.geomspace(100, 1e4, 8)
+    law = fit(x, 0.05 + 2.0 * x**-0.5, form="saturating", y_name="<b>loss</b>", n_boot=60)
+    html = law_html(law)
+    assert "saturating" in html and "&lt;b&gt;loss&lt;/b&gt;" in html and "<b>loss" not in html
+    assert 'src="data:image/png;base64,' in html
+    # A notebook shows a fitted law, auto's averaged one included, through the same view.
+    assert law._repr_html_() == html
+    auto = fit(x, 0.05 + 2.0 * x**-0.5, form="auto", n_boot=60)
+    assert "auto averaged" in auto._repr_html_()

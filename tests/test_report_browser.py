@@ -1,0 +1,104 @@
+"""The report in a real browser: headless Chromium (Debian's ``chromium``, installed by
+``.ci/run``) loads a real study's report over ``file://`` and the test asserts that
+
+* every image has loaded (``naturalWidth > 0``),
+* the console shows no error (nor the Content-Security-Policy any violation),
+* the key headings are there,
+* it prints (a PDF comes out),
+
+and saves a full-page screenshot as an artifact: under ``$SCALELAB_TEST_ARTIFACTS`` when
+set, else in the test's temporary folder; the path is printed (``pytest -s`` shows it).
+
+The study is real but tiny: an MLP on bundled digits, 2 widths x 3 data fractions x 2
+seeds, one epoch each, trained by ``scalelab run`` and reported by ``scalelab report``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from cli_helpers import cli_env, run_cli, write_study
+from headless_chromium import Chromium, find_chromium
+
+pytestmark = pytest.mark.skipif(
+    find_chromium() is None, reason="needs Chromium (Debian package 'chromium'; .ci/run installs it)"
+)
+
+STUDY = """\
+name = "browser-check"
+description = "A tiny real study for the browser test: <b>this stays text</b>."
+
+[data]
+name = "digits"
+test_size = 0.25
+
+[model]
+family = "mlp"
+
+[train]
+epochs = 1
+batch_size = 64
+
+[grid]
+width = [0.25, 1]
+data_fraction = [0.25, 0.5, 1.0]
+seed = [0, 1]
+
+[target]
+metric = "test_error"
+"""
+
+KEY_HEADINGS = ("Summary", "Runs by state", "Learning curves", "Compute frontier", "Fitted laws", "Backtest", "Plan",
+                "Failed and diverged cells")  # fmt: skip
+
+
+def artifact_dir(tmp_path: Path) -> Path:
+    folder = os.environ.get("SCALELAB_TEST_ARTIFACTS")
+    if not folder:
+        return tmp_path
+    path = Path(folder).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def report_file(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("browser-study")
+    env = cli_env(folder / "cache")
+    study = write_study(folder / "browser-check.toml", STUDY)
+    store = folder / "scalelab.db"
+    ran = run_cli("run", study, "--store", store, "--workers", "2", "--quiet", env=env, cwd=folder)
+    assert ran.returncode == 0, ran.describe()
+    out = folder / "report.html"
+    made = run_cli("report", "browser-check", "--store", store, "-o", out, "--bootstrap", "100", env=env, cwd=folder)
+    assert made.returncode == 0, made.describe()
+    return out
+
+
+def test_report_loads_in_headless_chromium_with_every_image_and_no_console_error(report_file, tmp_path):
+    with Chromium.start() as browser:
+        page = browser.open(report_file.resolve().as_uri())
+        page.evaluate("document.fonts.ready.then(() => true)")
+        images = page.evaluate(
+            "Array.from(document.images).map(i => ({id: (i.closest('figure') || {}).id, w: i.naturalWidth, done: i.complete}))"
+        )
+        headings = page.evaluate("Array.from(document.querySelectorAll('h1, h2')).map(h => h.textContent.trim())")
+        title = page.evaluate("document.title")
+        scripts = page.evaluate("document.scripts.length")
+        shot = page.screenshot(artifact_dir(tmp_path) / "report-screenshot.png")
+        pdf = page.print_pdf()
+        errors = page.console_errors()
+    print(f"\nreport screenshot: {shot}")
+
+    assert len(images) >= 6, images
+    assert all(image["done"] and image["w"] > 0 for image in images), images
+    assert {"fig-learning-curves", "fig-laws", "fig-backtest"} <= {image["id"] for image in images}
+    for heading in KEY_HEADINGS:
+        assert heading in headings, (heading, headings)
+    assert headings[0] == "browser-check" and title.startswith("browser-check")
+    assert scripts == 0
+    assert errors == [], errors
+    assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pdf[:5] == b"%PDF-"
