@@ -197,8 +197,11 @@ def plan_table(table, *, label, x_cols, y_col, flops_col=None, budget=None, targ
     D = numeric_column(table, x_cols[1], label=label)
     y = numeric_column(table, y_col, label=label)
     notes = []
-    if flops_col is not None and flops_col in table.columns:
+    if flops_col is not None:  # named, so it must be there: never silently fall back to 6
         C = numeric_column(table, flops_col, label=label)
+        if not np.all(C > 0):
+            row = int(np.flatnonzero(~(C > 0))[0])
+            raise InputError(f"{label}: column {flops_col!r} (measured FLOPs) must be positive; row {row + 1} holds {C[row]:g}")
         k = float(np.median(C / (N * D)))
         notes.append(f"cost model: C = {k:.3g}·N·D FLOPs, the median measured in the runs ({flops_col})")
     else:

@@ -80,14 +80,28 @@ def _frontier(params: np.ndarray, flops: float, k: float) -> tuple[np.ndarray, n
     return n_opt, (flops / k) / n_opt
 
 
-def optimal_allocation(law, *, budget: float, flops_per_param_sample: float, level: float = 0.8) -> Allocation:
-    """The compute-optimal (N, D) for ``budget`` FLOPs under a fitted joint law."""
+def _joint_params(law) -> np.ndarray:
+    """The fitted (E, A, B, alpha, beta) as one row; an InputError for any other law."""
     if law.form != "chinchilla":
         raise InputError(f"planning a budget needs the joint law in (N, D); this law is {law.form!r}")
-    if not budget > 0:
-        raise InputError(f"--budget {budget:g}: must be positive")
-    k = flops_per_param_sample
     best = np.array([[law.params[p] for p in ("E", "A", "B", "alpha", "beta")]])
+    if not (best[0, 3] > 0 and best[0, 4] > 0):
+        raise InputError("the fitted law has a zero exponent (alpha or beta): it has no compute-optimal frontier")
+    return best
+
+
+def _checked_k(k: float) -> float:
+    if not (k > 0 and math.isfinite(k)):
+        raise InputError(f"FLOPs per parameter per sample {k:g}: must be positive and finite")
+    return float(k)
+
+
+def optimal_allocation(law, *, budget: float, flops_per_param_sample: float, level: float = 0.8) -> Allocation:
+    """The compute-optimal (N, D) for ``budget`` FLOPs under a fitted joint law."""
+    best = _joint_params(law)
+    if not (budget > 0 and math.isfinite(budget)):
+        raise InputError(f"--budget {budget:g}: must be positive and finite")
+    k = _checked_k(flops_per_param_sample)
     n_opt, d_opt = _frontier(best, budget, k)
     point = np.array([[n_opt[0], d_opt[0]]])
     boot = law.bootstrap_params()
@@ -101,31 +115,54 @@ def optimal_allocation(law, *, budget: float, flops_per_param_sample: float, lev
         predicted=float(law.predict(point)[0]),
         lo=float(lo[0]),
         hi=float(hi[0]),
-        n_params_range=tuple(float(v) for v in np.nanquantile(n_b, [tail, 1 - tail])),
-        samples_range=tuple(float(v) for v in np.nanquantile(d_b, [tail, 1 - tail])),
+        n_params_range=_range_holding(n_b, n_opt[0], tail),
+        samples_range=_range_holding(d_b, d_opt[0], tail),
     )
 
 
+def _range_holding(replicates: np.ndarray, point: float, tail: float) -> tuple[float, float]:
+    """The bootstrap percentile range, widened to hold the point estimate.
+
+    N* and D* are steep functions of the exponents, so their replicates can be skewed
+    enough that the percentile range misses the fit's own answer; a range that excludes
+    the number printed next to it would mislead.
+    """
+    lo, hi = np.nanquantile(replicates, [tail, 1 - tail])
+    return float(min(lo, point)), float(max(hi, point))
+
+
 def compute_for_target(law, *, target: float, flops_per_param_sample: float, level: float = 0.8) -> Allocation | None:
-    """The least compute on the compute-optimal frontier that reaches ``target``; None if unreachable."""
-    if law.params["E"] >= target:
+    """The least compute on the compute-optimal frontier that reaches ``target``; None if unreachable.
+
+    On the frontier L(C) = E + K·(C/k)^-γ with γ = αβ/(α+β) and K = A·G^-α + B·G^β, so the
+    compute is solved in closed form: however close the target is to E, the answer
+    reaches it (a bounded search would stop short at its ceiling and still say reachable).
+    """
+    best = _joint_params(law)
+    k = _checked_k(flops_per_param_sample)
+    if not math.isfinite(target):
+        raise InputError(f"--target {target:g}: must be a finite number")
+    E, A, B, alpha, beta = best[0]
+    if E >= target:
         return None
-    lo_c, hi_c = 1.0, 1e40
-    for _ in range(200):  # bisection in log compute: the frontier's value falls with compute
-        mid = math.sqrt(lo_c * hi_c)
-        if optimal_allocation(law, budget=mid, flops_per_param_sample=flops_per_param_sample, level=level).predicted > target:
-            lo_c = mid
-        else:
-            hi_c = mid
-        if hi_c / lo_c < 1.0001:
-            break
-    return optimal_allocation(law, budget=hi_c, flops_per_param_sample=flops_per_param_sample, level=level)
+    G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+    K = A * G**-alpha + B * G**beta
+    gamma = alpha * beta / (alpha + beta)
+    log_flops = math.log(k) + (math.log(K) - math.log(target - E)) / gamma
+    if not -700.0 < log_flops < 700.0:
+        raise InputError(
+            f"--target {target:g}: under this law it needs about 10^{log_flops / math.log(10):.0f} FLOPs, "
+            f"beyond what can be planned (the fitted asymptote is E = {E:.4g})"
+        )
+    return optimal_allocation(law, budget=math.exp(log_flops), flops_per_param_sample=k, level=level)
 
 
 def data_for_target(law, *, target: float) -> float | None:
     """For a one-variable law: the x at which the law reaches ``target``; None if never."""
     if law.data.x.ndim != 1:
         raise InputError("data_for_target needs a one-variable law")
+    if not math.isfinite(target):
+        raise InputError(f"--target {target:g}: must be a finite number")
     floor = law.predict([1e30])[0]
     if floor >= target:
         return None
