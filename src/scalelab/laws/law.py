@@ -24,7 +24,7 @@ from scalelab.laws.select import Choice, choose_forms, extrapolation_spread
 
 # Log-scale error per e-fold of extrapolation assumed when the data is too small to
 # measure it by inner backtests.
-DEFAULT_SPREAD = 0.1
+DEFAULT_SPREAD = 0.25
 
 
 @dataclass
@@ -137,10 +137,16 @@ class FittedLaw:
         # e-folds, at the rate the form's inner backtests showed: bootstrapping the
         # parameters alone trusts the form's shape far outside the data.
         rng = np.random.default_rng(1)
-        scatter = rng.choice(self.residuals(), size=curves.shape)
+        residuals = self.residuals()
+        scatter = rng.choice(residuals, size=curves.shape)
         scale = x if x.ndim == 1 else x.prod(axis=1)
         beyond = np.maximum(0.0, np.log(scale / self.data.scale.max()))
-        drift = self.extrapolation_spread() * beyond[None, :] * rng.standard_normal(curves.shape)
+        # Inner-backtest errors already hold the parameters' and the runs' own noise, which
+        # the bootstrap and the scatter draw: the drift adds only what they miss.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            boot_var = np.nanvar(np.log(curves), axis=0)
+        missing = (self.extrapolation_spread() * beyond) ** 2 - boot_var - np.mean(residuals**2)
+        drift = np.sqrt(np.maximum(missing, 0.0))[None, :] * rng.standard_normal(curves.shape)
         samples = curves * np.exp(-scatter + drift)
         if self.data.ceiling is not None:
             samples = np.minimum(samples, self.data.ceiling)
