@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from scalelab.errors import InputError
+from scalelab.formatting import format_seconds
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -227,15 +228,15 @@ def _dry_run(spec, *, workers) -> int:
             f"{e.n_train:,}",
             f"{e.n_params:,}",
             f"{e.flops:.3g}",
-            _fmt_seconds(e.seconds),
+            format_seconds(e.seconds),
         )
     out = _console()
     out.print(table)
     total_flops = sum(e.flops for e in estimates)
     total_s = sum(e.seconds for e in estimates)
     out.print(
-        f"Total: {total_flops:.3g} training FLOPs, about {_fmt_seconds(total_s / workers)} on {workers} workers "
-        f"({_fmt_seconds(total_s)} of worker time; timed on this machine, excluding start-up and evaluation)."
+        f"Total: {total_flops:.3g} training FLOPs, about {format_seconds(total_s / workers)} on {workers} workers "
+        f"({format_seconds(total_s)} of worker time; timed on this machine, excluding start-up and evaluation)."
     )
     return EXIT_OK
 
@@ -350,14 +351,8 @@ def cmd_fit(args) -> int:
     for r in results:
         law = r.get("_law")
         if law is not None and law.selection:
-            scored = {k: v for k, v in law.selection.items() if v is not None}
-            ranking = ", ".join(f"{k} {v:.3g}" for k, v in sorted(scored.items(), key=lambda kv: kv[1]))
             prefix = f"group {_fmt(r['group'])}: " if args.group else ""
-            weights = ", ".join(f"{k} {w:.0%}" for k, w in sorted((law.weights or {}).items(), key=lambda kv: -kv[1]))
-            out.print(
-                f"{prefix}auto averaged [bold]{weights}[/] (params shown: {law.form}), weighted by extrapolation error inside the data "
-                f"(mean |log error| holding out the largest scales: {ranking})"
-            )
+            out.print(f"{prefix}{law.selection_summary()}", highlight=False)
             if args.group and len(results) > 5:
                 out.print("(auto selection shown for the first group only; --format json has every group's scores)")
                 break
@@ -512,11 +507,3 @@ def _fmt(value) -> str:
     if isinstance(value, int) and abs(value) >= 10_000:
         return f"{value:,}"
     return str(value)
-
-
-def _fmt_seconds(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.1f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"

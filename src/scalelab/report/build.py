@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from scalelab.errors import InputError
+from scalelab.formatting import format_seconds
 from scalelab.report import figures as figs
 from scalelab.report.analysis import EXTRAPOLATE, Analysis, analyse
 from scalelab.report.data import ReportData, csv_data, study_data
@@ -187,7 +188,7 @@ def summary_section(data: ReportData, analysis: Analysis, y: Fmt) -> dict:
     pairs.append(("cells" if data.kind == "study" else "rows", f"{len(data.runs):,} ({_count_text(data)})"))
     done = data.runs[data.runs["state"] == "done"] if "state" in data.runs.columns else data.runs
     for col, label, fmt in (("flops", "training FLOPs, all runs", lambda v: f"{v:.3g}"),
-                            ("wall_s", "wall time, all runs", _seconds)):  # fmt: skip
+                            ("wall_s", "wall time, all runs", format_seconds)):  # fmt: skip
         if col in done.columns:
             total = pd.to_numeric(done[col], errors="coerce").sum()
             if total > 0:
@@ -207,14 +208,6 @@ def _count_text(data: ReportData) -> str:
         return "no states recorded"
     counts = data.runs["state"].value_counts()
     return ", ".join(f"{counts.get(s, 0)} {s}" for s in STATES if counts.get(s, 0))
-
-
-def _seconds(s: float) -> str:
-    if s < 90:
-        return f"{s:.1f} s"
-    if s < 5400:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.1f} h"
 
 
 def figs_value(v) -> str:
@@ -294,9 +287,7 @@ def laws_section(data: ReportData, analysis: Analysis, figure, y: Fmt) -> dict:
             pred = [f"at {where}:", y.y_interval(r.prediction["y"], r.prediction["lo"], r.prediction["hi"])]
         note = []
         if law.selection:
-            scored = sorted(((k, v) for k, v in law.selection.items() if v is not None), key=lambda kv: kv[1])
-            note.append("auto averaged " + ", ".join(f"{k} {w:.0%}" for k, w in sorted((law.weights or {}).items(), key=lambda kv: -kv[1]))
-                        + " by inner-backtest error: " + ", ".join(f"{k} {v:.3g}" for k, v in scored))
+            note.append(law.selection_summary())
         note.extend(getattr(law.data, "notes", []) or [])
         if r.error:
             note.append(r.error)

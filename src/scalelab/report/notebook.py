@@ -23,9 +23,7 @@ def law_html(law, *, level: float = 0.8) -> str:
     params = [(k, f"{v:.4g}", *(f"{s:.3g}" for s in spans.get(k, (float("nan"), float("nan"))))) for k, v in law.params.items()]
     notes = list(getattr(law.data, "notes", []) or [])
     if law.selection:
-        scored = sorted(((k, v) for k, v in law.selection.items() if v is not None), key=lambda kv: kv[1])
-        notes.append("auto averaged " + ", ".join(f"{k} {w:.0%}" for k, w in sorted((law.weights or {}).items(), key=lambda kv: -kv[1]))
-                     + " by inner-backtest error: " + ", ".join(f"{k} {v:.3g}" for k, v in scored))
+        notes.append(law.selection_summary())
     error_rate = law.data.ceiling is not None
     figure = _safe(lambda: _law_figure(law, level=level, error_rate=error_rate), None)
     return render_fragment(
