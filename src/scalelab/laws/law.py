@@ -141,16 +141,26 @@ class FittedLaw:
         scatter = rng.choice(residuals, size=curves.shape)
         scale = x if x.ndim == 1 else x.prod(axis=1)
         beyond = np.maximum(0.0, np.log(scale / self.data.scale.max()))
-        # Inner-backtest errors already hold the parameters' and the runs' own noise, which
-        # the bootstrap and the scatter draw: the drift adds only what they miss.
+        # The spread is measured net of the runs' scatter; it still holds the parameters'
+        # uncertainty, which the bootstrap draws: the drift adds only what that misses.
         with np.errstate(divide="ignore", invalid="ignore"):
             boot_var = np.nanvar(np.log(curves), axis=0)
-        missing = (self.extrapolation_spread() * beyond) ** 2 - boot_var - np.mean(residuals**2)
+        missing = (self.extrapolation_spread() * beyond) ** 2 - boot_var
         drift = np.sqrt(np.maximum(missing, 0.0))[None, :] * rng.standard_normal(curves.shape)
         samples = curves * np.exp(-scatter + drift)
         if self.data.ceiling is not None:
             samples = np.minimum(samples, self.data.ceiling)
         return samples
+
+    def selection_summary(self) -> str:
+        """One line on what auto did: the forms averaged with their weights, and every score."""
+        if not self.selection:
+            return f"{self.form} (fixed form)"
+        scored = sorted(((k, v) for k, v in self.selection.items() if v is not None), key=lambda kv: kv[1])
+        weights = ", ".join(f"{k} {w:.0%}" for k, w in sorted((self.weights or {}).items(), key=lambda kv: -kv[1]))
+        ranking = ", ".join(f"{k} {v:.3g}" for k, v in scored) or "none could be backtested"
+        return (f"auto averaged {weights} (params shown: {self.form}), weighted by extrapolation error inside the data "
+                f"(mean |log error| holding out the largest scales: {ranking})")  # fmt: skip
 
     def _repr_html_(self) -> str:
         """A notebook view: the law, its parameters with intervals, and a figure."""

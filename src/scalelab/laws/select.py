@@ -32,37 +32,42 @@ def inner_splits(data: LawData, form: Form, *, max_holdout: int = 2) -> list[np.
     return masks
 
 
-def split_errors(datas: list[LawData], form: Form, *, delta: float) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+def split_errors(datas: list[LawData], form: Form, *, delta: float) -> list[list[tuple[np.ndarray, np.ndarray, float]]]:
     """Inner backtests of one form on each dataset, all fitted in one batched solve.
 
     Per dataset, per inner split: the log errors log(predicted/actual) at the held-out
-    points, and how many e-folds of scale beyond the largest training scale each lies.
+    points, how many e-folds of scale beyond the largest training scale each lies, and
+    the mean squared log residual of the training fit (the runs' own scatter).
     """
     jobs = [(i, train) for i, data in enumerate(datas) for train in inner_splits(data, form)]
     fits = fit_forms([datas[i].subset(train) for i, train in jobs], form, delta=delta, polished=False)
-    out: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in datas]
+    out: list[list[tuple[np.ndarray, np.ndarray, float]]] = [[] for _ in datas]
     for (i, train), (u, _) in zip(jobs, fits):
-        data, held = datas[i], ~train
-        pred = form.predict(form.to_natural(u)[None, :], data.x[held], data.ceiling)[0]
-        errors = np.log(np.maximum(pred, 1e-300)) - np.log(data.y[held])
-        distance = np.log(data.scale[held] / data.scale[train].max())
-        out[i].append((errors, distance))
+        data = datas[i]
+        pred = form.predict(form.to_natural(u)[None, :], data.x, data.ceiling)[0]
+        log_errors = np.log(np.maximum(pred, 1e-300)) - np.log(data.y)
+        distance = np.log(data.scale[~train] / data.scale[train].max())
+        out[i].append((log_errors[~train], distance, float(np.mean(log_errors[train] ** 2))))
     return out
 
 
 def extrapolation_spread(data: LawData, form: Form, *, delta: float) -> float | None:
-    """Log-scale error per e-fold of extrapolation, measured by inner backtests (RMS).
+    """Log-scale error per e-fold of extrapolation, measured by inner backtests.
 
     None when the data has too few scales to backtest this form.
     """
     return _spread(split_errors([data], form, delta=delta)[0])
 
 
-def _spread(splits: list[tuple[np.ndarray, np.ndarray]]) -> float | None:
+def _spread(splits: list[tuple[np.ndarray, np.ndarray, float]]) -> float | None:
+    """sqrt(Σ(e² − scatter) / Σd²): squared held-out errors less the runs' own scatter, per
+    squared e-fold. Dividing raw errors by short distances would blow the scatter of a
+    single held-out run up into a drift."""
     if not splits:
         return None
-    rates = np.concatenate([np.abs(errors) / np.maximum(distance, 1e-3) for errors, distance in splits])
-    return float(np.sqrt(np.mean(np.square(rates))))
+    excess = sum(float(np.sum(errors**2 - scatter)) for errors, _, scatter in splits)
+    squared_distance = sum(float(np.sum(distance**2)) for _, distance, _ in splits)
+    return float(np.sqrt(max(excess, 0.0) / max(squared_distance, 1e-12)))
 
 
 @dataclass
@@ -111,7 +116,7 @@ def choose_forms(datas: list[LawData], candidates: list[Form], *, delta: float) 
     spreads: list[dict[str, float | None]] = [{} for _ in datas]
     for form in candidates:
         for score, spread, splits in zip(scores, spreads, split_errors(datas, form, delta=delta)):
-            score[form.name] = float(np.mean([np.mean(np.abs(e)) for e, _ in splits])) if splits else None
+            score[form.name] = float(np.mean([np.mean(np.abs(e)) for e, _, _ in splits])) if splits else None
             spread[form.name] = _spread(splits)
     choices = []
     for data, score, spread in zip(datas, scores, spreads):
