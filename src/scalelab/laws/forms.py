@@ -161,31 +161,47 @@ def _m4_predict(t, x, ceiling):
     E, B, alpha, beta = (t[:, [i]] for i in range(4))
     y0 = _m4_ceiling(t, ceiling)
     rhs = B * x**-beta
-    lo = np.broadcast_to(E, rhs.shape).copy()
-    hi = np.broadcast_to(y0, rhs.shape).copy()
-    # g(y) = (y - E) - rhs (y0 - y)^alpha increases in y on (E, y0): a few bisection
-    # steps bracket its root, then Newton steps polish it, kept inside the shrinking
-    # bracket (a step that leaves it bisects instead: near y0 the slope is unbounded).
-    for _ in range(6):
-        mid = 0.5 * (lo + hi)
-        above = (mid - E) - rhs * np.maximum(y0 - mid, 0.0) ** alpha > 0
-        np.copyto(hi, mid, where=above)
-        np.copyto(lo, mid, where=~above)
-    y = 0.5 * (lo + hi)
-    for _ in range(12):
-        gap = np.maximum(y0 - y, 1e-300)
-        powered = gap**alpha
-        g = (y - E) - rhs * powered
+    shape = rhs.shape
+    E, alpha, y0 = (np.broadcast_to(v, shape).ravel() for v in (E, alpha, y0))
+    rhs = rhs.ravel()
+    # g(y) = (y - E) - rhs (y0 - y)^alpha increases in y on (E, y0). Newton steps from the
+    # bracket's middle, kept inside the shrinking bracket (a step that leaves it bisects
+    # instead: near y0 the slope is unbounded), on the points not yet converged only.
+    lo, hi = E.copy(), y0.copy()
+    # Start from the better of the two asymptotic solutions: y near E, where the gap
+    # y0 - y is about y0 - E, and y near y0, where y - E is about y0 - E.
+    span = y0 - E
+    near_floor = E + rhs * span**alpha
+    near_ceiling = y0 - (span / np.maximum(rhs, 1e-300)) ** (1.0 / np.maximum(alpha, 1e-12))
+    candidates = np.clip(np.stack([near_floor, near_ceiling]), lo + 1e-15 * span, hi - 1e-15 * span)
+    misfit = np.abs((candidates - E) - rhs * np.maximum(y0 - candidates, 0.0) ** alpha)
+    y = np.where(misfit[0] <= misfit[1], candidates[0], candidates[1])
+    y = np.where(np.isfinite(y), y, 0.5 * (lo + hi))
+    # Newton on every point while most still move; then on the unconverged ones only.
+    arrays = (y, E, alpha, rhs, y0, lo, hi)
+    todo = None
+    for _ in range(60):
+        yt, Et, at, rt, y0t, lt, ht = arrays if todo is None else (a[todo] for a in arrays)
+        gap = np.maximum(y0t - yt, 1e-300)
+        powered = gap**at
+        g = (yt - Et) - rt * powered
         above = g > 0
-        np.copyto(hi, y, where=above)
-        np.copyto(lo, y, where=~above)
-        newton = y - g / (1.0 + rhs * alpha * powered / gap)
-        new_y = np.where((newton >= lo) & (newton <= hi), newton, 0.5 * (lo + hi))
-        converged = np.all(np.abs(new_y - y) <= 1e-13 * y0)
-        y = new_y
-        if converged:
+        lt = np.where(above, lt, yt)
+        ht = np.where(above, yt, ht)
+        newton = yt - g / (1.0 + rt * at * powered / gap)
+        step = np.where((newton >= lt) & (newton <= ht), newton, 0.5 * (lt + ht))
+        moving = np.abs(step - yt) > 1e-12 * np.maximum(np.abs(step), 1e-300)
+        if todo is None:
+            y, lo, hi = step, lt, ht
+            arrays = (y, E, alpha, rhs, y0, lo, hi)
+            if moving.mean() < 0.5:
+                todo = np.flatnonzero(moving)
+        else:
+            lo[todo], hi[todo], y[todo] = lt, ht, step
+            todo = todo[moving]
+        if not moving.any():
             break
-    return y
+    return y.reshape(shape)
 
 
 def _m4_bounds(x, y, ceiling):
