@@ -162,6 +162,16 @@ def test_unknown_study_name_in_existing_store(tmp_path, pristine_store):
     guard.assert_untouched()
 
 
+def test_a_store_given_where_a_study_belongs_says_so(tmp_path, pristine_store):
+    guard = StoreGuard(tmp_path, "existing", pristine_store)
+    env = cli_env(tmp_path / "cache")
+    for command in ("fit", "backtest", "runs", "status"):
+        cli = run_cli(command, guard.store, "--store", guard.store, env=env, cwd=tmp_path)
+        line = assert_one_line_error(cli, str(guard.store))
+        assert "is a store, not a study" in line
+    guard.assert_untouched()
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -16,11 +16,18 @@ DEFAULT_STORE = "scalelab.db"
 def resolve_spec(path_or_name: str | Path, *, store: str | Path = DEFAULT_STORE) -> StudySpec:
     """A study from its file, or by name from the store (the file wins when both exist)."""
     candidate = Path(path_or_name).expanduser()
+    if candidate.is_file() and _is_sqlite(candidate):
+        raise InputError(f"{candidate}: is a store, not a study; pass the study's name or file, and this file as --store")
     if candidate.suffix == ".toml" or candidate.is_file():
         return load_spec(candidate)
     with RunStore.open_existing(store) as opened:
         info = opened.study_info(str(path_or_name))
     return parse_spec(info["raw"], source=info["source"] or f"{store}:{path_or_name}")
+
+
+def _is_sqlite(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(16) == b"SQLite format 3\x00"
 
 
 class Study:
