@@ -339,8 +339,13 @@ def test_cli_hardware_estimate_at_a_given_and_an_assumed_utilisation(chinchilla_
 def test_cli_table_output_states_the_plan(chinchilla_csv, env, tmp_path):
     cli = run_cli("plan", chinchilla_csv, *BASE, "--budget", "1e21", env=env, cwd=tmp_path)
     assert cli.returncode == EXIT_OK, cli.describe()
-    assert "Budget 1e+21 FLOPs" in cli.stdout and "6·N·D" in cli.stdout
+    assert "Compute-optimal split of 1e+21 FLOPs" in cli.stdout and "6·N·D" in cli.stdout
+    budget = json.loads(run_cli("plan", chinchilla_csv, *BASE, "--budget", "1e21", "--format", "json", env=env, cwd=tmp_path).stdout)["budget"]
+    row = next(line for line in cli.stdout.splitlines() if "parameters N" in line)
+    assert f"{budget['n_params']:.3g}" in row  # the table shows the same answer as the JSON
     assert "2x compute, optimal split" in cli.stdout
+    target = run_cli("plan", chinchilla_csv, *BASE, "--target", "2.0", env=env, cwd=tmp_path)
+    assert target.returncode == EXIT_OK and "training compute (FLOPs)" in target.stdout, target.describe()
 
 
 BAD_PLANS = {

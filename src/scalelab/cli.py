@@ -423,14 +423,17 @@ def cmd_plan(args) -> int:
     for note in result["notes"]:
         out.print(note)
     lvl = f"{args.level:.0%}"
+    from rich.table import Table
+
     if "budget" in result:
         b = result["budget"]
-        out.print(
-            f"Budget {b['flops']:.3g} FLOPs → compute-optimal N = {b['n_params']:.3g} parameters "
-            f"[{b['n_params_range'][0]:.3g}, {b['n_params_range'][1]:.3g}], D = {b['samples']:.3g} samples "
-            f"[{b['samples_range'][0]:.3g}, {b['samples_range'][1]:.3g}]; predicted {y_col} {_fmt(b['predicted'])} "
-            f"[{_fmt(b['lo'])}, {_fmt(b['hi'])}] ({lvl} intervals)"
-        )
+        answer = Table(title=f"Compute-optimal split of {b['flops']:.3g} FLOPs ({lvl} intervals)")
+        for name in ("quantity", "value", f"{lvl} interval"):
+            answer.add_column(name, justify="left" if name == "quantity" else "right")
+        answer.add_row("parameters N", f"{b['n_params']:.3g}", f"[{b['n_params_range'][0]:.3g}, {b['n_params_range'][1]:.3g}]")
+        answer.add_row("training samples D", f"{b['samples']:.3g}", f"[{b['samples_range'][0]:.3g}, {b['samples_range'][1]:.3g}]")
+        answer.add_row(f"predicted {y_col}", _fmt(b["predicted"]), f"[{_fmt(b['lo'])}, {_fmt(b['hi'])}]")
+        out.print(answer)
         near = result["nearest_run"]
         shown = {k: v for k, v in near.items() if k in (*x_cols, y_col, "cell_id", "width", "data_fraction", "family")}
         out.print("Nearest run in the data: " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
@@ -439,12 +442,13 @@ def cmd_plan(args) -> int:
         if not t["reachable"]:
             out.print(f"{y_col} = {t['value']:g} is [red]not reachable under this law[/]: {t['why']}.")
         else:
-            out.print(
-                f"{y_col} = {t['value']:g} needs about {t['flops']:.3g} FLOPs, spent as N = {t['n_params']:.3g} "
-                f"parameters and D = {t['samples']:.3g} samples"
-            )
-    from rich.table import Table
-
+            answer = Table(title=f"What {y_col} = {t['value']:g} needs, on the compute-optimal frontier")
+            for name in ("quantity", "value"):
+                answer.add_column(name, justify="left" if name == "quantity" else "right")
+            answer.add_row("training compute (FLOPs)", f"{t['flops']:.3g}")
+            answer.add_row("parameters N", f"{t['n_params']:.3g}")
+            answer.add_row("training samples D", f"{t['samples']:.3g}")
+            out.print(answer)
     m = Table(title=f"From the best run: what doubling buys ({lvl} intervals)")
     for name in ("option", "N", "D", f"predicted {y_col}"):
         m.add_column(name, justify="left" if name == "option" else "right")
