@@ -439,6 +439,20 @@ def test_auto_with_too_few_scales_to_backtest_still_fits_the_simplest_form():
     law = laws.fit([100.0, 1000.0], [0.5, 0.3], form="auto")
     assert law.form == "power"
     assert all(v is None for v in law.selection.values())
+    assert "too few scales" in law.selection_summary()
+
+
+def test_auto_says_what_it_did_in_one_line():
+    # Five scales: only the two-parameter power law keeps enough of them to be backtested.
+    x = np.geomspace(100, 1e4, 5)
+    few = laws.fit(x, noisy(power(x, 3.0, 0.4), 0.02), form="auto")
+    assert [k for k, v in few.selection.items() if v is not None] == ["power"]
+    assert few.weights == {"power": 1.0} and "power alone" in few.selection_summary()
+    many = laws.fit(X_3DEC, noisy(saturating(X_3DEC, 0.1, 5.0, 0.5), 0.03, seed=2), form="auto")
+    line = many.selection_summary()
+    assert line.startswith("auto averaged") and f"params shown: {many.form}" in line
+    assert all(name in line for name, score in many.selection.items() if score is not None)
+    assert laws.fit(X_3DEC, noisy(power(X_3DEC, 3.0, 0.4), 0.02), form="power").selection_summary() == "power (fixed form)"
 
 
 # -- numerical hygiene ------------------------------------------------------------------------

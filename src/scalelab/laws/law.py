@@ -157,8 +157,12 @@ class FittedLaw:
         if not self.selection:
             return f"{self.form} (fixed form)"
         scored = sorted(((k, v) for k, v in self.selection.items() if v is not None), key=lambda kv: kv[1])
+        if not scored:
+            return f"auto used {self.form} alone: too few scales to backtest any form, so the simplest that fits"
+        ranking = ", ".join(f"{k} {v:.3g}" for k, v in scored)
+        if len(scored) == 1:
+            return f"auto used {self.form} alone: the only form with enough scales to backtest (mean |log error| {ranking})"
         weights = ", ".join(f"{k} {w:.0%}" for k, w in sorted((self.weights or {}).items(), key=lambda kv: -kv[1]))
-        ranking = ", ".join(f"{k} {v:.3g}" for k, v in scored) or "none could be backtested"
         return (f"auto averaged {weights} (params shown: {self.form}), weighted by extrapolation error inside the data "
                 f"(mean |log error| holding out the largest scales: {ranking})")  # fmt: skip
 
