@@ -167,6 +167,51 @@ def test_bf16_precision_is_recorded(digits):
     assert math.isfinite(outcome.metrics["test_loss"])
 
 
+def test_auto_precision_resolves_by_hardware_and_records_the_choice(digits):
+    from scalelab.train.torch_trainer import cpu_has_native_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    expected = "bf16" if cpu_has_native_bf16() else "fp32"
+    assert resolve_precision("auto", cpu) == expected
+    metrics = train_cell(cell_config(precision="auto"), digits).metrics
+    assert metrics["precision"] == expected
+    assert metrics["dtype"] == {"bf16": "bfloat16", "fp32": "float32"}[expected]
+
+
+def test_bf16_matches_fp32_accuracy_on_digits(digits):
+    """The parity that lets ``auto`` pick bf16: same model, seeds and epochs, errors close."""
+    def mean_error(precision):
+        errors = [
+            train_cell(cell_config(precision=precision, epochs=8, seed=seed, batch_size=32,
+                                   data={"name": "digits"}, model={"family": "mlp", "width": 1}), full).metrics["test_error"]
+            for seed in (0, 1)
+        ]  # fmt: skip
+        return sum(errors) / len(errors)
+
+    full = load_dataset(cell_config(data={"name": "digits"})["data"])
+    fp32, bf16 = mean_error("fp32"), mean_error("bf16")
+    assert fp32 < 0.15 and abs(bf16 - fp32) <= 0.03, (fp32, bf16)
+
+
+def test_conv_nets_on_images_train_channels_last_and_others_do_not(digits):
+    cnn = train_cell(cell_config(model={"family": "seed_cnn", "width": 0.25}), digits).metrics
+    mlp = train_cell(cell_config(), digits).metrics
+    assert cnn["memory_format"] == "channels_last" and mlp["memory_format"] == "contiguous"
+    # The layout changes speed, not results: the same weights give the same outputs.
+    config = cell_config(model={"family": "seed_cnn", "width": 0.25})
+    model = build_model(config["model"], digits.input_shape, digits.n_classes, seed=0)
+    x = torch.from_numpy(digits.X_test[:64]).float()
+    expected = model(x)
+    model = model.to(memory_format=torch.channels_last)
+    torch.testing.assert_close(model(x.contiguous(memory_format=torch.channels_last)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_is_opt_in_and_recorded(digits):
+    assert train_cell(cell_config(), digits).metrics["compiled"] is False
+    assert cell_config(compile=True)["train"]["compile"] is True
+
+
 def test_unavailable_cuda_is_an_error_not_a_silent_cpu_run(digits):
     if torch.cuda.is_available():
         pytest.skip("CUDA is present here")

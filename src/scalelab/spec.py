@@ -36,6 +36,9 @@ MAX_CELLS = 100_000
 SEED_MAX = 2**32 - 1  # numpy and scikit-learn accept seeds in [0, 2**32)
 # [data] settings at the values that switch them off; resolved configurations leave them out.
 _DATA_OFF = {**QUALITY_DEFAULTS, "preprocess": "none"}
+# [train] settings added after the first release, left out of a cell's id when off, so
+# that adding them kept every existing cell's id (and its stored result) valid.
+_TRAIN_OFF = {"compile": False}
 
 
 class _Strict(BaseModel):
@@ -96,7 +99,10 @@ class TrainFields(_Strict):
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(0.0, ge=0)
     seed: int = Field(0, ge=0, le=SEED_MAX, description="seeds initialisation, shuffling and (by default) the subsample")
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32", description="bf16 autocasts matmuls and convolutions; auto picks bf16 where the hardware runs it natively"
+    )
+    compile: bool = Field(False, description="torch.compile the model (opt-in: compiling costs time up front)")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto uses CUDA when present")
 
 
@@ -300,6 +306,9 @@ def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict) -> d
             del data_dict[name]
     data_dict["options"] = options.model_dump(mode="json")
     train_dict = train.model_dump(mode="json")
+    for name, off in _TRAIN_OFF.items():
+        if train_dict[name] == off:
+            del train_dict[name]
     if family_entry(model.family).framework == "sklearn":
         # Only the seed means anything to a scikit-learn estimator; the torch settings are
         # dropped so that sweeping one of them is caught as a repeated configuration.

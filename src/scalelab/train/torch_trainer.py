@@ -31,6 +31,29 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """``auto`` means bf16 where the hardware runs it natively (CUDA with bf16 support, or a
+    CPU with AVX-512 BF16 or AMX), else fp32; ``fp32`` and ``bf16`` are taken as given."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (emulated bf16 is slower than fp32)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+def _uses_channels_last(model: torch.nn.Module, X: torch.Tensor) -> bool:
+    """Image convolutions run faster on NHWC tensors with oneDNN and cuDNN."""
+    return X.dim() == 4 and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -58,11 +81,8 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
     model_cfg, train_cfg = config["model"], config["train"]
     device = resolve_device(train_cfg["device"])
     seed = int(train_cfg["seed"])
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        if train_cfg["precision"] == "bf16"
-        else contextlib.nullcontext()
-    )
+    precision = resolve_precision(train_cfg["precision"], device)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
     view = training_view(dataset, config["data"])
     X = torch.from_numpy(view.X_train).to(device)
@@ -74,6 +94,11 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
     if model is None:
         model = build_model(model_cfg, view.input_shape, view.n_classes, seed=seed)
     model = model.to(device)
+    channels_last = _uses_channels_last(model, X)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        X = X.contiguous(memory_format=torch.channels_last)
+        X_test = X_test.contiguous(memory_format=torch.channels_last)
     n_params = count_parameters(model)
     optimizer = _make_optimizer(model.parameters(), train_cfg)
     batch_size = min(train_cfg["batch_size"], n_train)
@@ -81,6 +106,7 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
     # FLOPs per sample, measured once on a real batch; the count is linear in batch size.
     flops_per_sample = training_step_flops(model, X[:batch_size], y[:batch_size]) / batch_size
     eval_flops_per_sample = forward_flops(model, X_test[:1])
+    step_model = torch.compile(model) if train_cfg.get("compile") else model
 
     shuffler = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(n_train / batch_size)
@@ -99,7 +125,7 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
         for step in range(steps_per_epoch):
             index = order[step * batch_size : (step + 1) * batch_size]
             with autocast:
-                loss = F.cross_entropy(model(X[index]), y[index])
+                loss = F.cross_entropy(step_model(X[index]), y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -156,7 +182,10 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
         compute=float(flops),
         compute_unit="flops",
         device=str(device),
-        dtype="bfloat16" if train_cfg["precision"] == "bf16" else "float32",
+        dtype="bfloat16" if precision == "bf16" else "float32",
+        precision=precision,
+        memory_format="channels_last" if channels_last else "contiguous",
+        compiled=bool(train_cfg.get("compile")),
         seed=seed,
         threads=torch.get_num_threads(),
         torch_version=torch.__version__,
