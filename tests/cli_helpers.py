@@ -261,3 +261,17 @@ def runs_csv(study, *, store, env, cwd) -> tuple[list[str], list[dict]]:
 
 def nonempty_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
+
+
+def assert_one_line_error(cli, *needles: str) -> str:
+    """Exit 2, nothing on stdout, exactly one non-empty stderr line holding every needle."""
+    assert cli.returncode == 2, cli.describe()
+    lines = nonempty_lines(cli.stderr)
+    assert len(lines) == 1, f"expected one line on stderr:\n{cli.describe()}"
+    assert cli.stdout.strip() == "", cli.describe()
+    line = lines[0]
+    for needle in needles:
+        assert needle in line, f"{needle!r} not named in the error line: {line!r}"
+    assert "Traceback" not in cli.stderr
+    return line
+

@@ -15,8 +15,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from cli_helpers import cli_env, expected_cell_ids, nonempty_lines, run_cli, write_study
+from cli_helpers import (
+    assert_one_line_error,
+    cli_env,
+    expected_cell_ids,
+    run_cli,
+    write_study,
+)
 
 EXIT_USAGE = 2
 
@@ -114,19 +119,6 @@ class StoreGuard:
 def guard(request, tmp_path):
     pristine = request.getfixturevalue("pristine_store") if request.param == "existing" else None
     return StoreGuard(tmp_path, request.param, pristine)
-
-
-def assert_one_line_error(cli, *needles: str) -> str:
-    """Exit 2, nothing on stdout, exactly one non-empty stderr line holding every needle."""
-    assert cli.returncode == EXIT_USAGE, cli.describe()
-    lines = nonempty_lines(cli.stderr)
-    assert len(lines) == 1, f"expected one line on stderr:\n{cli.describe()}"
-    assert cli.stdout.strip() == "", cli.describe()
-    line = lines[0]
-    for needle in needles:
-        assert needle in line, f"{needle!r} not named in the error line: {line!r}"
-    assert "Traceback" not in cli.stderr
-    return line
 
 
 @pytest.mark.parametrize("text, needles", [pytest.param(t, n, id=i) for i, t, n in STUDY_CASES])

@@ -22,8 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from cli_helpers import cli_env, nonempty_lines, run_cli, runs_csv, write_study
+from cli_helpers import (
+    assert_one_line_error,
+    cli_env,
+    nonempty_lines,
+    run_cli,
+    runs_csv,
+    write_study,
+)
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -186,13 +192,7 @@ BAD_INPUTS = [
 def test_bad_input_exits_2_with_one_line_naming_the_problem(case, env, tmp_path):
     args, named = _bad_inputs(tmp_path)[case]
     cli = run_cli("fit", *args, "--format", "json", env=env, cwd=tmp_path)
-    assert cli.returncode == EXIT_USAGE, cli.describe()
-    lines = nonempty_lines(cli.stderr)
-    assert len(lines) == 1, cli.describe()
-    for text in (named,) if isinstance(named, str) else named:
-        assert text in lines[0], cli.describe()
-    assert "Traceback" not in cli.stderr
-    assert cli.stdout == "", cli.describe()
+    assert_one_line_error(cli, *((named,) if isinstance(named, str) else named))
 
 
 def test_backtest_shares_the_bad_input_checks(env, tmp_path):
@@ -212,7 +212,7 @@ def test_backtest_reports_each_forms_extrapolation_error_and_autos_choice(env, t
     rows = {r["form"]: r for r in group["forms"]}
     assert {"power", "saturating", "m3", "m4", "bnsl", "auto"} <= set(rows)
     held_out = np.sort(x)[-3:]  # the three seeds at the largest size
-    for name, row in rows.items():
+    for row in rows.values():
         assert "error" not in row, row
         assert row["n_fit"] == 27
         assert {"abs_error", "rel_error", "coverage", "points"} <= set(row)

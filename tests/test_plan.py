@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import cli_env, nonempty_lines, run_cli
+from cli_helpers import assert_one_line_error, cli_env, nonempty_lines, run_cli
 
 from scalelab import plan
 from scalelab.errors import InputError
@@ -370,13 +370,7 @@ BAD_PLANS = {
 def test_cli_bad_input_exits_2_with_one_line_naming_the_problem(case, chinchilla_csv, env, tmp_path):
     args, named = BAD_PLANS[case]
     cli = run_cli("plan", chinchilla_csv, *args, "--bootstrap", "50", "--format", "json", env=env, cwd=tmp_path)
-    assert cli.returncode == EXIT_USAGE, cli.describe()
-    lines = nonempty_lines(cli.stderr)
-    assert len(lines) == 1, cli.describe()
-    for text in (named,) if isinstance(named, str) else named:
-        assert text in lines[0], cli.describe()
-    assert "Traceback" not in cli.stderr
-    assert cli.stdout == "", cli.describe()
+    assert_one_line_error(cli, *((named,) if isinstance(named, str) else named))
 
 
 def test_cli_non_positive_measured_flops_is_an_input_error(chinchilla_csv, env, tmp_path):
