@@ -187,6 +187,19 @@ def test_reclaim_dead_leaves_other_hosts_alone(store, spec):
     assert store.reclaim_dead() == 0
 
 
+def test_count_in_states_counts_the_given_cells_in_the_given_states(store, spec):
+    ids = [c.cell_id for c in spec.cells]
+    owner = new_owner_id()
+    first, second = store.claim("study", owner, limit=2)
+    store.finish(first.cell_id, owner, state="done", metrics={"loss": 1.0})
+    store.finish(second.cell_id, owner, state="failed", reason="boom")
+    assert store.count_in_states(ids, ["done"]) == 1
+    assert store.count_in_states(ids, ["done", "failed", "diverged"]) == 2
+    assert store.count_in_states(ids, ["pending"]) == len(ids) - 2
+    assert store.count_in_states([first.cell_id, "not-a-cell"], ["done"]) == 1
+    assert store.count_in_states([], ["done"]) == 0
+
+
 def test_store_uses_wal_and_a_busy_timeout(tmp_store, store, spec):
     with sqlite3.connect(tmp_store) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"

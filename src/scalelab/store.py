@@ -226,6 +226,17 @@ class RunStore:
             counts[state] = n
         return counts
 
+    def count_in_states(self, cell_ids: Iterable[str], states: Iterable[str]) -> int:
+        """How many of these cells the store holds in one of ``states`` (any study's)."""
+        ids, wanted = list(cell_ids), list(states)
+        total = 0
+        for start in range(0, len(ids), 500):  # SQLite caps the parameters of one statement
+            chunk = ids[start : start + 500]
+            query = (f"SELECT COUNT(*) FROM cells WHERE cell_id IN ({','.join('?' * len(chunk))}) "
+                     f"AND state IN ({','.join('?' * len(wanted))})")  # fmt: skip
+            total += self._db.execute(query, (*chunk, *wanted)).fetchone()[0]
+        return total
+
     # -- state transitions (coordinator only) ----------------------------------------
     def reset_failed(self, study: str) -> int:
         """Return the study's failed and diverged cells to ``pending``; their old reason is kept until rerun."""

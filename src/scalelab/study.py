@@ -64,10 +64,26 @@ class Study:
         if workers < 1:
             raise InputError(f"--workers {workers}: must be at least 1")
         shapes = preflight(self.spec)
-        costs = {e.cell_id: e.flops for e in estimate_grid(self.spec, shapes, workers=workers, calibrate_s=0)}
-        with RunStore.open(self.store_path) as store:
-            store.register_study(self.spec, costs=costs)
-            return run_study_cells(self.spec, store, LocalExecutor(workers=workers), retry_failed=retry_failed, progress=progress)
+        pool = LocalExecutor(workers=workers)
+        # Start the workers now: each is a new Python process importing torch, seconds of
+        # work that the cost estimate below (FLOP counting) overlaps instead of preceding.
+        pool.start(self._cells_to_run(retry_failed))
+        try:
+            costs = {e.cell_id: e.flops for e in estimate_grid(self.spec, shapes, workers=workers, calibrate_s=0)}
+            with RunStore.open(self.store_path) as store:
+                store.register_study(self.spec, costs=costs)
+                return run_study_cells(self.spec, store, pool, retry_failed=retry_failed, progress=progress)
+        except BaseException:
+            pool.stop()  # the runner stops its pool itself; this covers a failure before it ran
+            raise
+
+    def _cells_to_run(self, retry_failed: bool) -> int:
+        """How many of the study's cells the store does not hold finished (all, without a store)."""
+        if not self.store_path.exists() or self.store_path.stat().st_size == 0:
+            return len(self.spec.cells)
+        finished = ("done",) if retry_failed else ("done", "failed", "diverged")
+        with RunStore.open_existing(self.store_path) as store:
+            return len(self.spec.cells) - store.count_in_states((c.cell_id for c in self.spec.cells), finished)
 
     def status(self) -> dict[str, int]:
         """Number of cells in each state."""

@@ -100,8 +100,12 @@ class LocalExecutor:
         self._slots: list[_Slot] = []
 
     def start(self, n_cells: int) -> None:
-        """Start up to ``workers`` processes (no more than there are cells to run)."""
-        for _ in range(min(self.workers, n_cells)):
+        """Start up to ``workers`` processes (no more than there are cells to run).
+
+        Calling it again only adds what is missing, so a caller may start the pool early,
+        while it still prepares the run, and the runner's own call then costs nothing.
+        """
+        for _ in range(min(self.workers, n_cells) - len(self._slots)):
             self._slots.append(_Slot(self._ctx, self.threads))
 
     def idle_slots(self) -> int:
