@@ -75,9 +75,14 @@ class Allocation:
 def _frontier(params: np.ndarray, flops: float, k: float) -> tuple[np.ndarray, np.ndarray]:
     """Compute-optimal N and D for each replicate row (E, A, B, alpha, beta)."""
     _, A, B, alpha, beta = (params[:, i] for i in range(5))
-    G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+    G = _split_constant(A, B, alpha, beta)
     n_opt = G * (flops / k) ** (beta / (alpha + beta))
     return n_opt, (flops / k) / n_opt
+
+
+def _split_constant(A, B, alpha, beta):
+    """G in N* = G·(C/k)^(β/(α+β)): where A/N^α and B/D^β trade off at fixed compute."""
+    return (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
 
 
 def _joint_params(law) -> np.ndarray:
@@ -145,7 +150,7 @@ def compute_for_target(law, *, target: float, flops_per_param_sample: float, lev
     E, A, B, alpha, beta = best[0]
     if E >= target:
         return None
-    G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+    G = _split_constant(A, B, alpha, beta)
     K = A * G**-alpha + B * G**beta
     gamma = alpha * beta / (alpha + beta)
     log_flops = math.log(k) + (math.log(K) - math.log(target - E)) / gamma

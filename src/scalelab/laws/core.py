@@ -99,8 +99,17 @@ def fit_form(data: LawData, form: Form, *, delta: float = DEFAULT_DELTA, polishe
 def fit_forms(datas: list[LawData], form: Form, *, delta: float = DEFAULT_DELTA, polished: bool = True) -> list[tuple[np.ndarray, float]]:
     """One form fitted to each of several datasets (same target kind) in one batched solve."""
     for data in datas:
-        if len(data.y) < form.n_params:
-            raise InputError(f"form {form.name!r} has {form.n_params} parameters but only {len(data.y)} points were given")
+        problem = too_few_points(data, form)
+        if problem is not None:
+            raise problem
     if not datas:
         return []
     return fit_datasets(form, [(d.x, d.y) for d in datas], datas[0].ceiling, delta, polished=polished)
+
+
+def too_few_points(data: LawData, form: Form) -> InputError | None:
+    """The error for a dataset with fewer points than the form has parameters, else None."""
+    if len(data.y) < form.n_params:
+        return InputError(f"form {form.name!r} has {form.n_params} parameters but only {len(data.y)} points were given")
+    return None
+

@@ -17,6 +17,7 @@ from scalelab.laws.core import (
     fit_forms,
     prepare,
     resolve_form,
+    too_few_points,
 )
 from scalelab.laws.forms import FORMS, Form, specialise
 from scalelab.laws.optimize import Problem
@@ -307,10 +308,11 @@ def fit_prepared(
         fitted: dict[tuple[int, str], FittedLaw] = {}
         for name, indices in needed.items():
             chosen = forms[name]
-            too_small = [i for i in indices if len(datas[i].y) < chosen.n_params]
-            for i in too_small:
-                results[i] = InputError(f"form {name!r} has {chosen.n_params} parameters but only {len(datas[i].y)} points were given")
-            indices = [i for i in indices if i not in too_small]
+            problems = {i: too_few_points(datas[i], chosen) for i in indices}
+            for i, problem in problems.items():
+                if problem is not None:
+                    results[i] = problem
+            indices = [i for i in indices if problems[i] is None]
             for i, (u, loss) in zip(indices, fit_forms([datas[i] for i in indices], chosen, delta=delta)):
                 params = dict(zip(chosen.params, (float(v) for v in chosen.to_natural(u))))
                 fitted[i, name] = FittedLaw(
