@@ -32,7 +32,7 @@ class Form:
     reference: str
     _predict: Callable[[np.ndarray, np.ndarray, float | None], np.ndarray]
     _bounds: Callable[[np.ndarray, np.ndarray, float | None], dict]
-    _starts: Callable[[np.ndarray, np.ndarray, float | None], list[dict]]
+    _starts: Callable[[np.ndarray, np.ndarray, float | None], dict[str, np.ndarray]]
 
     @property
     def n_params(self) -> int:
@@ -61,10 +61,8 @@ class Form:
 
     def starts(self, x: np.ndarray, y: np.ndarray, ceiling: float | None) -> np.ndarray:
         """Starting points (natural units), shape (m, n_params)."""
-        starts = self._starts(np.asarray(x, float), np.asarray(y, float), ceiling)
-        if isinstance(starts, dict):  # columns, one array per parameter
-            return np.column_stack([np.asarray(starts[p], float) for p in self.params])
-        return np.array([[row[p] for p in self.params] for row in starts], float)
+        columns = self._starts(np.asarray(x, float), np.asarray(y, float), ceiling)  # one array per parameter
+        return np.column_stack([np.asarray(columns[p], float) for p in self.params])
 
     # -- the optimiser's coordinates: log for scales, identity otherwise ---------------
     @property
@@ -262,17 +260,15 @@ def _chin_bounds(x, y, ceiling):
 def _chin_starts(x, y, ceiling):
     # For fixed (E, alpha, beta) the law is linear in (A, B): solve those by least squares.
     N, D = x[:, 0], x[:, 1]
-    rows = []
-    for frac in (0.0, 0.5, 0.8, 0.95):
-        e = frac * float(np.min(y))
-        for alpha in (0.1, 0.3, 0.5, 0.8):
-            for beta in (0.1, 0.3, 0.5, 0.8):
-                design = np.stack([N**-alpha, D**-beta], axis=1) / y[:, None]
-                target = (y - e) / y  # relative residuals, closer to the log loss
-                coef, *_ = np.linalg.lstsq(design, target, rcond=None)
-                a, b = np.maximum(coef, 1e-6)
-                rows.append({"E": e, "A": float(a), "B": float(b), "alpha": alpha, "beta": beta})
-    return rows
+    grid = _mesh(E=np.array([0.0, 0.5, 0.8, 0.95]) * float(np.min(y)), alpha=(0.1, 0.3, 0.5, 0.8), beta=(0.1, 0.3, 0.5, 0.8))
+    scales = []
+    for e, alpha, beta in zip(grid["E"], grid["alpha"], grid["beta"]):
+        design = np.stack([N**-alpha, D**-beta], axis=1) / y[:, None]
+        target = (y - e) / y  # relative residuals, closer to the log loss
+        coef, *_ = np.linalg.lstsq(design, target, rcond=None)
+        scales.append(np.maximum(coef, 1e-6))
+    grid["A"], grid["B"] = np.array(scales).T
+    return grid
 
 
 FORMS: dict[str, Form] = {
