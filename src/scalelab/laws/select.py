@@ -3,7 +3,8 @@
 Never by in-sample fit, which always prefers the most flexible form. Instead: hold out
 the largest one, then two, scales of the data given, fit each candidate on the rest,
 and score its extrapolation error (mean absolute log error) on what was held out. The
-form with the lowest mean score wins; ties go to the form with fewer parameters.
+forms are then weighted by their scores (:func:`form_weights`); the best one, ties
+going to the form with fewer parameters, is the one whose parameters are reported.
 """
 
 from __future__ import annotations
