@@ -38,7 +38,7 @@ SEED_MAX = 2**32 - 1  # numpy and scikit-learn accept seeds in [0, 2**32)
 _DATA_OFF = {**QUALITY_DEFAULTS, "preprocess": "none"}
 # [train] settings added after the first release, left out of a cell's id when off, so
 # that adding them kept every existing cell's id (and its stored result) valid.
-_TRAIN_OFF = {"compile": False}
+_TRAIN_OFF = {"compile": False, "batch_seeds": False}
 
 
 class _Strict(BaseModel):
@@ -103,6 +103,7 @@ class TrainFields(_Strict):
         "fp32", description="bf16 autocasts matmuls and convolutions; auto picks bf16 where the hardware runs it natively"
     )
     compile: bool = Field(False, description="torch.compile the model (opt-in: compiling costs time up front)")
+    batch_seeds: bool = Field(False, description="train the cells that differ only in seed together, as one vmapped model (mlp, seed_cnn)")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto uses CUDA when present")
 
 
@@ -294,6 +295,8 @@ def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict) -> d
     except ValidationError as exc:
         raise fail("train", exc) from None
 
+    if train.batch_seeds:
+        _check_seed_batching(model.family, train, source)
     data_dict = data.model_dump(mode="json")
     if data_dict["subsample_seed"] is None:
         data_dict["subsample_seed"] = train.seed
@@ -318,6 +321,30 @@ def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict) -> d
         "model": {"family": model.family, "knobs": knobs.model_dump(mode="json")},
         "train": train_dict,
     }
+
+
+def _check_seed_batching(family: str, train: TrainFields, source: str) -> None:
+    """``batch_seeds`` needs a family whose seeds can share one vmapped model, and no compile."""
+    if not family_entry(family).seed_batchable:
+        able = ", ".join(name for name, entry in FAMILIES.items() if entry.seed_batchable)
+        raise InputError(f"{source}: train.batch_seeds = true: model family {family!r} cannot batch its seeds (families that can: {able})")
+    if train.compile:
+        raise InputError(f"{source}: train.batch_seeds = true and train.compile = true cannot be combined; choose one")
+
+
+def seed_group_key(config: dict) -> str | None:
+    """Which cells train together under ``batch_seeds``: those whose configurations differ
+    only in ``train.seed`` (and a ``data.subsample_seed`` that follows it). ``None`` when the
+    cell trains alone."""
+    if not config["train"].get("batch_seeds"):
+        return None
+    seed = config["train"]["seed"]
+    shared = {
+        "data": {**config["data"], "subsample_seed": "seed" if config["data"]["subsample_seed"] == seed else config["data"]["subsample_seed"]},
+        "model": config["model"],
+        "train": {k: v for k, v in config["train"].items() if k != "seed"},
+    }
+    return cell_id_of(shared)
 
 
 def _resolved_params(config: dict, routed) -> dict:

@@ -22,7 +22,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -264,22 +264,34 @@ class RunStore:
                 ).rowcount
             return total
 
-    def claim(self, study: str, owner: str, *, limit: int = 1, lease_s: float = DEFAULT_LEASE_S) -> list[CellRecord]:
+    def claim(
+        self,
+        study: str,
+        owner: str,
+        *,
+        limit: int = 1,
+        lease_s: float = DEFAULT_LEASE_S,
+        group_of: Mapping[str, str | None] | None = None,
+    ) -> list[CellRecord]:
         """Atomically take up to ``limit`` claimable cells of a study and mark them ``running``.
 
-        Claimable: ``pending``, or ``running`` with an expired lease.
+        Claimable: ``pending``, or ``running`` with an expired lease. With ``group_of``
+        (cell id to a group key, or ``None`` for a cell that stands alone), ``limit``
+        counts groups, and a claimed cell brings every claimable cell of its group along,
+        so cells that train together are taken together.
         """
         now = time.time()
         with _transaction(self._db):
-            ids = [
+            claimable = [
                 r[0]
                 for r in self._db.execute(
                     "SELECT c.cell_id FROM study_cells s JOIN cells c ON c.cell_id = s.cell_id "
                     "WHERE s.study = ? AND (c.state = 'pending' OR (c.state = 'running' AND c.lease_expires < ?)) "
-                    "ORDER BY s.cost DESC, s.position LIMIT ?",
-                    (study, now, limit),
+                    "ORDER BY s.cost DESC, s.position" + ("" if group_of else " LIMIT ?"),
+                    (study, now) if group_of else (study, now, limit),
                 )
             ]
+            ids = _take_groups(claimable, group_of, limit) if group_of else claimable
             self._db.executemany(
                 "UPDATE cells SET state = 'running', lease_owner = ?, lease_expires = ?, started_at = ?, "
                 "attempts = attempts + 1 WHERE cell_id = ?",
@@ -391,6 +403,14 @@ def _table_names(path: Path) -> set[str]:
         return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     finally:
         db.close()
+
+
+def _take_groups(ordered_ids: list[str], group_of: Mapping[str, str | None], limit: int) -> list[str]:
+    """The first ``limit`` groups of ``ordered_ids``, each with all its members, in order."""
+    members: dict[str, list[str]] = {}
+    for cell_id in ordered_ids:
+        members.setdefault(group_of.get(cell_id) or cell_id, []).append(cell_id)
+    return [cell_id for group in list(members.values())[:limit] for cell_id in group]
 
 
 class _transaction:

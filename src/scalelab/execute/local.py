@@ -1,7 +1,8 @@
 """The local executor: a pool of warm worker processes on this machine.
 
 Each worker is a spawned process that imports torch once, keeps the datasets it has
-loaded, and trains one cell at a time, sent over its own pipe. Knowing which worker
+loaded, and trains one task at a time, sent over its own pipe: a cell, or a group of
+seed siblings that train together (``batch_seeds``). Knowing which worker
 holds which cell lets the coordinator notice a worker that died mid-cell and hand
 that cell back. Workers ignore SIGINT (the coordinator decides what Ctrl-C means) and
 exit on their own if the coordinator disappears.
@@ -58,8 +59,7 @@ def _worker_main(conn: Connection, threads: int, parent_pid: int) -> None:
             return
         if task is None:
             return
-        cell_id, config = task
-        conn.send(("result", worker.run(cell_id, config)))
+        conn.send(("results", worker.run_group(task)))
 
 
 @dataclass
@@ -83,7 +83,7 @@ class _Slot:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         child.close()
-        self.cell_id: str | None = None
+        self.cell_ids: list[str] = []  # the task it holds; empty when idle
 
 
 class LocalExecutor:
@@ -109,19 +109,20 @@ class LocalExecutor:
             self._slots.append(_Slot(self._ctx, self.threads))
 
     def idle_slots(self) -> int:
-        return sum(1 for s in self._slots if s.cell_id is None)
+        return sum(1 for s in self._slots if not s.cell_ids)
 
     def in_flight(self) -> list[str]:
-        return [s.cell_id for s in self._slots if s.cell_id is not None]
+        return [cell_id for s in self._slots for cell_id in s.cell_ids]
 
-    def submit(self, cell_id: str, config: dict) -> None:
-        slot = next(s for s in self._slots if s.cell_id is None)
-        slot.conn.send((cell_id, config))
-        slot.cell_id = cell_id
+    def submit(self, cells: list[tuple[str, dict]]) -> None:
+        """Hand one task to an idle worker: ``(cell_id, config)`` pairs trained as a group."""
+        slot = next(s for s in self._slots if not s.cell_ids)
+        slot.conn.send(list(cells))
+        slot.cell_ids = [cell_id for cell_id, _ in cells]
 
     def wait(self, timeout: float) -> list[CellResult | WorkerLost]:
         """Results and lost workers, waiting at most ``timeout`` seconds for the first."""
-        busy = [s for s in self._slots if s.cell_id is not None]
+        busy = [s for s in self._slots if s.cell_ids]
         if not busy:
             time.sleep(min(timeout, 0.05))
             return []
@@ -133,16 +134,16 @@ class LocalExecutor:
                     message = slot.conn.recv()
                 except (EOFError, OSError):
                     message = None
-                if message and message[0] == "result":
-                    events.append(message[1])
-                    slot.cell_id = None
+                if message and message[0] == "results":
+                    events.extend(message[1])
+                    slot.cell_ids = []
                     continue
             if slot.process.sentinel in ready or not slot.process.is_alive():
                 slot.process.join(timeout=1)
-                if slot.cell_id is not None and not slot.process.is_alive():
+                if slot.cell_ids and not slot.process.is_alive():
                     code = slot.process.exitcode
                     how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-                    events.append(WorkerLost(slot.cell_id, f"worker process died ({how}) while training this cell"))
+                    events.extend(WorkerLost(cell_id, f"worker process died ({how}) while training this cell") for cell_id in slot.cell_ids)
                     self._replace(slot)
         return events
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from scalelab.execute.local import WorkerLost
 from scalelab.execute.work import CellResult
+from scalelab.spec import seed_group_key
 from scalelab.store import DEFAULT_LEASE_S, RunStore, new_owner_id
 
 
@@ -103,6 +104,8 @@ def run_study_cells(
     previous = {s: signal.signal(s, on_signal) for s in handled}
     bar = _Progress(total=sum(counts.values()), finished=sum(counts[s] for s in ("done", "failed", "diverged")), show=progress)
     executor.start(to_run)
+    # Seed siblings under batch_seeds are claimed and trained as one task.
+    group_of = {cell.cell_id: key for cell in spec.cells if (key := seed_group_key(cell.config))}
     last_renewal = time.monotonic()
     attempts: dict[str, int] = {}
     clean = False
@@ -110,9 +113,12 @@ def run_study_cells(
         while not stop_signal:
             idle = executor.idle_slots()
             if idle:
-                for cell in store.claim(spec.name, owner, limit=idle, lease_s=lease_s):
+                tasks: dict[str, list[tuple[str, dict]]] = {}
+                for cell in store.claim(spec.name, owner, limit=idle, lease_s=lease_s, group_of=group_of):
                     attempts[cell.cell_id] = cell.attempts
-                    executor.submit(cell.cell_id, cell.config)
+                    tasks.setdefault(group_of.get(cell.cell_id) or cell.cell_id, []).append((cell.cell_id, cell.config))
+                for task in tasks.values():
+                    executor.submit(task)
             if not executor.in_flight():
                 break
             for event in executor.wait(timeout=0.5):

@@ -47,3 +47,20 @@ class CellWorker:
         except Exception:  # reported to the coordinator, which records it with the cell
             return CellResult(cell_id, "failed", reason=traceback.format_exc())
         return CellResult(cell_id, outcome.state, outcome.metrics, outcome.reason)
+
+    def run_group(self, cells: list[tuple[str, dict]]) -> list[CellResult]:
+        """Train one task: a single cell, or seed siblings together (``batch_seeds``).
+
+        An exception in a batched run fails every cell of the group with its traceback.
+        """
+        if len(cells) == 1:
+            return [self.run(*cells[0])]
+        from scalelab.train.cell import run_seed_group
+
+        configs = [config for _, config in cells]
+        try:
+            outcomes = run_seed_group(configs, self.dataset(configs[0]["data"]))
+        except Exception:  # reported to the coordinator, which records it with each cell
+            reason = traceback.format_exc()
+            return [CellResult(cell_id, "failed", reason=reason) for cell_id, _ in cells]
+        return [CellResult(cell_id, o.state, o.metrics, o.reason) for (cell_id, _), o in zip(cells, outcomes)]

@@ -62,6 +62,9 @@ class FamilyEntry:
     build: Callable  # (knobs, input_shape, n_classes, seed) -> torch.nn.Module or estimator
     description: str
     framework: str  # "torch", "sklearn", or "python" (either, decided by what the factory returns)
+    # Seeds can train side by side as one vmapped model: no batch norm or dropout, whose
+    # running statistics and random masks would not follow the separate runs exactly.
+    seed_batchable: bool = False
 
 
 def _build_mlp(knobs, input_shape, n_classes, seed):
@@ -97,8 +100,8 @@ def _build_gbdt(knobs, input_shape, n_classes, seed):
 FAMILIES: dict[str, FamilyEntry] = {
     entry.name: entry
     for entry in (
-        FamilyEntry("mlp", MLPKnobs, _build_mlp, "ReLU MLP on flattened inputs; width x 64 hidden units, depth layers", "torch"),
-        FamilyEntry("seed_cnn", SeedCNNKnobs, _build_seed_cnn, "the source document's Conv32-Pool-Conv64-Pool-Conv64-Dense64 CNN", "torch"),
+        FamilyEntry("mlp", MLPKnobs, _build_mlp, "ReLU MLP on flattened inputs; width x 64 hidden units, depth layers", "torch", True),
+        FamilyEntry("seed_cnn", SeedCNNKnobs, _build_seed_cnn, "the source document's Conv32-Pool-Conv64-Pool-Conv64-Dense64 CNN", "torch", True),
         FamilyEntry("resnet", ResNetKnobs, _build_resnet, "CIFAR-style ResNet with batch norm; width x 16-32-64 channels, depth blocks per stage", "torch"),
         FamilyEntry("tree", TreeKnobs, _build_tree, "scikit-learn decision tree; max_leaf_nodes leaves", "sklearn"),
         FamilyEntry("gbdt", GBDTKnobs, _build_gbdt, "scikit-learn histogram gradient boosting; max_iter rounds of max_leaf_nodes leaves", "sklearn"),

@@ -26,3 +26,13 @@ def run_cell(config: dict, dataset: Dataset) -> CellOutcome:
     outcome = train_cell(config, dataset, model=model)
     outcome.metrics["n_classes"] = int(dataset.n_classes)  # sets an error rate's chance level for the laws
     return outcome
+
+
+def run_seed_group(configs: list[dict], dataset: Dataset) -> list[CellOutcome]:
+    """Train cells that differ only in seed together (``batch_seeds``); one outcome per cell."""
+    from scalelab.train.seed_batch import train_seed_group
+
+    outcomes = train_seed_group(configs, dataset)
+    for outcome in outcomes:
+        outcome.metrics["n_classes"] = int(dataset.n_classes)
+    return outcomes

@@ -54,12 +54,20 @@ def _uses_channels_last(model: torch.nn.Module, X: torch.Tensor) -> bool:
     return X.dim() == 4 and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
 
 
-def _synchronize(device: torch.device) -> None:
+def autocast_for(precision: str, device: torch.device):
+    """bf16 autocast for ``bf16``; a no-op context for ``fp32``."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _make_optimizer(params, train: dict) -> torch.optim.Optimizer:
+def make_optimizer(params, train: dict) -> torch.optim.Optimizer:
+    """The optimizer ``train.optimizer`` names, with its learning rate and weight decay."""
     if train["optimizer"] == "sgd":
         return torch.optim.SGD(params, lr=train["lr"], momentum=train["momentum"], weight_decay=train["weight_decay"])
     if train["optimizer"] == "adamw":
@@ -82,7 +90,7 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
     device = resolve_device(train_cfg["device"])
     seed = int(train_cfg["seed"])
     precision = resolve_precision(train_cfg["precision"], device)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    autocast = autocast_for(precision, device)
 
     view = training_view(dataset, config["data"])
     X = torch.from_numpy(view.X_train).to(device)
@@ -100,7 +108,7 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
         X = X.contiguous(memory_format=torch.channels_last)
         X_test = X_test.contiguous(memory_format=torch.channels_last)
     n_params = count_parameters(model)
-    optimizer = _make_optimizer(model.parameters(), train_cfg)
+    optimizer = make_optimizer(model.parameters(), train_cfg)
     batch_size = min(train_cfg["batch_size"], n_train)
 
     # FLOPs per sample, measured once on a real batch; the count is linear in batch size.
@@ -117,7 +125,7 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
     train_loss = float("nan")
 
     model.train()
-    _synchronize(device)
+    synchronize(device)
     train_started = time.perf_counter()
     for epoch in range(epochs):
         order = torch.randperm(n_train, generator=shuffler).to(device)
@@ -134,26 +142,44 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
         epochs_done = epoch + 1
         finite = torch.isfinite(step_losses)
         if not bool(finite.all()):  # one host sync per epoch
-            first_bad = int((~finite).nonzero()[0, 0])
-            diverged_at = epoch * steps_per_epoch + first_bad + 1
-            steps = diverged_at
-            outcome = CellOutcome(
-                state="diverged",
-                reason=f"non-finite training loss at step {diverged_at} (epoch {epoch + 1})",
-            )
-            outcome.metrics["diverged_step"] = diverged_at
+            outcome = diverged_outcome(epoch, steps_per_epoch, first_bad=int((~finite).nonzero()[0, 0]))
+            steps = outcome.metrics["diverged_step"]
             break
-        # Weighted by batch length so a short last batch counts for what it holds.
-        lengths = torch.full((steps_per_epoch,), float(batch_size), device=device)
-        lengths[-1] = n_train - (steps_per_epoch - 1) * batch_size
-        train_loss = float((step_losses * lengths).sum() / n_train)
-    _synchronize(device)
+        train_loss = float(epoch_mean_loss(step_losses, n_train, batch_size))
+    synchronize(device)
     train_s = time.perf_counter() - train_started
-    samples_seen = _samples_seen(n_train, batch_size, steps)
 
+    evaluate_into(outcome, model, view, X_test, y_test, autocast=autocast, steps=steps)
+    outcome.metrics.update(
+        run_metrics(
+            train_loss=train_loss,
+            n_params=n_params,
+            n_train=n_train,
+            n_test=int(len(y_test)),
+            epochs=epochs_done,
+            steps=steps,
+            batch_size=batch_size,
+            flops_per_sample=flops_per_sample,
+            eval_flops_per_sample=eval_flops_per_sample,
+            train_s=train_s,
+            wall_s=time.perf_counter() - started,
+            device=device,
+            precision=precision,
+        ),
+        memory_format="channels_last" if channels_last else "contiguous",
+        compiled=bool(train_cfg.get("compile")),
+        seed=seed,
+    )
+    return outcome
+
+
+def evaluate_into(outcome: CellOutcome, model, view, X_test, y_test, *, autocast, steps: int) -> None:
+    """Test (and validation) loss and error of a trained model, into ``outcome``; a
+    non-finite test loss after a clean run turns the outcome ``diverged``."""
+    device = X_test.device
     test_loss, test_error = evaluate(model, X_test, y_test, autocast=autocast)
     if outcome.state == "done" and not math.isfinite(test_loss):
-        outcome = CellOutcome(state="diverged", reason="non-finite test loss after training")
+        outcome.state, outcome.reason = "diverged", "non-finite test loss after training"
         outcome.metrics["diverged_step"] = steps
     if view.has_validation:
         val = torch.from_numpy(view.X_val).to(device), torch.from_numpy(view.y_val).to(device)
@@ -161,22 +187,39 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
         outcome.metrics.update(val_loss=val_loss, val_error=val_error, n_val=int(len(view.y_val)))
     if len(view.train_rows) != view.n_distinct:
         outcome.metrics["n_distinct"] = view.n_distinct
+    outcome.metrics.update(test_loss=test_loss, test_error=test_error, n_test=int(len(y_test)))
 
+
+def run_metrics(
+    *,
+    train_loss: float,
+    n_params: int,
+    n_train: int,
+    n_test: int,
+    epochs: int,
+    steps: int,
+    batch_size: int,
+    flops_per_sample: float,
+    eval_flops_per_sample: float,
+    train_s: float,
+    wall_s: float,
+    device: torch.device,
+    precision: str,
+) -> dict:
+    """The metrics every torch run records: sizes, measured FLOPs, timings, environment."""
+    samples_seen = _samples_seen(n_train, batch_size, steps)
     flops = flops_per_sample * samples_seen
-    outcome.metrics.update(
+    return dict(
         train_loss=train_loss,
-        test_loss=test_loss,
-        test_error=test_error,
         n_params=n_params,
         n_train=n_train,
-        n_test=int(len(y_test)),
-        epochs=epochs_done,
+        epochs=epochs,
         steps=steps,
         flops=float(flops),
         flops_per_sample=float(flops_per_sample),
-        eval_flops=float(eval_flops_per_sample * len(y_test)),
+        eval_flops=float(eval_flops_per_sample * n_test),
         train_s=train_s,
-        wall_s=time.perf_counter() - started,
+        wall_s=wall_s,
         samples_per_s=samples_seen / train_s if train_s > 0 else float("nan"),
         flops_per_s=flops / train_s if train_s > 0 else float("nan"),
         compute=float(flops),
@@ -184,20 +227,33 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
         device=str(device),
         dtype="bfloat16" if precision == "bf16" else "float32",
         precision=precision,
-        memory_format="channels_last" if channels_last else "contiguous",
-        compiled=bool(train_cfg.get("compile")),
-        seed=seed,
         threads=torch.get_num_threads(),
         torch_version=torch.__version__,
     )
+
+
+def diverged_outcome(epoch: int, steps_per_epoch: int, *, first_bad: int) -> CellOutcome:
+    """The outcome of a run whose loss was first non-finite at step ``first_bad`` of ``epoch``."""
+    diverged_at = epoch * steps_per_epoch + first_bad + 1
+    outcome = CellOutcome(state="diverged", reason=f"non-finite training loss at step {diverged_at} (epoch {epoch + 1})")
+    outcome.metrics["diverged_step"] = diverged_at
     return outcome
+
+
+def epoch_mean_loss(step_losses: torch.Tensor, n_train: int, batch_size: int) -> torch.Tensor:
+    """Mean training loss of an epoch from its per-step losses (steps first, any trailing
+    dims), weighting each step by its batch length so a short last batch counts for what it holds."""
+    steps_per_epoch = step_losses.shape[0]
+    lengths = torch.full((steps_per_epoch,), float(batch_size), device=step_losses.device)
+    lengths[-1] = n_train - (steps_per_epoch - 1) * batch_size
+    return (step_losses * lengths.view(-1, *[1] * (step_losses.dim() - 1))).sum(0) / n_train
 
 
 def warm_up() -> None:
     """Pay torch's one-off lazy imports (the optimizers pull in ``torch._dynamo``, over a
     second) once per process, so they are not charged to the first cell's ``wall_s``."""
     model = torch.nn.Linear(2, 2)
-    _make_optimizer(model.parameters(), {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0})
+    make_optimizer(model.parameters(), {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0})
     training_step_flops(model, torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))
 
 
