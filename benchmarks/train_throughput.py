@@ -17,6 +17,10 @@ Prints, no assertions:
    machine's matmul peak measured in the same run (fp32 and bf16 GEMM, 2048²).
 2. **Accuracy parity** on digits (seed CNN, equal epochs, three seeds): the mean final
    test error of the naive loop, scalelab fp32 and scalelab bf16.
+3. With ``--profile``: where a training step's time goes, from ``torch.profiler`` over
+   one epoch of scalelab's trainer in fp32 and in bf16, grouped by kind of operator
+   (convolutions forward and backward, pooling, ReLU, the optimizer, the rest), with the
+   convolutions' share of the matmul peak. This is what bounds the bf16 speed-up.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from scalelab.data import load_dataset, training_view
 from scalelab.models import build_model
 from scalelab.spec import parse_spec
-from scalelab.train.torch_trainer import cpu_has_native_bf16, resolve_device, train_cell
+from scalelab.train.torch_trainer import TRAINING_LOOP_RANGE, cpu_has_native_bf16, resolve_device, train_cell
 
 
 def cell_config(data: dict, *, precision: str, batch_size: int, epochs: int, seed: int, device: str) -> dict:
@@ -93,6 +97,69 @@ def gemm_peak(dtype: torch.dtype, device: torch.device, seconds: float = 1.0) ->
     return flops / (time.perf_counter() - start)
 
 
+# Operator kinds, matched on aten names; the first match wins.
+OP_KINDS = (
+    ("convolution", ("convolution", "conv2d")),
+    ("matmul (dense layers)", ("aten::mm", "aten::addmm", "aten::bmm")),
+    ("pooling", ("max_pool",)),
+    ("relu", ("clamp_min", "threshold", "relu")),
+    ("zero-fill", ("aten::fill_", "aten::zero_")),
+    ("optimizer", ("lerp_", "addcdiv_", "sqrt", "aten::mul_", "aten::add_", "aten::div", "foreach")),
+    ("dtype casts", ("_to_copy", "aten::copy_")),
+)
+
+
+def convolution_flops_share(config: dict, dataset, device: torch.device) -> float:
+    """The share of a training step's counted FLOPs that are convolutions (forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    view = training_view(dataset, config["data"])
+    model = build_model(config["model"], view.input_shape, view.n_classes, seed=0).to(device)
+    X = torch.from_numpy(view.X_train[:64]).to(device)
+    y = torch.from_numpy(view.y_train[:64]).to(device)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(X), y).backward()
+    counts = counter.get_flop_counts()["Global"]
+    conv = sum(n for op, n in counts.items() if "convolution" in str(op))
+    return conv / sum(counts.values())
+
+
+def profile_step_time(configs: dict, dataset, device: torch.device, flops_per_sample: float, peaks: dict, naive: float) -> None:
+    """One profiled epoch of the trainer per precision: milliseconds per step by operator kind."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    print("\n== 3. where a training step's time goes (torch.profiler, self time per operator kind) ==")
+    for name in ("scalelab fp32", "scalelab bf16"):
+        config = configs[name]
+        with profile(activities=activities) as prof:
+            metrics = train_cell(config, dataset).metrics
+        steps = metrics["steps"]
+        # Only what ran inside the trainer's training loop: not the FLOP count, not evaluation.
+        events = prof.events()
+        (loop,) = [e for e in events if e.name == TRAINING_LOOP_RANGE]
+        by_kind: dict[str, float] = {}
+        for event in events:
+            if event is loop or event.time_range.start < loop.time_range.start or event.time_range.end > loop.time_range.end:
+                continue
+            kind = next((k for k, needles in OP_KINDS if any(n in event.name for n in needles)), "other")
+            self_us = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
+            by_kind[kind] = by_kind.get(kind, 0.0) + self_us
+        total = sum(by_kind.values())
+        peak = peaks["bf16" if "bf16" in name else "fp32"]
+        conv_flops_share = convolution_flops_share(config, dataset, device)
+        print(f"   {name}: {total / steps / 1e3:.2f} ms of operator time per step of {metrics['n_train'] // steps} samples "
+              f"({metrics['train_s'] / steps * 1e3:.2f} ms wall, under the profiler)")  # fmt: skip
+        for kind, us in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+            line = f"      {kind:<24}{us / steps / 1e3:>7.2f} ms {us / total:>6.1%}"
+            if kind == "convolution":
+                achieved = conv_flops_share * flops_per_sample * (metrics["n_train"] / steps) / (us / steps / 1e6)
+                line += f"   ~{achieved / 1e9:.0f} GFLOP/s, {achieved / peak:.0%} of the {peak / 1e9:.0f} GFLOP/s matmul peak"
+            print(line)
+        needed = (metrics["n_train"] / steps) / (3 * naive) * 1e3
+        print(f"      a 3x speed-up over the naive loop needs {needed:.2f} ms per step")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples and repeats")
@@ -100,6 +167,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None, help="training samples per epoch (default 6144)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--profile", action="store_true", help="also break a training step down by operator (torch.profiler)")
     args = parser.parse_args()
     repeats = args.repeats or (2 if args.quick else 3)
     samples = args.samples or (2048 if args.quick else 6144)
@@ -163,6 +231,8 @@ def main() -> None:
     for name, values in errors.items():
         mean = statistics.mean(values)
         print(f"   {name:<32}{mean:>15.2%}{(mean - reference) * 100:>+10.2f} pt   " + ", ".join(f"{v:.2%}" for v in values))
+    if args.profile:
+        profile_step_time(configs, dataset, device, flops_per_sample, peaks, naive)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -41,6 +41,30 @@ def test_seed_cnn_parameters_grow_with_width(shape):
     assert len(set(counts)) == len(counts)
 
 
+def _article_order(model: torch.nn.Sequential) -> torch.nn.Sequential:
+    """The same layers in the article's order, each ReLU before its pooling layer."""
+    layers = list(model)
+    for i in range(len(layers) - 1):
+        if isinstance(layers[i], (torch.nn.MaxPool1d, torch.nn.MaxPool2d)) and isinstance(layers[i + 1], torch.nn.ReLU):
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    return torch.nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 8, 8), (1, 40), (3, 19, 19)])
+def test_seed_cnn_pooling_before_relu_is_the_articles_function_with_its_gradients(shape):
+    torch.manual_seed(0)
+    model = seed_cnn(0.5, shape)
+    reference = _article_order(model)
+    assert [type(m) for m in reference] != [type(m) for m in model]  # the order really differs
+    x = torch.randn(16, *shape)
+    ours, theirs = model(x), reference(x)
+    assert torch.equal(ours, theirs)
+    grads = torch.autograd.grad(ours.square().sum(), list(model.parameters()))
+    reference_grads = torch.autograd.grad(theirs.square().sum(), list(reference.parameters()))
+    for g, h in zip(grads, reference_grads):
+        assert torch.equal(g, h)
+
+
 def test_seed_cnn_rejects_inputs_it_cannot_convolve():
     with pytest.raises(ValueError):
         seed_cnn(1.0, (10,))

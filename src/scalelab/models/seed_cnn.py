@@ -3,6 +3,7 @@
 At ``width = 1`` on 3×32×32 inputs with 10 classes this is exactly the Keras model of
 the article: Conv(32, 3×3) – MaxPool(2) – Conv(64, 3×3) – MaxPool(2) – Conv(64, 3×3) –
 Flatten – Dense(64) – Dense(10), ReLU throughout, "valid" padding, 122,570 parameters.
+Each ReLU runs after its pooling layer rather than before: the same function.
 ``width`` multiplies every channel count and the hidden dense layer (rounded, at least 1).
 
 **Small inputs.** With valid padding the spatial side shrinks as
@@ -50,12 +51,15 @@ def build_seed_cnn(input_shape: tuple[int, ...], n_classes: int, *, width: float
     in_channels = input_shape[0]
     for i, base in enumerate(CHANNELS):
         out_channels = _scaled(base, width)
-        layers += [conv(in_channels, out_channels, KERNEL, padding=padding), nn.ReLU()]
+        layers.append(conv(in_channels, out_channels, KERNEL, padding=padding))
         sides = [s + 2 * padding - (KERNEL - 1) for s in sides]
         in_channels = out_channels
         if i < len(CHANNELS) - 1 and min(sides) >= 2:
+            # Pooling before the ReLU computes the same function with the same gradients
+            # (ReLU is monotone, so it commutes with max), on a quarter of the elements.
             layers.append(pool(2))
             sides = [s // 2 for s in sides]
+        layers.append(nn.ReLU())
     hidden = _scaled(HIDDEN, width)
     layers += [
         nn.Flatten(),

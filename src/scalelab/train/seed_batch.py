@@ -32,6 +32,7 @@ from scalelab.models import build_model, count_parameters
 from scalelab.train.flops import forward_flops, training_step_flops
 from scalelab.train.outcome import CellOutcome
 from scalelab.train.torch_trainer import (
+    TRAINING_LOOP_RANGE,
     autocast_for,
     diverged_outcome,
     epoch_mean_loss,
@@ -103,33 +104,34 @@ def train_seed_group(configs: list[dict], dataset: Dataset) -> list[CellOutcome]
 
     synchronize(device)
     train_started = time.perf_counter()
-    for epoch in range(epochs):
-        orders = torch.stack([torch.randperm(n_train, generator=g) for g in shufflers]).to(device)
-        step_losses = torch.empty(steps_per_epoch, n_seeds, device=device)
-        for step in range(steps_per_epoch):
-            index = orders[:, step * batch_size : (step + 1) * batch_size]
-            xb, yb = (X[index], y[index]) if shared else (X[seed_rows, index], y[seed_rows, index])
-            with autocast:
-                losses = batched_loss(params, buffers, xb, yb)
-            optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            optimizer.step()
-            step_losses[step] = losses.detach()
-        epochs_done = epoch + 1
-        finite = torch.isfinite(step_losses).cpu()  # one host sync per epoch
-        means = epoch_mean_loss(step_losses, n_train, batch_size).tolist()
-        for s in range(n_seeds):
-            if finished_at[s] is not None:
-                continue
-            if bool(finite[:, s].all()):
-                train_loss[s] = means[s]
-                continue
-            outcomes[s] = diverged_outcome(epoch, steps_per_epoch, first_bad=int((~finite[:, s]).nonzero()[0, 0]))
-            finished_at[s] = (epochs_done, outcomes[s].metrics["diverged_step"])
-            # Evaluated as a separate run would be: right after the epoch it diverged in.
-            _evaluate_seed(outcomes[s], models[s], params, s, views[s], autocast=autocast, steps=finished_at[s][1])
-        if all(f is not None for f in finished_at):
-            break
+    with torch.profiler.record_function(TRAINING_LOOP_RANGE):
+        for epoch in range(epochs):
+            orders = torch.stack([torch.randperm(n_train, generator=g) for g in shufflers]).to(device)
+            step_losses = torch.empty(steps_per_epoch, n_seeds, device=device)
+            for step in range(steps_per_epoch):
+                index = orders[:, step * batch_size : (step + 1) * batch_size]
+                xb, yb = (X[index], y[index]) if shared else (X[seed_rows, index], y[seed_rows, index])
+                with autocast:
+                    losses = batched_loss(params, buffers, xb, yb)
+                optimizer.zero_grad(set_to_none=True)
+                losses.sum().backward()
+                optimizer.step()
+                step_losses[step] = losses.detach()
+            epochs_done = epoch + 1
+            finite = torch.isfinite(step_losses).cpu()  # one host sync per epoch
+            means = epoch_mean_loss(step_losses, n_train, batch_size).tolist()
+            for s in range(n_seeds):
+                if finished_at[s] is not None:
+                    continue
+                if bool(finite[:, s].all()):
+                    train_loss[s] = means[s]
+                    continue
+                outcomes[s] = diverged_outcome(epoch, steps_per_epoch, first_bad=int((~finite[:, s]).nonzero()[0, 0]))
+                finished_at[s] = (epochs_done, outcomes[s].metrics["diverged_step"])
+                # Evaluated as a separate run would be: right after the epoch it diverged in.
+                _evaluate_seed(outcomes[s], models[s], params, s, views[s], autocast=autocast, steps=finished_at[s][1])
+            if all(f is not None for f in finished_at):
+                break
     synchronize(device)
     group_train_s = time.perf_counter() - train_started
 

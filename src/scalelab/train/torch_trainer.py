@@ -20,6 +20,7 @@ from scalelab.train.flops import forward_flops, training_step_flops
 from scalelab.train.outcome import CellOutcome
 
 EVAL_BATCH_SIZE = 1024
+TRAINING_LOOP_RANGE = "scalelab.training_loop"
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -127,25 +128,27 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
     model.train()
     synchronize(device)
     train_started = time.perf_counter()
-    for epoch in range(epochs):
-        order = torch.randperm(n_train, generator=shuffler).to(device)
-        step_losses = torch.empty(steps_per_epoch, device=device)
-        for step in range(steps_per_epoch):
-            index = order[step * batch_size : (step + 1) * batch_size]
-            with autocast:
-                loss = F.cross_entropy(step_model(X[index]), y[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step_losses[step] = loss.detach()
-        steps += steps_per_epoch
-        epochs_done = epoch + 1
-        finite = torch.isfinite(step_losses)
-        if not bool(finite.all()):  # one host sync per epoch
-            outcome = diverged_outcome(epoch, steps_per_epoch, first_bad=int((~finite).nonzero()[0, 0]))
-            steps = outcome.metrics["diverged_step"]
-            break
-        train_loss = float(epoch_mean_loss(step_losses, n_train, batch_size))
+    # A named range, so a profile of a whole cell can single out the training steps.
+    with torch.profiler.record_function(TRAINING_LOOP_RANGE):
+        for epoch in range(epochs):
+            order = torch.randperm(n_train, generator=shuffler).to(device)
+            step_losses = torch.empty(steps_per_epoch, device=device)
+            for step in range(steps_per_epoch):
+                index = order[step * batch_size : (step + 1) * batch_size]
+                with autocast:
+                    loss = F.cross_entropy(step_model(X[index]), y[index])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step_losses[step] = loss.detach()
+            steps += steps_per_epoch
+            epochs_done = epoch + 1
+            finite = torch.isfinite(step_losses)
+            if not bool(finite.all()):  # one host sync per epoch
+                outcome = diverged_outcome(epoch, steps_per_epoch, first_bad=int((~finite).nonzero()[0, 0]))
+                steps = outcome.metrics["diverged_step"]
+                break
+            train_loss = float(epoch_mean_loss(step_losses, n_train, batch_size))
     synchronize(device)
     train_s = time.perf_counter() - train_started
 
