@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from scalelab.errors import InputError
-from scalelab.spec import StudySpec, load_spec, parse_spec
+from scalelab.spec import StudySpec, load_spec, parse_spec, seed_group_key
 from scalelab.store import RunStore
 
 DEFAULT_STORE = "scalelab.db"
@@ -63,12 +63,13 @@ class Study:
         workers = workers or available_cores()
         if workers < 1:
             raise InputError(f"--workers {workers}: must be at least 1")
-        shapes = preflight(self.spec)
         pool = LocalExecutor(workers=workers)
-        # Start the workers now: each is a new Python process importing torch, seconds of
-        # work that the cost estimate below (FLOP counting) overlaps instead of preceding.
-        pool.start(self._cells_to_run(retry_failed))
+        # Start the workers first: each is a new Python process importing torch, seconds of
+        # work that the checks and the cost estimate below (loading the data, counting
+        # FLOPs) overlap instead of preceding. A study that fails its checks stops them.
+        pool.start(self._tasks_to_run(retry_failed), preload=_distinct_datasets(self.spec))
         try:
+            shapes = preflight(self.spec)
             costs = {e.cell_id: e.flops for e in estimate_grid(self.spec, shapes, workers=workers, calibrate_s=0)}
             with RunStore.open(self.store_path) as store:
                 store.register_study(self.spec, costs=costs)
@@ -77,13 +78,15 @@ class Study:
             pool.stop()  # the runner stops its pool itself; this covers a failure before it ran
             raise
 
-    def _cells_to_run(self, retry_failed: bool) -> int:
-        """How many of the study's cells the store does not hold finished (all, without a store)."""
+    def _tasks_to_run(self, retry_failed: bool) -> int:
+        """At most how many tasks a run hands to workers: the cells the store does not hold
+        finished (all, without a store), and no more than the seed groups under ``batch_seeds``."""
+        tasks = len({seed_group_key(c.config) or c.cell_id for c in self.spec.cells})
         if not self.store_path.exists() or self.store_path.stat().st_size == 0:
-            return len(self.spec.cells)
+            return tasks
         finished = ("done",) if retry_failed else ("done", "failed", "diverged")
         with RunStore.open_existing(self.store_path) as store:
-            return len(self.spec.cells) - store.count_in_states((c.cell_id for c in self.spec.cells), finished)
+            return min(tasks, len(self.spec.cells) - store.count_in_states((c.cell_id for c in self.spec.cells), finished))
 
     def status(self) -> dict[str, int]:
         """Number of cells in each state."""
@@ -116,3 +119,10 @@ class Study:
 def load_study(path_or_name: str | Path, *, store: str | Path = DEFAULT_STORE) -> Study:
     """Load a study from its TOML file, or by name from the store."""
     return Study(resolve_spec(path_or_name, store=store), store=store)
+
+
+def _distinct_datasets(spec: StudySpec) -> list[dict]:
+    """One ``[data]`` configuration per dataset the study loads (workers load each once)."""
+    from scalelab.data import dataset_key
+
+    return list({dataset_key(c.config["data"]): c.config["data"] for c in spec.cells}.values())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ def _watch_parent(parent_pid: int) -> None:
         time.sleep(1.0)
 
 
-def _worker_main(conn: Connection, threads: int, parent_pid: int) -> None:
+def _worker_main(conn: Connection, threads: int, parent_pid: int, preload: list[dict]) -> None:
     # SIGINT arrives blocked (see _Slot); ignore it, then unblock so a pending one is dropped.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
@@ -51,15 +52,20 @@ def _worker_main(conn: Connection, threads: int, parent_pid: int) -> None:
     torch.set_num_threads(threads)
     from scalelab.execute.work import CellWorker
 
-    worker = CellWorker()
+    worker = CellWorker(preload=preload)
     while True:
         try:
             task = conn.recv()
         except EOFError:
-            return
+            task = None
         if task is None:
-            return
+            break
         conn.send(("results", worker.run_group(task)))
+    # Every result is sent and the worker holds no open files: skip the interpreter's
+    # teardown of torch, most of a second that the coordinator would wait for at the end.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @dataclass
@@ -71,9 +77,9 @@ class WorkerLost:
 
 
 class _Slot:
-    def __init__(self, ctx, threads: int):
+    def __init__(self, ctx, threads: int, preload: list[dict]):
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, threads, os.getpid()), daemon=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, threads, os.getpid(), preload), daemon=True)
         # A terminal's Ctrl-C goes to the whole process group. The child inherits this
         # mask, so SIGINT stays blocked while its interpreter starts (before it can
         # ignore the signal) instead of printing a KeyboardInterrupt traceback.
@@ -98,15 +104,20 @@ class LocalExecutor:
         self.threads = threads_per_worker(workers)
         self._ctx = mp.get_context("spawn")
         self._slots: list[_Slot] = []
+        self._preload: list[dict] = []
 
-    def start(self, n_cells: int) -> None:
+    def start(self, n_cells: int, *, preload: list[dict] | None = None) -> None:
         """Start up to ``workers`` processes (no more than there are cells to run).
 
-        Calling it again only adds what is missing, so a caller may start the pool early,
-        while it still prepares the run, and the runner's own call then costs nothing.
+        ``preload``: ``[data]`` configurations each worker loads as soon as it is up, before
+        its first cell arrives. Calling it again only adds what is missing, so a caller may
+        start the pool early, while it still prepares the run, and the runner's own call
+        then costs nothing.
         """
+        if preload is not None:
+            self._preload = list(preload)
         for _ in range(min(self.workers, n_cells) - len(self._slots)):
-            self._slots.append(_Slot(self._ctx, self.threads))
+            self._slots.append(_Slot(self._ctx, self.threads, self._preload))
 
     def idle_slots(self) -> int:
         return sum(1 for s in self._slots if not s.cell_ids)
@@ -150,7 +161,7 @@ class LocalExecutor:
     def _replace(self, slot: _Slot) -> None:
         index = self._slots.index(slot)
         slot.conn.close()
-        self._slots[index] = _Slot(self._ctx, self.threads)
+        self._slots[index] = _Slot(self._ctx, self.threads, self._preload)
 
     def stop(self) -> None:
         """Stop every worker now; cells they held are the coordinator's to release."""

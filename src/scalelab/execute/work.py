@@ -23,11 +23,17 @@ class CellResult:
 class CellWorker:
     """Runs cells in the current process, caching loaded datasets between them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, preload: list[dict] = ()) -> None:
+        """``preload``: ``[data]`` configurations to load now, before any cell asks for them."""
         from scalelab.train.torch_trainer import warm_up
 
         self._datasets: dict[str, object] = {}
         warm_up()
+        for data_config in preload:
+            try:
+                self.dataset(data_config)
+            except Exception:  # noqa: BLE001 - raised again, with its traceback, by the first cell that needs it
+                continue
 
     def dataset(self, data_config: dict):
         from scalelab.data import dataset_key, load_dataset
