@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("study", metavar="STUDY", help="study file (.toml), or the name of a study in the store")
     with_store(run)
     run.add_argument("--workers", type=_positive_int, default=None, metavar="N", help="worker processes (default: one per core)")
-    run.add_argument("--executor", choices=["local"], default="local", help="where cells run (default: local)")
+    run.add_argument("--executor", choices=["local", "ray"], default="local", help="where cells run: a local process pool (default) or a Ray cluster")
+    run.add_argument("--address", default=None, metavar="ADDR", help="with --executor ray: the cluster to join (host:port, ray://host:port or auto); default: a private local instance")
     run.add_argument("--retry-failed", action="store_true", help="also rerun failed and diverged cells")
     run.add_argument("--dry-run", action="store_true", help="list the cells with estimated FLOPs and time; train nothing")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -179,15 +180,17 @@ def cmd_run(args) -> int:
     if args.dry_run:
         return _dry_run(spec, workers=args.workers)
     study = Study(spec, store=args.store)
-    return _run_and_report(study, workers=args.workers, retry_failed=args.retry_failed, quiet=args.quiet)
+    return _run_and_report(
+        study, workers=args.workers, retry_failed=args.retry_failed, quiet=args.quiet, executor=args.executor, address=args.address
+    )
 
 
-def _run_and_report(study, *, workers, retry_failed: bool, quiet: bool) -> int:
+def _run_and_report(study, *, workers, retry_failed: bool, quiet: bool, executor: str = "local", address: str | None = None) -> int:
     from scalelab.execute.runner import Interrupted
 
     out = _console()
     try:
-        summary = study.run(workers=workers, retry_failed=retry_failed, progress=not quiet)
+        summary = study.run(workers=workers, executor=executor, address=address, retry_failed=retry_failed, progress=not quiet)
     except Interrupted as exc:
         print(f"scalelab: {exc}; unfinished cells are pending again. Rerun the same command to resume.", file=sys.stderr)
         return EXIT_INTERRUPTED

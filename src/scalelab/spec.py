@@ -38,7 +38,7 @@ SEED_MAX = 2**32 - 1  # numpy and scikit-learn accept seeds in [0, 2**32)
 _DATA_OFF = {**QUALITY_DEFAULTS, "preprocess": "none"}
 # [train] settings added after the first release, left out of a cell's id when off, so
 # that adding them kept every existing cell's id (and its stored result) valid.
-_TRAIN_OFF = {"compile": False, "batch_seeds": False}
+_TRAIN_OFF = {"compile": False, "batch_seeds": False, "data_parallel": 1}
 
 
 class _Strict(BaseModel):
@@ -104,7 +104,15 @@ class TrainFields(_Strict):
     )
     compile: bool = Field(False, description="torch.compile the model (opt-in: compiling costs time up front)")
     batch_seeds: bool = Field(False, description="train the cells that differ only in seed together, as one vmapped model (mlp, seed_cnn)")
+    data_parallel: int = Field(1, ge=1, le=1024, description="train each cell as this many DistributedDataParallel processes")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto uses CUDA when present")
+
+
+class ResourceFields(_Strict):
+    """``[resources]``: what one cell reserves on a Ray cluster (``--executor ray``)."""
+
+    cpus: float = Field(1.0, gt=0, le=4096, description="CPUs per cell; also its torch threads")
+    gpus: float = Field(0.0, ge=0, le=64, description="GPUs per cell (a fraction shares one)")
 
 
 class TargetFields(_Strict):
@@ -123,6 +131,7 @@ class StudyFile(_Strict):
     train: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, Any] | None = None
     target: TargetFields = Field(default_factory=TargetFields)
+    resources: ResourceFields = Field(default_factory=ResourceFields)
 
 
 @dataclass(frozen=True)
@@ -145,6 +154,7 @@ class StudySpec:
     cells: tuple[Cell, ...]
     source: str  # the file it came from, or a label for in-memory specs
     raw: dict = field(repr=False)  # the study file as parsed, for the store's record
+    resources: dict = field(default_factory=lambda: ResourceFields().model_dump())  # per cell, for the Ray executor
 
 
 def cell_id_of(config: dict) -> str:
@@ -229,6 +239,7 @@ def parse_spec(raw: dict, *, source: str = "<study>") -> StudySpec:
         cells=tuple(cells),
         source=source,
         raw=raw,
+        resources=top.resources.model_dump(),
     )
 
 
@@ -328,8 +339,10 @@ def _check_seed_batching(family: str, train: TrainFields, source: str) -> None:
     if not family_entry(family).seed_batchable:
         able = ", ".join(name for name, entry in FAMILIES.items() if entry.seed_batchable)
         raise InputError(f"{source}: train.batch_seeds = true: model family {family!r} cannot batch its seeds (families that can: {able})")
-    if train.compile:
-        raise InputError(f"{source}: train.batch_seeds = true and train.compile = true cannot be combined; choose one")
+    for name in ("compile", "data_parallel"):
+        if getattr(train, name) != _TRAIN_OFF[name]:
+            value = json.dumps(getattr(train, name))
+            raise InputError(f"{source}: train.batch_seeds = true and train.{name} = {value} cannot be combined; choose one")
 
 
 def seed_group_key(config: dict) -> str | None:

@@ -48,8 +48,20 @@ class Study:
     def name(self) -> str:
         return self.spec.name
 
-    def run(self, *, workers: int | None = None, executor: str = "local", retry_failed: bool = False, progress: bool = True):
+    def run(
+        self,
+        *,
+        workers: int | None = None,
+        executor: str = "local",
+        address: str | None = None,
+        retry_failed: bool = False,
+        progress: bool = True,
+    ):
         """Run or resume every unfinished cell; returns a :class:`~scalelab.execute.runner.RunSummary`.
+
+        ``executor``: ``"local"`` (a pool of ``workers`` processes, default one per core) or
+        ``"ray"`` (actors on the Ray cluster at ``address``, or on a private local instance
+        when it is ``None``; each reserves the study's ``[resources]``).
 
         Data problems are checked first (:func:`scalelab.estimate.preflight`) and raise
         :class:`InputError` before the store is created or changed.
@@ -58,19 +70,28 @@ class Study:
         from scalelab.execute.local import LocalExecutor, available_cores
         from scalelab.execute.runner import run_study_cells
 
-        if executor != "local":
-            raise InputError(f"executor {executor!r} is not available; use 'local'")
-        workers = workers or available_cores()
-        if workers < 1:
+        if workers is not None and workers < 1:
             raise InputError(f"--workers {workers}: must be at least 1")
-        pool = LocalExecutor(workers=workers)
-        # Start the workers first: each is a new Python process importing torch, seconds of
-        # work that the checks and the cost estimate below (loading the data, counting
-        # FLOPs) overlap instead of preceding. A study that fails its checks stops them.
-        pool.start(self._tasks_to_run(retry_failed), preload=_distinct_datasets(self.spec))
+        if executor == "local":
+            if address is not None:
+                raise InputError("--address is for --executor ray")
+            pool = LocalExecutor(workers=workers or available_cores())
+            # Start the workers first: each is a new Python process importing torch, seconds
+            # of work that the checks and the cost estimate below (loading the data,
+            # counting FLOPs) overlap instead of preceding. Failed checks stop them.
+            pool.start(self._tasks_to_run(retry_failed), preload=_distinct_datasets(self.spec))
+        elif executor == "ray":
+            from scalelab.execute.ray_pool import RayExecutor
+
+            pool = RayExecutor(workers=workers, address=address, **self.spec.resources)
+        else:
+            raise InputError(f"executor {executor!r} is not available; use 'local' or 'ray'")
         try:
             shapes = preflight(self.spec)
-            costs = {e.cell_id: e.flops for e in estimate_grid(self.spec, shapes, workers=workers, calibrate_s=0)}
+            # Ray starts after the checks: starting a cluster for a study that fails them
+            # would cost more than the overlap gains.
+            pool.start(self._tasks_to_run(retry_failed), preload=_distinct_datasets(self.spec))
+            costs = {e.cell_id: e.flops for e in estimate_grid(self.spec, shapes, workers=workers or available_cores(), calibrate_s=0)}
             with RunStore.open(self.store_path) as store:
                 store.register_study(self.spec, costs=costs)
                 return run_study_cells(self.spec, store, pool, retry_failed=retry_failed, progress=progress)

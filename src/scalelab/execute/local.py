@@ -79,7 +79,10 @@ class WorkerLost:
 class _Slot:
     def __init__(self, ctx, threads: int, preload: list[dict]):
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, threads, os.getpid(), preload), daemon=True)
+        # Not a daemon: a data-parallel cell starts processes of its own, which daemonic
+        # processes may not. The pool stops its workers itself, and they exit on their own
+        # when the coordinator dies (see _watch_parent).
+        self.process = ctx.Process(target=_worker_main, args=(child, threads, os.getpid(), preload), daemon=False)
         # A terminal's Ctrl-C goes to the whole process group. The child inherits this
         # mask, so SIGINT stays blocked while its interpreter starts (before it can
         # ignore the signal) instead of printing a KeyboardInterrupt traceback.

@@ -6,6 +6,7 @@ configuration, so a warm worker loads each dataset once however many cells use i
 
 from __future__ import annotations
 
+import socket
 import traceback
 from dataclasses import dataclass, field
 
@@ -23,10 +24,12 @@ class CellResult:
 class CellWorker:
     """Runs cells in the current process, caching loaded datasets between them."""
 
-    def __init__(self, *, preload: list[dict] = ()) -> None:
-        """``preload``: ``[data]`` configurations to load now, before any cell asks for them."""
+    def __init__(self, *, executor: str = "local", preload: list[dict] = ()) -> None:
+        """``executor`` is recorded with every result, with this machine's host name;
+        ``preload``: ``[data]`` configurations to load now, before any cell asks for them."""
         from scalelab.train.torch_trainer import warm_up
 
+        self._where = {"executor": executor, "host": socket.gethostname()}
         self._datasets: dict[str, object] = {}
         warm_up()
         for data_config in preload:
@@ -34,6 +37,13 @@ class CellWorker:
                 self.dataset(data_config)
             except Exception:  # noqa: BLE001 - raised again, with its traceback, by the first cell that needs it
                 continue
+
+    def has_dataset(self, key: str) -> bool:
+        return key in self._datasets
+
+    def adopt_dataset(self, key: str, dataset) -> None:
+        """Use an already loaded dataset (one from Ray's object store, say) for ``key``."""
+        self._datasets[key] = dataset
 
     def dataset(self, data_config: dict):
         from scalelab.data import dataset_key, load_dataset
@@ -59,8 +69,12 @@ class CellWorker:
 
         An exception in a batched run fails every cell of the group with its traceback.
         """
-        if len(cells) == 1:
-            return [self.run(*cells[0])]
+        results = [self.run(*cells[0])] if len(cells) == 1 else self._run_seed_group(cells)
+        for result in results:
+            result.metrics.update(self._where)
+        return results
+
+    def _run_seed_group(self, cells: list[tuple[str, dict]]) -> list[CellResult]:
         from scalelab.train.cell import run_seed_group
 
         configs = [config for _, config in cells]

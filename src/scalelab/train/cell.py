@@ -21,9 +21,16 @@ def run_cell(config: dict, dataset: Dataset) -> CellOutcome:
         framework = "torch" if is_torch_model(model) else "sklearn"
     if framework == "sklearn":
         from scalelab.train.sklearn_trainer import train_cell
+
+        outcome = train_cell(config, dataset, model=model)
+    elif config["train"].get("data_parallel", 1) > 1:
+        from scalelab.train.data_parallel import train_data_parallel
+
+        outcome = train_data_parallel(config, dataset)  # each rank builds its own model
     else:
         from scalelab.train.torch_trainer import train_cell
-    outcome = train_cell(config, dataset, model=model)
+
+        outcome = train_cell(config, dataset, model=model)
     outcome.metrics["n_classes"] = int(dataset.n_classes)  # sets an error rate's chance level for the laws
     return outcome
 

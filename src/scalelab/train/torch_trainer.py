@@ -9,8 +9,10 @@ checked; the exact step is recovered from the per-step record.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
+from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
@@ -76,11 +78,23 @@ def make_optimizer(params, train: dict) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=train["lr"], weight_decay=train["weight_decay"])
 
 
-def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None = None) -> CellOutcome:
+@dataclass(frozen=True)
+class Replica:
+    """This process's place in a data-parallel run: its rank among ``world_size`` processes
+    that share one process group (see :mod:`scalelab.train.data_parallel`)."""
+
+    rank: int
+    world_size: int
+
+
+def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None = None, replica: Replica | None = None) -> CellOutcome:
     """Train and evaluate one resolved cell configuration on an already loaded dataset.
 
     ``model`` is the cell's module when the caller has built it already (seeded, see
-    :func:`scalelab.models.build_model`); otherwise it is built here. Returns a
+    :func:`scalelab.models.build_model`); otherwise it is built here. With ``replica``,
+    this process is one of a DistributedDataParallel group: every rank draws the same
+    shuffled global batch and trains on its share of it, so the group takes the steps a
+    single process with the same global batch would. Returns a
     :class:`CellOutcome` whose metrics hold the losses, test (and validation) error,
     parameter count, measured FLOPs, timings and environment. Raises only on real
     failures (bad configuration for the hardware, out of memory, bugs); a NaN or inf
@@ -89,6 +103,8 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
     started = time.perf_counter()
     model_cfg, train_cfg = config["model"], config["train"]
     device = resolve_device(train_cfg["device"])
+    if replica is not None and device.type == "cuda":
+        device = torch.device("cuda", replica.rank % torch.cuda.device_count())
     seed = int(train_cfg["seed"])
     precision = resolve_precision(train_cfg["precision"], device)
     autocast = autocast_for(precision, device)
@@ -116,6 +132,9 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
     flops_per_sample = training_step_flops(model, X[:batch_size], y[:batch_size]) / batch_size
     eval_flops_per_sample = forward_flops(model, X_test[:1])
     step_model = torch.compile(model) if train_cfg.get("compile") else model
+    if replica is not None:
+        alone_per_s = _samples_per_s_alone(model, X[:batch_size], y[:batch_size], train_cfg, autocast)
+        step_model = torch.nn.parallel.DistributedDataParallel(step_model, device_ids=[device.index] if device.type == "cuda" else None)
 
     shuffler = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(n_train / batch_size)
@@ -135,12 +154,25 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
             step_losses = torch.empty(steps_per_epoch, device=device)
             for step in range(steps_per_epoch):
                 index = order[step * batch_size : (step + 1) * batch_size]
-                with autocast:
-                    loss = F.cross_entropy(step_model(X[index]), y[index])
+                if replica is None:
+                    with autocast:
+                        loss = F.cross_entropy(step_model(X[index]), y[index])
+                    recorded = loss
+                else:
+                    # This rank's share of the global batch. DDP averages gradients over the
+                    # ranks, so each scales its summed loss by world_size / global batch: the
+                    # average is then the gradient of the global batch's mean loss.
+                    shard = index.tensor_split(replica.world_size)[replica.rank]
+                    with autocast:
+                        shard_sum = F.cross_entropy(step_model(X[shard]), y[shard], reduction="sum")
+                    loss = shard_sum * (replica.world_size / len(index))
+                    recorded = shard_sum / len(index)  # summed over the ranks at the epoch's end
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                step_losses[step] = loss.detach()
+                step_losses[step] = recorded.detach()
+            if replica is not None:
+                torch.distributed.all_reduce(step_losses)
             steps += steps_per_epoch
             epochs_done = epoch + 1
             finite = torch.isfinite(step_losses)
@@ -173,7 +205,38 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
         compiled=bool(train_cfg.get("compile")),
         seed=seed,
     )
+    if replica is not None:
+        total_per_s = outcome.metrics["samples_per_s"]
+        outcome.metrics.update(
+            world_size=replica.world_size,
+            per_process_samples_per_s=total_per_s / replica.world_size,
+            single_process_samples_per_s=alone_per_s,
+            scaling_efficiency=total_per_s / (replica.world_size * alone_per_s),
+        )
     return outcome
+
+
+def _samples_per_s_alone(model, X, y, train_cfg: dict, autocast, steps: int = 8) -> float:
+    """Training samples/s of a throwaway copy of ``model`` in this process alone, without
+    gradient exchange: the rate one replica would reach on its own, for scaling efficiency.
+    Every rank measures at once, so each competes for the machine as it will in training."""
+    twin = copy.deepcopy(model)
+    optimizer = make_optimizer(twin.parameters(), train_cfg)
+
+    def step():
+        with autocast:
+            loss = F.cross_entropy(twin(X), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()
+    synchronize(X.device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(X.device)
+    return steps * len(X) / (time.perf_counter() - started)
 
 
 def evaluate_into(outcome: CellOutcome, model, view, X_test, y_test, *, autocast, steps: int) -> None:
