@@ -50,9 +50,17 @@ def _rank_main(rank: int, world_size: int, init_method: str, config: dict, datas
         finally:
             dist.destroy_process_group()
     except Exception:  # sent to the launcher, which fails the cell with it
-        results.put((rank, "error", traceback.format_exc()))
-        return
-    results.put((rank, "ok", outcome if rank == 0 else None))
+        report = (rank, "error", traceback.format_exc())
+    else:
+        report = (rank, "ok", outcome if rank == 0 else None)
+    results.put(report)
+    results.close()
+    results.join_thread()  # the report is in the pipe
+    # Skip the interpreter's teardown: gloo's threads, destroyed at exit, abort the process
+    # with "terminate called without an active exception" on stderr.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def train_data_parallel(config: dict, dataset: Dataset) -> CellOutcome:
