@@ -9,10 +9,23 @@ training loss within float tolerance (the gradient is summed in another order).
 from __future__ import annotations
 
 import math
+import os
+import signal
+from pathlib import Path
 
 import pytest
 
-from cli_helpers import cli_env, run_cli, runs_json, write_study
+from cli_helpers import (
+    CLIProcess,
+    cell_states,
+    children_of,
+    cli_env,
+    run_cli,
+    runs_json,
+    wait_for_group_to_empty,
+    wait_until,
+    write_study,
+)
 from scalelab.data import load_dataset
 from scalelab.errors import InputError
 from scalelab.spec import parse_spec
@@ -91,3 +104,35 @@ def test_a_data_parallel_cell_runs_through_the_worker_pool(tmp_path):
     rows = runs_json(study, store=tmp_path / "s.db", env=env, cwd=tmp_path)
     assert [row["state"] for row in rows] == ["done", "done"]
     assert {row["world_size"] for row in rows} == {2}
+
+
+def test_batch_norm_across_cpu_processes_fails_the_cell_with_the_reason(digits):
+    with pytest.raises(RuntimeError) as caught:
+        run_cell(cell(data_parallel=2, model={"family": "resnet", "width": 0.25, "depth": 1}), digits)
+    assert "needs a model without batch norm" in str(caught.value)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process checks read /proc (Linux)")
+def test_ctrl_c_during_a_data_parallel_cell_stops_its_ranks_too(tmp_path):
+    study = write_study(
+        tmp_path / "long.toml",
+        'name = "long"\n[data]\nname = "digits"\n[model]\nfamily = "mlp"\n'
+        '[train]\nepochs = 2000\ndevice = "cpu"\ndata_parallel = 2\n',
+    )
+    env = cli_env(tmp_path / "cache")
+    store = tmp_path / "s.db"
+    with CLIProcess(("run", study, "--store", store, "--workers", "1", "--quiet"), env=env, cwd=tmp_path) as runner:
+
+        def ranks_training():
+            if "running" not in cell_states(store, "long").values():
+                return None
+            workers = children_of(runner.pid)
+            ranks = [pid for worker in workers for pid in children_of(worker)]
+            return ranks if len(ranks) >= 2 else None
+
+        wait_until(ranks_training, what="the cell's two rank processes")
+        os.kill(runner.pid, signal.SIGINT)
+        assert runner.communicate() == 130, runner.describe()
+        assert wait_for_group_to_empty(runner.pid) == [], "worker or rank processes outlived the run"
+    assert set(cell_states(store, "long").values()) == {"pending"}

@@ -335,7 +335,8 @@ def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict) -> d
 
 
 def _check_seed_batching(family: str, train: TrainFields, source: str) -> None:
-    """``batch_seeds`` needs a family whose seeds can share one vmapped model, and no compile."""
+    """``batch_seeds`` needs a family whose seeds can share one vmapped model, and neither
+    ``compile`` nor ``data_parallel``."""
     if not family_entry(family).seed_batchable:
         able = ", ".join(name for name, entry in FAMILIES.items() if entry.seed_batchable)
         raise InputError(f"{source}: train.batch_seeds = true: model family {family!r} cannot batch its seeds (families that can: {able})")

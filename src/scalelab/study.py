@@ -76,10 +76,6 @@ class Study:
             if address is not None:
                 raise InputError("--address is for --executor ray")
             pool = LocalExecutor(workers=workers or available_cores())
-            # Start the workers first: each is a new Python process importing torch, seconds
-            # of work that the checks and the cost estimate below (loading the data,
-            # counting FLOPs) overlap instead of preceding. Failed checks stop them.
-            pool.start(self._tasks_to_run(retry_failed), preload=_distinct_datasets(self.spec))
         elif executor == "ray":
             from scalelab.execute.ray_pool import RayExecutor
 
@@ -87,6 +83,11 @@ class Study:
         else:
             raise InputError(f"executor {executor!r} is not available; use 'local' or 'ray'")
         try:
+            if executor == "local":
+                # Start the workers first: each is a new Python process importing torch,
+                # seconds of work that the checks and the cost estimate below (loading the
+                # data, counting FLOPs) overlap instead of preceding. Failed checks stop them.
+                pool.start(self._tasks_to_run(retry_failed), preload=_distinct_datasets(self.spec))
             shapes = preflight(self.spec)
             # Ray starts after the checks: starting a cluster for a study that fails them
             # would cost more than the overlap gains.

@@ -14,12 +14,12 @@ import multiprocessing as mp
 import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
 from scalelab.execute.work import CellResult
+from scalelab.processes import exit_when_parent_dies
 
 
 def available_cores() -> int:
@@ -35,18 +35,14 @@ def threads_per_worker(workers: int) -> int:
     return max(1, available_cores() // max(1, workers))
 
 
-def _watch_parent(parent_pid: int) -> None:
-    while True:
-        if os.getppid() != parent_pid:
-            os._exit(3)  # the coordinator is gone (kill -9): nobody will read our result
-        time.sleep(1.0)
-
-
 def _worker_main(conn: Connection, threads: int, parent_pid: int, preload: list[dict]) -> None:
     # SIGINT arrives blocked (see _Slot); ignore it, then unblock so a pending one is dropped.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    exit_when_parent_dies(parent_pid)  # the coordinator is gone (kill -9): nobody will read our results
+    # stop() sends SIGTERM: exit through Python, so cleanups run (a data-parallel cell
+    # stops its ranks and removes its rendezvous directory).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     import torch
 
     torch.set_num_threads(threads)
@@ -81,7 +77,7 @@ class _Slot:
         self.conn, child = ctx.Pipe()
         # Not a daemon: a data-parallel cell starts processes of its own, which daemonic
         # processes may not. The pool stops its workers itself, and they exit on their own
-        # when the coordinator dies (see _watch_parent).
+        # when the coordinator dies (exit_when_parent_dies).
         self.process = ctx.Process(target=_worker_main, args=(child, threads, os.getpid(), preload), daemon=False)
         # A terminal's Ctrl-C goes to the whole process group. The child inherits this
         # mask, so SIGINT stays blocked while its interpreter starts (before it can

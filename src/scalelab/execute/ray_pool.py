@@ -163,6 +163,7 @@ class RayExecutor:
             except ray.exceptions.RayActorError as exc:
                 why = " ".join(str(exc).split())[:300]
                 events.extend(WorkerLost(cell_id, f"Ray worker died while training this cell ({why})") for cell_id in cell_ids)
+                ray.kill(self._actors[index])  # dead already, unless only its task was lost
                 self._actors[index] = self._new_actor()
             except ray.exceptions.RayError as exc:  # the task itself failed outside the trainer (fetching a dataset, say)
                 events.extend(CellResult(cell_id, "failed", reason=str(exc)) for cell_id in cell_ids)

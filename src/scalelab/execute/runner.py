@@ -103,9 +103,10 @@ def run_study_cells(
     handled = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
     previous = {s: signal.signal(s, on_signal) for s in handled}
     bar = _Progress(total=sum(counts.values()), finished=sum(counts[s] for s in ("done", "failed", "diverged")), show=progress)
-    executor.start(to_run)
     # Seed siblings under batch_seeds are claimed and trained as one task.
     group_of = {cell.cell_id: key for cell in spec.cells if (key := seed_group_key(cell.config))}
+    most_tasks = len(spec.cells) - len(group_of) + len(set(group_of.values()))
+    executor.start(min(to_run, most_tasks))
     last_renewal = time.monotonic()
     attempts: dict[str, int] = {}
     clean = False

@@ -56,7 +56,8 @@ def build_seed_cnn(input_shape: tuple[int, ...], n_classes: int, *, width: float
         in_channels = out_channels
         if i < len(CHANNELS) - 1 and min(sides) >= 2:
             # Pooling before the ReLU computes the same function with the same gradients
-            # (ReLU is monotone, so it commutes with max), on a quarter of the elements.
+            # (ReLU is monotone, so it commutes with max), on a quarter of the elements
+            # (half for 1-D inputs).
             layers.append(pool(2))
             sides = [s // 2 for s in sides]
         layers.append(nn.ReLU())

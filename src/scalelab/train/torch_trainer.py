@@ -104,7 +104,7 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
     model_cfg, train_cfg = config["model"], config["train"]
     device = resolve_device(train_cfg["device"])
     if replica is not None and device.type == "cuda":
-        device = torch.device("cuda", replica.rank % torch.cuda.device_count())
+        device = torch.device("cuda", torch.cuda.current_device())  # set per rank by the launcher
     seed = int(train_cfg["seed"])
     precision = resolve_precision(train_cfg["precision"], device)
     autocast = autocast_for(precision, device)
@@ -131,6 +131,8 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
     # FLOPs per sample, measured once on a real batch; the count is linear in batch size.
     flops_per_sample = training_step_flops(model, X[:batch_size], y[:batch_size]) / batch_size
     eval_flops_per_sample = forward_flops(model, X_test[:1])
+    if replica is not None:
+        model = _synchronised_batch_norm(model, device)  # keeps the same parameter tensors
     step_model = torch.compile(model) if train_cfg.get("compile") else model
     if replica is not None:
         alone_per_s = _samples_per_s_alone(model, X[:batch_size], y[:batch_size], train_cfg, autocast)
@@ -184,7 +186,8 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
     synchronize(device)
     train_s = time.perf_counter() - train_started
 
-    evaluate_into(outcome, model, view, X_test, y_test, autocast=autocast, steps=steps)
+    if replica is None or replica.rank == 0:  # every rank holds the same model; one evaluates
+        evaluate_into(outcome, model, view, X_test, y_test, autocast=autocast, steps=steps)
     outcome.metrics.update(
         run_metrics(
             train_loss=train_loss,
@@ -214,6 +217,19 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
             scaling_efficiency=total_per_s / (replica.world_size * alone_per_s),
         )
     return outcome
+
+
+def _synchronised_batch_norm(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Batch norm over the global batch, as one process would compute it: SyncBatchNorm on
+    CUDA; on the CPU, where it is not available, a clear error instead of per-shard statistics."""
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    if device.type != "cuda":
+        raise ValueError(
+            "train.data_parallel > 1 on the CPU needs a model without batch norm (each process would "
+            "normalise its own share of the batch); use mlp or seed_cnn, or train on CUDA"
+        )
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def _samples_per_s_alone(model, X, y, train_cfg: dict, autocast, steps: int = 8) -> float:
