@@ -5,14 +5,15 @@ grid; then data-parallel training with 2 processes against 1.
     python benchmarks/executors.py           # about 4 min on 2 cores
 
 **1. Per-cell overhead.** A grid of tiny cells (an MLP on a quarter of digits, 1 epoch,
-a few milliseconds of training each) run three ways, each as a fresh command or process:
+a few milliseconds of training each; 200 cells for scalelab, 24 for Tune, whose trials
+cost seconds each) run three ways, each as a fresh command or process:
 
 - ``scalelab run --workers 2`` (the local pool);
 - ``scalelab run --executor ray`` (a private local Ray instance, actors of 1 CPU);
 - Ray Tune with default settings: ``tune.Tuner(trainable, param_space={... tune.grid_search
   ...}).fit()``, the trainable training the same cell with scalelab's ``run_cell``.
 
-Each runs the full grid (N cells) and a grid of 2 cells (one per core). The fixed costs
+Each runs its full grid (N cells) and a grid of 2 cells (one per core). The fixed costs
 (process and Ray start, imports) are the same in both, so the per-cell overhead is
 ``(wall(N) - wall(2)) / (N - 2)`` minus the pure training time per cell divided by the 2
 cores (the training itself, measured in-process). Total wall time is printed too.
@@ -122,32 +123,35 @@ def pure_training_s(study: Path) -> float:
     return (time.perf_counter() - start) / len(cells)
 
 
-def overhead_table(n_cells: int, repeats: int) -> None:
+def overhead_table(n_cells: int, n_tune_cells: int, repeats: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         full, pair = study_file(Path(tmp), "grid", n_cells), study_file(Path(tmp), "pair", 2)
+        tune_full = study_file(Path(tmp), "tune", n_tune_cells)
         pure = pure_training_s(full)
+        # (run, its grid): Tune gets fewer cells, since each of its trials costs seconds.
         runners = {
-            "local pool (scalelab run --workers 2)": lambda s: scalelab_wall(s, "--workers", "2"),
-            "Ray executor (scalelab run --executor ray)": lambda s: scalelab_wall(s, "--executor", "ray"),
-            "Ray Tune grid_search, defaults": tune_wall,
+            "local pool (scalelab run --workers 2)": (lambda s: scalelab_wall(s, "--workers", "2"), full),
+            "Ray executor (scalelab run --executor ray)": (lambda s: scalelab_wall(s, "--executor", "ray"), full),
+            "Ray Tune grid_search, defaults": (tune_wall, tune_full),
         }
         walls: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in runners}
         for _ in range(repeats):  # interleaved, so a busy moment slows all alike
-            for name, run in runners.items():
-                walls[name][0].append(run(full))
+            for name, (run, grid) in runners.items():
+                walls[name][0].append(run(grid))
                 walls[name][1].append(run(pair))
-    print(f"\n== 1. per-cell overhead: {n_cells} tiny cells (mlp on digits, {pure * 1e3:.0f} ms of training each), 2 cores, "
+    print(f"\n== 1. per-cell overhead: tiny cells (mlp on digits, {pure * 1e3:.0f} ms of training each), 2 cores, "
           f"median of {repeats} ==")  # fmt: skip
-    print(f"   {'executor':<46}{f'wall {n_cells} cells s':>16}{'wall 2 cells s':>16}{'overhead per cell s':>21}{'vs Tune':>9}")
+    print(f"   {'executor':<46}{'cells':>7}{'wall s':>9}{'wall 2 cells s':>16}{'overhead per cell s':>21}{'vs Tune':>9}")
     rows = {}
     for name, (full_walls, pair_walls) in walls.items():
+        cells = n_tune_cells if "Tune" in name else n_cells
         wall_full, wall_pair = statistics.median(full_walls), statistics.median(pair_walls)
-        rows[name] = (wall_full, wall_pair, (wall_full - wall_pair) / (n_cells - 2) - pure / 2)
-    tune_overhead = rows["Ray Tune grid_search, defaults"][2]
-    for name, (wall_full, wall_pair, per_cell) in rows.items():
+        rows[name] = (cells, wall_full, wall_pair, (wall_full - wall_pair) / (cells - 2) - pure / 2)
+    tune_overhead = rows["Ray Tune grid_search, defaults"][3]
+    for name, (cells, wall_full, wall_pair, per_cell) in rows.items():
         # At or below zero the overhead is lost in the run-to-run noise of the walls.
         ratio = f"{tune_overhead / per_cell:>8.1f}x" if per_cell > 0 else f"{'(noise)':>9}"
-        print(f"   {name:<46}{wall_full:>16.1f}{wall_pair:>16.1f}{per_cell:>21.3f}{ratio}")
+        print(f"   {name:<46}{cells:>7}{wall_full:>9.1f}{wall_pair:>16.1f}{per_cell:>21.4f}{ratio}")
     print("   overhead per cell: (wall N cells - wall 2 cells) / (N - 2) - training per cell / 2 cores")
 
 
@@ -183,7 +187,8 @@ def data_parallel_table() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", type=int, default=24, help="cells in the grid (default 24)")
+    parser.add_argument("--cells", type=int, default=200, help="cells in scalelab's grid (default 200)")
+    parser.add_argument("--tune-cells", type=int, default=24, help="cells in Tune's grid (default 24; each trial costs seconds)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tune-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -191,7 +196,7 @@ def main() -> None:
         tune_child(args.tune_child)
         return
     print(f"scalelab executors — {os.cpu_count()} CPUs, python {sys.version.split()[0]}; load average before: {os.getloadavg()[0]:.2f}")
-    overhead_table(args.cells, args.repeats)
+    overhead_table(args.cells, args.tune_cells, args.repeats)
     data_parallel_table()
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 

@@ -199,24 +199,9 @@ def _sklearn_estimate(estimator, shape: CellShape) -> tuple[int, float, float]:
 
 def _time_steps(model, inputs, targets, train: dict, steps: int = 3) -> float:
     """Training samples per second of ``model`` on one batch, after one warm-up step."""
-    import contextlib
-
     import torch
-    import torch.nn.functional as F
+
+    from scalelab.train.torch_trainer import autocast_for, training_rate
 
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if train["precision"] == "bf16" else contextlib.nullcontext()
-
-    def step():
-        with autocast:
-            loss = F.cross_entropy(model(inputs), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    elapsed = time.perf_counter() - start
-    return steps * len(inputs) / elapsed if elapsed > 0 else math.inf
+    return training_rate(model, inputs, targets, optimizer, autocast_for(train["precision"], inputs.device), steps=steps)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from scalelab.data import Dataset, training_view
 from scalelab.models import build_model, count_parameters
+from scalelab.train.class_metrics import prediction_metrics
 from scalelab.train.flops import forward_flops, training_step_flops
 from scalelab.train.outcome import CellOutcome
 
@@ -237,29 +238,35 @@ def _samples_per_s_alone(model, X, y, train_cfg: dict, autocast, steps: int = 8)
     gradient exchange: the rate one replica would reach on its own, for scaling efficiency.
     Every rank measures at once, so each competes for the machine as it will in training."""
     twin = copy.deepcopy(model)
-    optimizer = make_optimizer(twin.parameters(), train_cfg)
+    return training_rate(twin, X, y, make_optimizer(twin.parameters(), train_cfg), autocast, steps=steps)
+
+
+def training_rate(model, inputs, targets, optimizer, autocast, *, steps: int) -> float:
+    """Training samples per second of ``model`` stepping on one batch, after one warm-up step."""
 
     def step():
         with autocast:
-            loss = F.cross_entropy(twin(X), y)
+            loss = F.cross_entropy(model(inputs), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     step()
-    synchronize(X.device)
+    synchronize(inputs.device)
     started = time.perf_counter()
     for _ in range(steps):
         step()
-    synchronize(X.device)
-    return steps * len(X) / (time.perf_counter() - started)
+    synchronize(inputs.device)
+    elapsed = time.perf_counter() - started
+    return steps * len(inputs) / elapsed if elapsed > 0 else math.inf
 
 
 def evaluate_into(outcome: CellOutcome, model, view, X_test, y_test, *, autocast, steps: int) -> None:
     """Test (and validation) loss and error of a trained model, into ``outcome``; a
     non-finite test loss after a clean run turns the outcome ``diverged``."""
     device = X_test.device
-    test_loss, test_error = evaluate(model, X_test, y_test, autocast=autocast)
+    test_loss, test_error, predicted = evaluate_with_predictions(model, X_test, y_test, autocast=autocast)
+    outcome.metrics.update(prediction_metrics(view, predicted))
     if outcome.state == "done" and not math.isfinite(test_loss):
         outcome.state, outcome.reason = "diverged", "non-finite test loss after training"
         outcome.metrics["diverged_step"] = steps
@@ -355,14 +362,22 @@ def _samples_seen(n_train: int, batch_size: int, steps: int) -> int:
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, *, autocast=None) -> tuple[float, float]:
     """Mean cross-entropy and error rate (1 − accuracy) of ``model`` on ``(X, y)``."""
+    loss, error, _ = evaluate_with_predictions(model, X, y, autocast=autocast)
+    return loss, error
+
+
+@torch.inference_mode()
+def evaluate_with_predictions(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, *, autocast=None):
+    """Mean cross-entropy, error rate, and the predicted classes (a NumPy array)."""
     model.eval()
     loss_sum = torch.zeros((), device=X.device, dtype=torch.float64)
-    wrong = torch.zeros((), device=X.device, dtype=torch.int64)
+    predicted = torch.empty(len(y), dtype=torch.int64, device=X.device)
     for start in range(0, len(y), EVAL_BATCH_SIZE):
         xb, yb = X[start : start + EVAL_BATCH_SIZE], y[start : start + EVAL_BATCH_SIZE]
         with autocast or contextlib.nullcontext():
             logits = model(xb)
         loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
-        wrong += (logits.argmax(dim=1) != yb).sum()
+        predicted[start : start + len(yb)] = logits.argmax(dim=1)
     model.train()
-    return float(loss_sum) / len(y), int(wrong) / len(y)
+    wrong = int((predicted != y).sum())
+    return float(loss_sum) / len(y), wrong / len(y), predicted.cpu().numpy()
