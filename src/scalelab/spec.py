@@ -36,6 +36,8 @@ MAX_CELLS = 100_000
 SEED_MAX = 2**32 - 1  # numpy and scikit-learn accept seeds in [0, 2**32)
 # [data] settings at the values that switch them off; resolved configurations leave them out.
 _DATA_OFF = {**QUALITY_DEFAULTS, "preprocess": "none"}
+# Dataset options added later, left out when unset so that existing cells keep their ids.
+_OPTIONS_OFF = {"group": None}
 # [train] settings added after the first release, left out of a cell's id when off, so
 # that adding them kept every existing cell's id (and its stored result) valid.
 _TRAIN_OFF = {"compile": False, "batch_seeds": False, "data_parallel": 1}
@@ -318,7 +320,7 @@ def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict) -> d
     for name, off in _DATA_OFF.items():
         if data_dict[name] == off:
             del data_dict[name]
-    data_dict["options"] = options.model_dump(mode="json")
+    data_dict["options"] = {k: v for k, v in options.model_dump(mode="json").items() if not (k in _OPTIONS_OFF and v == _OPTIONS_OFF[k])}
     train_dict = train.model_dump(mode="json")
     for name, off in _TRAIN_OFF.items():
         if train_dict[name] == off:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -26,6 +26,7 @@ class Dataset:
     X_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
+    groups_test: np.ndarray | None = None  # each test sample's group (strings), for per-group metrics
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -87,6 +88,16 @@ def checked_arrays(name: str, split: str, X, y) -> tuple[np.ndarray, np.ndarray]
     return np.ascontiguousarray(X), y.astype(np.int64)
 
 
+def _checked_groups(name: str, what: str, groups, n: int) -> np.ndarray | None:
+    """Group values as a 1-D array of strings, one per sample; :class:`DatasetError` otherwise."""
+    if groups is None:
+        return None
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or len(groups) != n:
+        raise DatasetError(f"{name}: {what} must hold one value per sample ({n}), got shape {groups.shape}")
+    return groups.astype(str)
+
+
 def stratified_split(X, y, *, test_size: float, split_seed: int, name: str | None = None):
     """Stratified train/test split ``(X_train, X_test, y_train, y_test)`` for datasets without a test split.
 
@@ -112,9 +123,12 @@ def stratified_split(X, y, *, test_size: float, split_seed: int, name: str | Non
 
 
 def dataset_from_arrays(
-    name: str, X, y, X_test=None, y_test=None, *, n_classes: int | None, test_size: float, split_seed: int
+    name: str, X, y, X_test=None, y_test=None, *, n_classes: int | None, test_size: float, split_seed: int, groups=None, groups_test=None
 ) -> Dataset:
     """A :class:`Dataset` from a user's arrays, split into train and test when no test split is given.
+
+    ``groups`` (and ``groups_test`` with a test split) give each sample's group, for
+    per-group metrics on the test split; values are compared as strings.
 
     With ``n_classes`` unset, the classes are ``0 … max label`` and every one of them
     must occur in the training split, so a stray label (a typo, a 1-based class) is an
@@ -127,10 +141,19 @@ def dataset_from_arrays(
     if y.min() < 0 or (n_classes is not None and y.max() >= n_classes):
         bad = int(y.min() if y.min() < 0 else y.max())
         raise DatasetError(f"{name}: {split} label {bad} is out of range [0, {n_classes or int(y.max()) + 1})")
+    groups = _checked_groups(name, "group", groups, len(y))
     if X_test is None:
-        X, X_test, y, y_test = stratified_split(X, y, test_size=test_size, split_seed=split_seed, name=name)
+        train_index, test_index, y, y_test = stratified_split(np.arange(len(y)), y, test_size=test_size, split_seed=split_seed, name=name)
+        X, X_test = X[train_index], X[test_index]
+        groups_test = None if groups is None else groups[test_index]
+    else:
+        if groups is not None and groups_test is None:
+            raise DatasetError(f"{name}: groups are given for the training data but not for the test split (group_test)")
+        groups_test = _checked_groups(name, "group_test", groups_test, len(y_test))
     # Inferred from the training labels: a test label beyond them is out of range.
     dataset = checked_dataset(name, X, y, X_test, y_test, n_classes=n_classes or int(y.max()) + 1)
+    if groups_test is not None:
+        dataset = replace(dataset, groups_test=groups_test)
     if n_classes is None:
         absent = np.setdiff1d(np.arange(dataset.n_classes), dataset.y_train)
         if len(absent):

@@ -32,7 +32,8 @@ def _existing_file(path: str) -> Path:
 
 
 def load_npz(*, path: str, n_classes: int | None, test_size: float, split_seed: int) -> Dataset:
-    """A dataset from an ``.npz`` file with ``X`` and ``y`` (and optionally ``X_test``, ``y_test``)."""
+    """A dataset from an ``.npz`` file with ``X`` and ``y`` (and optionally ``X_test``,
+    ``y_test``, and ``group`` / ``group_test`` for per-group metrics)."""
     file = _existing_file(path)
     with file.open("rb") as stream:
         magic = stream.read(6)
@@ -48,7 +49,7 @@ def load_npz(*, path: str, n_classes: int | None, test_size: float, split_seed: 
             missing = [key for key in ("X", "y") if key not in names]
             if missing:
                 raise DatasetError(f"{file}: no array {missing[0]!r}; the file holds {sorted(names) or 'no arrays'}, and needs X and y")
-            arrays = {key: archive[key] for key in ("X", "y", "X_test", "y_test") if key in names}
+            arrays = {key: archive[key] for key in ("X", "y", "X_test", "y_test", "group", "group_test") if key in names}
     except DatasetError:
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
@@ -64,20 +65,29 @@ def load_npz(*, path: str, n_classes: int | None, test_size: float, split_seed: 
         n_classes=n_classes,
         test_size=test_size,
         split_seed=split_seed,
+        groups=arrays.get("group"),
+        groups_test=arrays.get("group_test"),
     )
 
 
-def load_csv(*, path: str, target: str, test_path: str | None, n_classes: int | None, test_size: float, split_seed: int) -> Dataset:
-    """A dataset from a CSV file with a header, numeric features and a ``target`` column."""
-    X, y = _read_csv(_existing_file(path), target=target)
-    X_test = y_test = None
+def load_csv(
+    *, path: str, target: str, test_path: str | None, n_classes: int | None, test_size: float, split_seed: int, group: str | None = None
+) -> Dataset:
+    """A dataset from a CSV file with a header, numeric features and a ``target`` column
+    (and, with ``group``, a column of group values, for per-group metrics)."""
+    X, y, groups = _read_csv(_existing_file(path), target=target, group=group)
+    X_test = y_test = groups_test = None
     if test_path is not None:
-        X_test, y_test = _read_csv(_existing_file(test_path), target=target)
-    return dataset_from_arrays(str(Path(path).expanduser()), X, y, X_test, y_test, n_classes=n_classes, test_size=test_size, split_seed=split_seed)
+        X_test, y_test, groups_test = _read_csv(_existing_file(test_path), target=target, group=group)
+    return dataset_from_arrays(
+        str(Path(path).expanduser()), X, y, X_test, y_test,
+        n_classes=n_classes, test_size=test_size, split_seed=split_seed, groups=groups, groups_test=groups_test,
+    )  # fmt: skip
 
 
-def _read_csv(file: Path, *, target: str) -> tuple[np.ndarray, np.ndarray]:
-    """Features and labels of one CSV file, naming the line and column of any bad value."""
+def _read_csv(file: Path, *, target: str, group: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Features, labels and (with ``group``) group values of one CSV file, naming the line
+    and column of any bad value. The group column is not a feature."""
     import pandas as pd
 
     try:
@@ -86,7 +96,17 @@ def _read_csv(file: Path, *, target: str) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetError(f"{file}: cannot read as CSV ({_one_line(exc)})") from None
     if target not in frame.columns:
         raise DatasetError(f"{file}: no column {target!r} (the target); columns are {', '.join(map(str, frame.columns))}")
-    features = [c for c in frame.columns if c != target]
+    groups = None
+    if group is not None:
+        if group not in frame.columns:
+            raise DatasetError(f"{file}: no column {group!r} (the group); columns are {', '.join(map(str, frame.columns))}")
+        if group == target:
+            raise DatasetError(f"{file}: the group column {group!r} is also the target")
+        missing = np.flatnonzero(frame[group].isna().to_numpy())
+        if len(missing):
+            raise DatasetError(f"{file}: group column {group!r} is empty on line {int(missing[0]) + 2}")
+        groups = frame[group].astype(str).to_numpy()
+    features = [c for c in frame.columns if c not in (target, group)]
     if not features:
         raise DatasetError(f"{file}: only the target column {target!r}; a dataset needs feature columns too")
     for column in [*features, target]:
@@ -108,7 +128,7 @@ def _read_csv(file: Path, *, target: str) -> tuple[np.ndarray, np.ndarray]:
         if bad_label.any():
             row = int(np.flatnonzero(bad_label)[0])
             raise DatasetError(f"{file}: target {target!r} must hold integer class indices, found {y[row].item()!r} on line {row + 2}")
-    return X.astype(np.float32), y
+    return X.astype(np.float32), y, groups
 
 
 def _one_line(exc: BaseException) -> str:

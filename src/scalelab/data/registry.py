@@ -65,7 +65,7 @@ class Cifar100Options(_Options):
 
 
 class NpzOptions(_Options):
-    path: str = Field(min_length=1, description="an .npz file with X and y, optionally X_test and y_test")
+    path: str = Field(min_length=1, description="an .npz file with X and y, optionally X_test and y_test, group and group_test")
     n_classes: int | None = Field(None, ge=2, le=1_000_000, description="classes; by default 1 + the largest label")
 
 
@@ -74,6 +74,7 @@ class CsvOptions(_Options):
     target: str = Field("target", min_length=1, description="the column of class indices")
     test_path: str | None = Field(None, min_length=1, description="a CSV file of the same layout holding the test split")
     n_classes: int | None = Field(None, ge=2, le=1_000_000, description="classes; by default 1 + the largest label")
+    group: str | None = Field(None, min_length=1, description="a column of group values (not a feature), for per-group metrics")
 
 
 class PythonDatasetOptions(_Options):

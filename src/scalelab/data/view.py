@@ -40,6 +40,7 @@ class TrainingView:
     val_rows: np.ndarray
     n_classes: int
     preprocess: str
+    groups_test: np.ndarray | None = None  # each test sample's group, when the dataset declares groups
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -87,6 +88,7 @@ def training_view(dataset: Dataset, data_config: dict) -> TrainingView:
         val_rows=plan.val_rows,
         n_classes=dataset.n_classes,
         preprocess=method,
+        groups_test=dataset.groups_test,
     )
 
 

@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 from scalelab.data import Dataset, training_view
 from scalelab.models import build_model
 from scalelab.models.sklearn_models import fitted_parameter_count
+from scalelab.train.class_metrics import prediction_metrics
 from scalelab.train.outcome import CellOutcome
 
 PROBABILITY_FLOOR = 1e-15
@@ -46,7 +47,7 @@ def train_cell(config: dict, dataset: Dataset, *, model=None, threads: int | Non
         model.fit(X_train, view.y_train)
         train_s = time.perf_counter() - fit_started
         train_loss, _ = _loss_and_error(model, X_train, view.y_train, view.n_classes)
-        test_loss, test_error = _loss_and_error(model, X_test, view.y_test, view.n_classes)
+        test_loss, test_error, test_predicted = _loss_error_predictions(model, X_test, view.y_test, view.n_classes)
         val = _loss_and_error(model, X_val, view.y_val, view.n_classes) if view.has_validation else None
 
     n_train = len(view.y_train)
@@ -72,6 +73,7 @@ def train_cell(config: dict, dataset: Dataset, *, model=None, threads: int | Non
         threads=threads,
         sklearn_version=sklearn.__version__,
     )
+    metrics.update(prediction_metrics(view, test_predicted))
     if val is not None:
         metrics.update(val_loss=val[0], val_error=val[1], n_val=int(len(view.y_val)))
     if len(view.train_rows) != view.n_distinct:
@@ -94,6 +96,12 @@ def _worker_threads() -> int:
 
 def _loss_and_error(model, X: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[float, float]:
     """Mean log loss (NaN without ``predict_proba``) and error rate of a fitted estimator."""
+    loss, error, _ = _loss_error_predictions(model, X, y, n_classes)
+    return loss, error
+
+
+def _loss_error_predictions(model, X: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[float, float, np.ndarray]:
+    """Mean log loss (NaN without ``predict_proba``), error rate and predicted classes."""
     if callable(getattr(model, "predict_proba", None)):
         proba = _full_probabilities(model, model.predict_proba(X), n_classes)
         # + 0.0 turns the -0.0 of a perfect fit into 0.0
@@ -102,7 +110,7 @@ def _loss_and_error(model, X: np.ndarray, y: np.ndarray, n_classes: int) -> tupl
     else:
         loss = math.nan
         predicted = np.asarray(model.predict(X))
-    return loss, float(np.mean(predicted != y))
+    return loss, float(np.mean(predicted != y)), predicted
 
 
 def _full_probabilities(model, proba: np.ndarray, n_classes: int) -> np.ndarray:
