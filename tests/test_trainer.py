@@ -18,7 +18,7 @@ RECORDED = (
     "train_loss", "test_loss", "test_error", "n_params", "n_train", "epochs", "steps", "flops", "wall_s",
     "samples_per_s", "device", "dtype", "seed", "torch_version", "eval_flops",
 )  # fmt: skip
-TIMING = ("wall_s", "train_s", "samples_per_s", "flops_per_s")
+TIMING = ("wall_s", "train_s", "samples_per_s", "flops_per_s", "inference_samples_per_s")
 
 
 def cell_config(*, data=None, model=None, **train) -> dict:

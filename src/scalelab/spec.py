@@ -40,7 +40,7 @@ _DATA_OFF = {**QUALITY_DEFAULTS, "preprocess": "none"}
 _OPTIONS_OFF = {"group": None}
 # [train] settings added after the first release, left out of a cell's id when off, so
 # that adding them kept every existing cell's id (and its stored result) valid.
-_TRAIN_OFF = {"compile": False, "batch_seeds": False, "data_parallel": 1}
+_TRAIN_OFF = {"compile": False, "batch_seeds": False, "data_parallel": 1, "prune": 0.0, "prune_finetune_epochs": 0, "quantize": "none"}
 
 
 class _Strict(BaseModel):
@@ -107,6 +107,9 @@ class TrainFields(_Strict):
     compile: bool = Field(False, description="torch.compile the model (opt-in: compiling costs time up front)")
     batch_seeds: bool = Field(False, description="train the cells that differ only in seed together, as one vmapped model (mlp, seed_cnn)")
     data_parallel: int = Field(1, ge=1, le=1024, description="train each cell as this many DistributedDataParallel processes")
+    prune: float = Field(0.0, ge=0, lt=1, description="after training, zero this share of the Linear and conv weights with the smallest magnitude")
+    prune_finetune_epochs: int = Field(0, ge=0, le=10_000, description="epochs of training after pruning, the mask held")
+    quantize: Literal["none", "int8"] = Field("none", description="after training, int8 dynamic quantisation of the Linear layers")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto uses CUDA when present")
 
 
@@ -310,6 +313,7 @@ def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict) -> d
 
     if train.batch_seeds:
         _check_seed_batching(model.family, train, source)
+    _check_compression(train, source)
     data_dict = data.model_dump(mode="json")
     if data_dict["subsample_seed"] is None:
         data_dict["subsample_seed"] = train.seed
@@ -348,6 +352,17 @@ def _check_seed_batching(family: str, train: TrainFields, source: str) -> None:
             raise InputError(f"{source}: train.batch_seeds = true and train.{name} = {value} cannot be combined; choose one")
 
 
+def _check_compression(train: TrainFields, source: str) -> None:
+    """Compression applies to one trained model in one process."""
+    if train.prune_finetune_epochs and not train.prune:
+        raise InputError(f"{source}: train.prune_finetune_epochs = {train.prune_finetune_epochs} needs train.prune > 0")
+    if train.prune or train.quantize != "none":
+        for name in ("batch_seeds", "data_parallel"):
+            if getattr(train, name) != _TRAIN_OFF[name]:
+                value = json.dumps(getattr(train, name))
+                raise InputError(f"{source}: train.{name} = {value} cannot be combined with train.prune or train.quantize; choose one")
+
+
 def seed_group_key(config: dict) -> str | None:
     """Which cells train together under ``batch_seeds``: those whose configurations differ
     only in ``train.seed`` (and a ``data.subsample_seed`` that follows it). ``None`` when the
@@ -375,6 +390,8 @@ def _resolved_params(config: dict, routed) -> dict:
             params[key] = nested[name]
         elif section == "data" and name in _DATA_OFF:
             params[key] = _DATA_OFF[name]  # a setting at its "off" value, left out of the config
+        elif section == "train" and name in _TRAIN_OFF and family_entry(config["model"]["family"]).framework != "sklearn":
+            params[key] = _TRAIN_OFF[name]
         else:
             params[key] = None  # a torch setting swept beside a scikit-learn family, which ignores it
     return params

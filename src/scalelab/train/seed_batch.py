@@ -29,6 +29,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from scalelab.data import Dataset, training_view
 from scalelab.models import build_model, count_parameters
+from scalelab.train.compress import size_metrics
 from scalelab.train.flops import forward_flops, training_step_flops
 from scalelab.train.outcome import CellOutcome
 from scalelab.train.torch_trainer import (
@@ -179,3 +180,4 @@ def _evaluate_seed(outcome: CellOutcome, model: torch.nn.Module, params: dict, s
     X_test = torch.from_numpy(view.X_test).to(device)
     y_test = torch.from_numpy(view.y_test).to(device)
     evaluate_into(outcome, model, view, X_test, y_test, autocast=autocast, steps=steps)
+    outcome.metrics.update(size_metrics(model))

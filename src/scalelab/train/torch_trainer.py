@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from scalelab.data import Dataset, training_view
 from scalelab.models import build_model, count_parameters
+from scalelab.train import compress
 from scalelab.train.class_metrics import prediction_metrics
 from scalelab.train.flops import forward_flops, training_step_flops
 from scalelab.train.outcome import CellOutcome
@@ -189,6 +190,10 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
 
     if replica is None or replica.rank == 0:  # every rank holds the same model; one evaluates
         evaluate_into(outcome, model, view, X_test, y_test, autocast=autocast, steps=steps)
+    finetune_samples = 0
+    if compress.wants_compression(train_cfg) and outcome.state == "done":
+        model, finetune_samples = _compress(model, outcome, train_cfg, view, X, y, X_test, y_test, autocast=autocast, batch_size=batch_size, seed=seed, steps=steps)
+    outcome.metrics.update(compress.size_metrics(model))
     outcome.metrics.update(
         run_metrics(
             train_loss=train_loss,
@@ -209,6 +214,13 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
         compiled=bool(train_cfg.get("compile")),
         seed=seed,
     )
+    if finetune_samples:
+        finetune_flops = flops_per_sample * finetune_samples
+        outcome.metrics.update(
+            prune_finetune_flops=finetune_flops,
+            flops=outcome.metrics["flops"] + finetune_flops,
+            compute=outcome.metrics["compute"] + finetune_flops,
+        )
     if replica is not None:
         total_per_s = outcome.metrics["samples_per_s"]
         outcome.metrics.update(
@@ -218,6 +230,30 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
             scaling_efficiency=total_per_s / (replica.world_size * alone_per_s),
         )
     return outcome
+
+
+def _compress(model, outcome: CellOutcome, train_cfg: dict, view, X, y, X_test, y_test, *, autocast, batch_size: int, seed: int, steps: int):
+    """Prune (and fine-tune) and/or quantise the trained model, then evaluate it again.
+
+    The test metrics become the compressed model's; the trained model's are kept with the
+    suffix ``_before_compression``. Returns the final model and the fine-tune's samples.
+    """
+    before = {f"{name}_before_compression": outcome.metrics[name] for name in ("test_loss", "test_error", "inference_samples_per_s")}
+    before["nonzero_params_before_compression"] = compress.nonzero_parameters(model)
+    finetune_samples = 0
+    if train_cfg.get("prune", 0.0) > 0:
+        compress.prune_globally(model, train_cfg["prune"])
+        epochs = train_cfg.get("prune_finetune_epochs", 0)
+        if epochs:
+            finetune_samples = compress.finetune(model, X, y, epochs=epochs, batch_size=batch_size, train_cfg=train_cfg, autocast=autocast, seed=seed)
+        compress.make_pruning_permanent(model)
+    if train_cfg.get("quantize", "none") == "int8":
+        # int8 kernels are CPU kernels: the quantised model is evaluated (and timed) there.
+        model = compress.quantize_int8(copy.deepcopy(model))
+        X_test, y_test, autocast = X_test.cpu(), y_test.cpu(), contextlib.nullcontext()
+    evaluate_into(outcome, model, view, X_test, y_test, autocast=autocast, steps=steps)
+    outcome.metrics.update(before)
+    return model, finetune_samples
 
 
 def _synchronised_batch_norm(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -265,7 +301,12 @@ def evaluate_into(outcome: CellOutcome, model, view, X_test, y_test, *, autocast
     """Test (and validation) loss and error of a trained model, into ``outcome``; a
     non-finite test loss after a clean run turns the outcome ``diverged``."""
     device = X_test.device
+    synchronize(device)
+    started = time.perf_counter()
     test_loss, test_error, predicted = evaluate_with_predictions(model, X_test, y_test, autocast=autocast)
+    elapsed = time.perf_counter() - started  # the predictions' copy to the host synchronised
+    outcome.metrics["inference_samples_per_s"] = len(y_test) / elapsed if elapsed > 0 else float("nan")
+    outcome.metrics["inference_device"] = str(device)
     outcome.metrics.update(prediction_metrics(view, predicted))
     if outcome.state == "done" and not math.isfinite(test_loss):
         outcome.state, outcome.reason = "diverged", "non-finite test loss after training"
