@@ -3,6 +3,11 @@
 Training is not what these tests check, so the cells' metrics come from a known law
 (plus seeded noise) and are recorded through the store's own claim-and-finish path, the
 way the coordinator records them. The browser test trains a real, tiny study instead.
+
+With ``per_class``, the cells also carry the per-class results a classifier records
+(lists with a null for a class absent from the test set, the worst class, the gap), and
+with ``groups`` the per-group ones (dicts): a store as written since those were added.
+Without them the store looks like one written before.
 """
 
 from __future__ import annotations
@@ -37,27 +42,59 @@ metric = "test_error"
 """
 
 
-def synthetic_metrics(params: dict) -> dict:
-    """Metrics of a cell from a saturating law in data and size; label noise adds error."""
+def synthetic_metrics(params: dict, *, per_class: bool = False, groups: bool = False) -> dict:
+    """Metrics of a cell from a saturating law in data and size; label noise adds error,
+    class imbalance removes training samples of the rarer classes."""
     fraction, width, seed = params["data_fraction"], params["width"], params["seed"]
     noise = params.get("label_noise", 0.0)
-    n_train = round(1347 * fraction)
+    imbalance = params.get("class_imbalance", 1.0)
+    n_train = round(1347 * fraction * class_shares(imbalance).mean())
     n_params = int(4000 * width)
     per_sample = 6 * n_params
     epochs = 3
-    rng = np.random.default_rng(abs(hash((fraction, width, seed, noise))) % 2**32)
+    # Balanced cells keep the noise they always had, so existing studies keep their numbers.
+    rng = np.random.default_rng(abs(hash((fraction, width, seed, noise, *([imbalance] if imbalance != 1 else [])))) % 2**32)
     error = 0.01 + 2.5 * n_train**-0.6 + 4.0 * n_params**-0.5 + 0.5 * noise
     error = float(np.clip(error * np.exp(rng.normal(0, 0.05)), 0.001, 0.89))
     flops = float(per_sample * n_train * epochs)
-    return {
+    metrics = {
         "train_loss": error / 2, "test_loss": 3 * error, "test_error": error, "n_params": n_params, "n_train": n_train,
         "n_test": 450, "n_classes": 10, "epochs": epochs, "steps": 10, "flops": flops, "flops_per_sample": per_sample,
         "wall_s": 0.2, "train_s": 0.1, "samples_per_s": 1e4, "compute": flops, "compute_unit": "flops",
         "device": "cpu", "dtype": "float32", "seed": seed,
     }  # fmt: skip
+    if per_class:
+        metrics.update(synthetic_class_metrics(error, n_train=n_train, imbalance=imbalance, absent=seed == 1))
+    if groups:
+        group_error = {"north": 0.8 * error, "south": min(1.0, 1.5 * error)}
+        metrics.update(group_error=group_error, group_n_test={"north": 300, "south": 150},
+                       worst_group_error=max(group_error.values()),
+                       group_error_gap=max(group_error.values()) - min(group_error.values()))  # fmt: skip
+    return metrics
 
 
-def fake_study(folder: Path, *, grid: str, name: str = "fake", description: str = "", failures: dict | None = None) -> Study:
+def class_shares(imbalance: float) -> np.ndarray:
+    """The share of its training samples each of the 10 classes keeps: ``imbalance**(-k/9)``."""
+    return float(imbalance) ** (-np.arange(10) / 9)
+
+
+def synthetic_class_metrics(error: float, *, n_train: int, imbalance: float, absent: bool) -> dict:
+    """Per-class results around ``error``. Balanced, the classes spread in proportion to the
+    error, so more data narrows the gap; imbalanced, the rare classes fall further behind as
+    the common ones gain data, so the gap widens. ``absent``: the last class is not tested."""
+    spread = error * (1 + 0.8 * (np.arange(10) - 4.5) / 4.5)
+    behind = 0.35 * (1 - class_shares(imbalance)) * (n_train / 168) ** 0.4
+    errors = [float(e) for e in np.clip(spread + behind, 0.0, 1.0)]
+    class_error = [*errors[:-1], None] if absent else errors
+    present = [e for e in class_error if e is not None]
+    return {
+        "class_recall": [None if e is None else 1.0 - e for e in class_error], "class_error": class_error,
+        "worst_class_error": max(present), "best_class_error": min(present), "class_error_gap": max(present) - min(present),
+    }  # fmt: skip
+
+
+def fake_study(folder: Path, *, grid: str, name: str = "fake", description: str = "", failures: dict | None = None,
+               per_class: bool = False, groups: bool = False) -> Study:  # fmt: skip
     """A study whose cells are all finished: done with :func:`synthetic_metrics`, or failed
     or diverged as ``failures`` says ({cell index: (state, reason)})."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -76,5 +113,5 @@ def fake_study(folder: Path, *, grid: str, name: str = "fake", description: str 
                 state, reason = failures[i]
                 store.finish(cell.cell_id, owner, state=state, reason=reason)
             else:
-                store.finish(cell.cell_id, owner, state="done", metrics=synthetic_metrics(cell.params))
+                store.finish(cell.cell_id, owner, state="done", metrics=synthetic_metrics(cell.params, per_class=per_class, groups=groups))
     return Study(spec, store=store_path)

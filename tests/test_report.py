@@ -1,6 +1,9 @@
 """The HTML report (issue 5): what it holds, what it never holds, and its commands.
 
 * a study with a label-noise axis gets the data-quality figure, one without does not;
+* runs that record per-class results get the fairness figure and section, whose answer
+  (the gap narrows or widens) matches the recorded numbers; a store from before those
+  results has no fairness section, and list- and dict-valued columns break nothing;
 * failed and diverged cells are listed with their reasons;
 * every string a user wrote is escaped: a study named ``<script>alert(1)</script>``
   yields no script element and shows the name as text;
@@ -97,6 +100,52 @@ def test_a_label_noise_axis_gets_the_data_quality_figure(tmp_path):
     # Laws, curves and frontiers use the clean runs only, and say so.
     assert set(report.data.done["label_noise"]) == {0.0}
     assert "label_noise = 0" in " ".join(report.data.notes)
+
+
+def _mean_gap(runs: pd.DataFrame, *, imbalance: float, n_train: str) -> float:
+    """From the recorded runs, not the report's code: the widest model's mean class error gap
+    over seeds at the smallest or largest training set of one imbalance level."""
+    rows = runs[(runs["state"] == "done") & (runs["width"] == runs["width"].max()) & (runs["class_imbalance"] == imbalance)]
+    at = rows["n_train"].min() if n_train == "smallest" else rows["n_train"].max()
+    return float(rows.loc[rows["n_train"] == at, "class_error_gap"].astype(float).mean())
+
+
+def test_runs_with_per_class_results_get_the_fairness_figure_and_section(tmp_path):
+    study = fake_study(tmp_path / "fair", grid=GRID + "\nclass_imbalance = [1, 10]", name="fair", per_class=True, groups=True)
+    report = build_report(study, **FAST)
+    assert "fig-fairness" in report.figure_ids
+    html = report.html
+    assert 'id="fairness"' in html and 'id="fig-fairness"' in html
+    assert "Fairness across classes" in [t for t in parse(html).text if t.strip()]
+    # The answer is read off the runs: balanced, the synthetic gap narrows with data;
+    # at an imbalance of 10 the rare classes fall behind, and it widens.
+    runs = study.runs()
+    for imbalance, word in ((1.0, "narrows"), (10.0, "widens")):
+        lo, hi = (_mean_gap(runs, imbalance=imbalance, n_train=end) for end in ("smallest", "largest"))
+        assert f"class_imbalance = {imbalance:g}: as training samples grow" in html
+        assert f"the class error gap {word} from {100 * lo:.1f} to {100 * hi:.1f} percentage points" in html
+    assert "narrows in 1 and widens in 1 of the 2 cases below" in html
+    # Per-group results: a table of the worst group's error, naming the group.
+    assert 'id="group-table"' in html and "worst-group error" in html and "south" in html
+    # The figure distinguishes the imbalance levels and says how.
+    figure = next(f for f in report.figures if f.id == "fig-fairness")
+    assert "Line style: class_imbalance level" in figure.caption
+
+
+def test_a_store_without_per_class_results_has_no_fairness_section(plain_report):
+    assert "class_error" not in plain_report.data.runs.columns  # a store written before they were recorded
+    assert "fig-fairness" not in plain_report.figure_ids
+    assert 'id="fairness"' not in plain_report.html
+    assert "Fairness across classes" not in plain_report.html
+    assert plain_report.analysis.fairness == []
+
+
+def test_one_training_set_size_gets_the_fairness_section_without_a_trend(tmp_path):
+    grid = "width = [0.5, 2]\ndata_fraction = [1.0]\nseed = [0, 1]"
+    report = build_report(fake_study(tmp_path / "one", grid=grid, name="one", per_class=True), **FAST)
+    fairness = next(s for s in report.sections if s["id"] == "fairness")
+    assert "a single training-set size" in fairness["empty"]
+    assert "fig-fairness" not in report.figure_ids and not fairness["tables"]
 
 
 def test_the_report_holds_summary_laws_backtest_plan_and_states(plain_report):

@@ -10,7 +10,10 @@ and saves a full-page screenshot as an artifact: under ``$SCALELAB_TEST_ARTIFACT
 set, else in the test's temporary folder; the path is printed (``pytest -s`` shows it).
 
 The study is real but tiny: an MLP on bundled digits, 2 widths x 3 data fractions x 2
-seeds, one epoch each, trained by ``scalelab run`` and reported by ``scalelab report``.
+class-imbalance levels x 2 seeds, one epoch each, trained by ``scalelab run`` and reported
+by ``scalelab report``. Its runs record per-class results, as every classification run
+does, and the imbalance axis adds the data-quality figure: the page has the fairness
+figure, with its imbalance levels, beside the others.
 """
 
 from __future__ import annotations
@@ -44,14 +47,16 @@ batch_size = 64
 [grid]
 width = [0.25, 1]
 data_fraction = [0.25, 0.5, 1.0]
+class_imbalance = [1, 10]
 seed = [0, 1]
 
 [target]
 metric = "test_error"
 """
 
-KEY_HEADINGS = ("Summary", "Runs by state", "Learning curves", "Compute frontier", "Fitted laws", "Backtest", "Plan",
-                "Failed and diverged cells")  # fmt: skip
+KEY_HEADINGS = ("Summary", "Runs by state", "Learning curves", "Compute frontier", "Data quality", "Fairness across classes",
+                "Fitted laws", "Backtest", "Plan", "Failed and diverged cells")  # fmt: skip
+KEY_FIGURES = {"fig-learning-curves", "fig-data-quality", "fig-fairness", "fig-laws", "fig-backtest"}
 
 
 def artifact_dir(tmp_path: Path) -> Path:
@@ -94,7 +99,7 @@ def test_report_loads_in_headless_chromium_with_every_image_and_no_console_error
 
     assert len(images) >= 6, images
     assert all(image["done"] and image["w"] > 0 for image in images), images
-    assert {"fig-learning-curves", "fig-laws", "fig-backtest"} <= {image["id"] for image in images}
+    assert KEY_FIGURES <= {image["id"] for image in images}, images
     for heading in KEY_HEADINGS:
         assert heading in headings, (heading, headings)
     assert headings[0] == "browser-check" and title.startswith("browser-check")

@@ -4,6 +4,9 @@ Everything goes through the public fitting API (:mod:`scalelab.fitting`,
 :func:`scalelab.laws.fit`, :mod:`scalelab.plan`). A section whose data cannot support
 it (too few scales for a backtest, one model size for a joint law) becomes a note in
 the report rather than an error: the rest of the report is still worth having.
+
+The fairness numbers (:func:`gap_trends`) are plain means over seeds, no law: whether the
+gap between the best- and worst-served class narrows or widens is read off the runs.
 """
 
 from __future__ import annotations
@@ -48,12 +51,40 @@ class PlanResult:
 
 
 @dataclass
+class GapTrend:
+    """How one family's largest model's class error gap moves from the smallest to the largest
+    training set (at one class-imbalance level), means over seeds."""
+
+    family: str | None
+    model: str
+    n_params: float | None
+    imbalance: float | None  # the class_imbalance level, when the grid sweeps several
+    n_lo: float
+    n_hi: float
+    gap_lo: float
+    gap_hi: float
+    worst_lo: float
+    worst_hi: float
+    smallest_model: str | None = None  # the family's smallest model, at n_hi, for comparison
+    smallest_gap: float | None = None
+
+    @property
+    def direction(self) -> str:
+        """``narrows``, ``widens``, or ``stays`` when the two means round to the same tenth of a
+        point (the report shows one decimal, and never "narrows from 9.8 to 9.8")."""
+        if round(100 * self.gap_hi, 1) == round(100 * self.gap_lo, 1):
+            return "stays"
+        return "narrows" if self.gap_hi < self.gap_lo else "widens"
+
+
+@dataclass
 class Analysis:
     laws: list[LawResult]
     backtests: list[dict]  # fitting.backtest_groups output
     plans: list[PlanResult]
     notes: list[str]
     level: float
+    fairness: list[GapTrend] = field(default_factory=list)
 
 
 def check_options(data: ReportData, *, form: str) -> None:
@@ -90,7 +121,7 @@ def analyse(data: ReportData, *, form: str = "auto", level: float = 0.8, chance:
         laws = fit_laws(data, form=form, level=level, chance=chance, n_boot=n_boot, notes=notes)
         backtests = backtest(data, level=level, chance=chance, n_boot=n_boot, notes=notes)
         plans = plan_families(data, level=level, chance=chance, n_boot=n_boot, notes=notes)
-    return Analysis(laws, backtests, plans, notes, level)
+    return Analysis(laws, backtests, plans, notes, level, fairness=gap_trends(data))
 
 
 def fit_laws(data: ReportData, *, form, level, chance, n_boot, notes) -> list[LawResult]:
@@ -214,6 +245,58 @@ def plan_one(rows, *, label, n_col, d_col, c_col, y_col, level, chance, n_boot, 
     marginal = plan.marginal_value(law, n_params=float(N[best]), samples=float(D[best]), flops_per_param_sample=k, level=level)
     runs = pd.DataFrame({"N": N, "D": D, "C": C, "y": y})
     return PlanResult(label, law, k, k_source, budget, allocation, frontier, marginal, runs)
+
+
+def gap_trends(data: ReportData) -> list[GapTrend]:
+    """Per family (and class-imbalance level), the largest model's mean class error gap at
+    the smallest and the largest training set: does more data close the gap or widen it?"""
+    rows = data.fairness_runs
+    if rows is None or "class_error_gap" not in rows.columns:
+        return []
+    rows = rows[np.isfinite(rows["class_error_gap"].astype(float))]
+    key = data.imbalance_key
+    out = []
+    for family, fam_rows in _groups(rows, "family" if "family" in rows.columns else None):
+        largest, smallest = size_extremes(fam_rows)
+        for level, level_rows in _groups(fam_rows, key):
+            model_rows = level_rows[level_rows["model"] == largest]
+            means = model_rows.groupby("n_train", sort=True)[["class_error_gap", "worst_class_error"]].mean()
+            if len(means) < 2:
+                continue  # one training-set size: no trend to read
+            lo, hi = means.iloc[0], means.iloc[-1]
+            trend = GapTrend(
+                family=None if family is None else str(family), model=largest,
+                n_params=_mean_or_none(model_rows, "n_params"), imbalance=None if key is None else float(level),
+                n_lo=float(means.index[0]), n_hi=float(means.index[-1]), gap_lo=float(lo["class_error_gap"]),
+                gap_hi=float(hi["class_error_gap"]), worst_lo=float(lo["worst_class_error"]), worst_hi=float(hi["worst_class_error"]),
+            )  # fmt: skip
+            small = level_rows[(level_rows["model"] == smallest) & (level_rows["n_train"] == means.index[-1])]
+            if smallest != largest and len(small):
+                trend.smallest_model, trend.smallest_gap = smallest, float(small["class_error_gap"].mean())
+            out.append(trend)
+    return out
+
+
+def size_extremes(rows: pd.DataFrame) -> tuple[str, str]:
+    """The labels of the largest and smallest model in ``rows``, by mean parameters.
+
+    Means, because a fitted tree's parameter count moves with its data; without a
+    parameter count, the models in grid order stand in.
+    """
+    models = list(dict.fromkeys(rows["model"]))
+    if "n_params" not in rows.columns:
+        return models[-1], models[0]
+    sizes = pd.to_numeric(rows["n_params"], errors="coerce").groupby(rows["model"]).mean()
+    if sizes.isna().all():
+        return models[-1], models[0]
+    return str(sizes.idxmax()), str(sizes.idxmin())
+
+
+def _mean_or_none(rows: pd.DataFrame, col: str) -> float | None:
+    if col not in rows.columns:
+        return None
+    value = pd.to_numeric(rows[col], errors="coerce").mean()
+    return float(value) if np.isfinite(value) else None
 
 
 def _groups(table: pd.DataFrame, group: str | None):

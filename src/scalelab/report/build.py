@@ -10,6 +10,7 @@ import math
 import os
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,13 @@ import pandas as pd
 from scalelab.errors import InputError
 from scalelab.formatting import format_seconds
 from scalelab.report import figures as figs
-from scalelab.report.analysis import EXTRAPOLATE, Analysis, analyse
+from scalelab.report.analysis import (
+    EXTRAPOLATE,
+    Analysis,
+    GapTrend,
+    analyse,
+    size_extremes,
+)
 from scalelab.report.data import ReportData, csv_data, study_data
 
 STATES = ("pending", "running", "done", "failed", "diverged")
@@ -126,6 +133,9 @@ def layout(data: ReportData, analysis: Analysis, figures: dict) -> list[dict]:
             if fid == "fig-data-quality":
                 s["tables"] = [quality_table(data, y)]
             out.append(s)
+    fairness = fairness_section(data, analysis, figures.get("fig-fairness"))
+    if fairness is not None:
+        out.append(fairness)
     if data.winners is not None and len(data.winners):
         out.append(winners_section(data))
     out.append(laws_section(data, analysis, figures.get("fig-laws"), y))
@@ -237,7 +247,10 @@ def states_section(data: ReportData) -> dict:
 
 def quality_table(data: ReportData, y: Fmt) -> dict:
     rows_in = data.quality_runs
-    full = rows_in[rows_in["n_train"] == rows_in.groupby("family")["n_train"].transform("max")] if "family" in rows_in.columns else rows_in[rows_in["n_train"] == rows_in["n_train"].max()]
+    # Full data by data fraction where there is one: class imbalance drops samples, changing
+    # n_train, so the largest n_train alone would leave every imbalanced level out.
+    scale = "data_fraction" if "data_fraction" in rows_in.columns else "n_train"
+    full = rows_in[rows_in[scale] == rows_in.groupby("family")[scale].transform("max")] if "family" in rows_in.columns else rows_in[rows_in[scale] == rows_in[scale].max()]
     key = data.quality_keys[0]
     by = "family" if "family" in full.columns else None
     pivot = full.pivot_table(index=by, columns=key, values=data.y_col, aggfunc="mean") if by else full.groupby(key)[data.y_col].mean().to_frame().T
@@ -247,6 +260,96 @@ def quality_table(data: ReportData, y: Fmt) -> dict:
         ["family" if by else "", *[f"{key} = {figs_value(v)}" for v in levels]], rows, numeric=[False] + [True] * len(levels),
         caption=f"Mean {figs.label_of(data.y_col)} at full data over every model size and seed, by {key}.",
     )  # fmt: skip
+
+
+def fairness_section(data: ReportData, analysis: Analysis, figure) -> dict | None:
+    """Worst-class error and the class gap against scale, and the answer the runs give to
+    "does scaling close the gap or widen it?"; None when no run recorded per-class results."""
+    if data.fairness_runs is None:
+        return None
+    s = section("fairness", "Fairness across classes", figures=[figure] if figure else [])
+    s["paragraphs"] = [("Every classification run records its error on each class. The worst-class error is the error "
+                        "on the class a model serves worst; the class error gap is that minus its error on the class it "
+                        "serves best, in percentage points. A low mean error can hide a class the model mostly gets wrong.")]  # fmt: skip
+    if analysis.fairness:
+        s["paragraphs"].append(gap_answer(analysis.fairness))
+        s["paragraphs"].extend(gap_sentence(t, data) for t in analysis.fairness)
+    elif data.fairness_runs["n_train"].nunique() < 2:
+        s["empty"] = "No trend to read: the runs with per-class results cover a single training-set size."
+    else:
+        s["empty"] = "No trend to read: the runs record no class error gap at the largest model's data sizes."
+    if "worst_group_error" in data.fairness_runs.columns and data.fairness_runs["worst_group_error"].notna().any():
+        s["tables"] = [group_table(data)]
+    return s
+
+
+def gap_answer(trends: list[GapTrend]) -> str:
+    """One line over every family and imbalance level: does more data close the gap?"""
+    counts = Counter(t.direction for t in trends)
+    lead = "Does scaling close the gap between classes? "
+    if counts["narrows"] == len(trends):
+        return lead + "Here, yes: with more training data, the largest model's class error gap narrows in every case below."
+    if counts["widens"] == len(trends):
+        return lead + "Here, no: with more training data, the largest model's class error gap widens in every case below."
+    if counts["stays"] == len(trends):
+        return lead + "Here, neither: with more training data, the largest model's class error gap stays level in every case below."
+    parts = [f"{d} in {counts[d]}" for d in ("narrows", "widens", "stays") if counts[d]]
+    said = ", ".join(parts[:-1]) + f" and {parts[-1]}"
+    return lead + f"Not uniformly: with more training data, the largest model's class error gap {said} of the {len(trends)} cases below."
+
+
+def gap_sentence(t: GapTrend, data: ReportData) -> str:
+    """``mlp, width 2 (8,000 parameters): as training samples grow from 337 to 1,347, the
+    class error gap narrows from 23.1 to 9.8 percentage points (worst-class error 41% → 18%).``"""
+    who = t.model + (f" ({num(round(t.n_params))} parameters)" if t.n_params is not None else "")
+    if t.imbalance is not None:
+        who += f", {data.imbalance_key} = {t.imbalance:g}"
+    change = f"stays at {pts(t.gap_hi)}" if t.direction == "stays" else f"{t.direction} from {pts(t.gap_lo)} to {pts(t.gap_hi)}"
+    text = (f"{who}: as training samples grow from {num(t.n_lo)} to {num(t.n_hi)}, the class error gap {change} "
+            f"percentage points (worst-class error {pct(t.worst_lo)} → {pct(t.worst_hi)}).")  # fmt: skip
+    if t.smallest_model is not None and t.smallest_gap is not None:
+        text += f" At {num(t.n_hi)} samples the smallest model ({t.smallest_model}) has a gap of {pts(t.smallest_gap)} points."
+    return text
+
+
+def group_table(data: ReportData) -> dict:
+    """Per-group results of each family's largest model at each training-set size: the
+    mean worst-group error and group gap over seeds, and which group was worst."""
+    rows_in = data.fairness_runs
+    rows_in = rows_in[rows_in["worst_group_error"].notna()]
+    key = data.imbalance_key
+    by_family = "family" in rows_in.columns and rows_in["family"].nunique() > 1
+    rows = []
+    for family, fam_rows in (rows_in.groupby("family", sort=True) if by_family else [(None, rows_in)]):
+        largest, _ = size_extremes(fam_rows)
+        model_rows = fam_rows[fam_rows["model"] == largest]
+        for level, level_rows in (model_rows.groupby(key, sort=True) if key else [(None, model_rows)]):
+            for n_train, point in level_rows.groupby("n_train", sort=True):
+                gap = point["group_error_gap"].mean() if "group_error_gap" in point.columns else None
+                rows.append(([str(family)] if by_family else []) + [largest] + ([figs_value(level)] if key else []) + [
+                    num(n_train), pct(point["worst_group_error"].mean()), pts(gap), worst_group(point.get("group_error"))])  # fmt: skip
+    columns = (["family"] if by_family else []) + ["model"] + ([key] if key else []) + [
+        "training samples", "worst-group error", "group error gap (points)", "worst group"]  # fmt: skip
+    numeric = [c in ("training samples", "worst-group error", "group error gap (points)") for c in columns]
+    return table(columns, rows, numeric=numeric, id="group-table", title="Groups",
+                 caption="The largest model of each family, means over seeds: its error on the group it serves worst, the "
+                         "gap to its best group, and the group most often worst across seeds.")  # fmt: skip
+
+
+def worst_group(values) -> str:
+    """The group most often worst over seeds, read from each run's ``group_error`` dict."""
+    names = [max(d, key=d.get) for d in (values if values is not None else []) if isinstance(d, dict) and d]
+    return Counter(names).most_common(1)[0][0] if names else "—"
+
+
+def pct(v) -> str:
+    """An error rate as a percentage: 0.1234 → 12.3%."""
+    return "—" if v is None or not np.isfinite(v) else f"{100 * v:.3g}%"
+
+
+def pts(v) -> str:
+    """A difference of error rates in percentage points, one decimal: 0.0981 → 9.8."""
+    return "—" if v is None or not np.isfinite(v) else f"{100 * v:.1f}"
 
 
 def winners_section(data: ReportData) -> dict:

@@ -11,6 +11,11 @@ A study's grid keys fall into roles, read off each cell's resolved configuration
 * **setting**: everything else (``lr``, ``batch_size``, ``epochs``, ...). Laws and curves
   use the *envelope*: for each model and data size, the setting with the best mean over
   seeds (on validation metrics when there are any), and the report says which won where.
+
+Classification runs also record how the worst-served class fares (``worst_class_error``,
+``class_error_gap``, and per-group results on datasets that declare groups). Stores
+written before that lack these columns, and their list and dict columns (``class_error``,
+``group_error``) are never grouped on or averaged: the report reads only the numbers.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ QUALITY_LABELS = {
     "class_imbalance": "ratio of the most to the least frequent class",
     "feature_noise": "feature noise",
 }
+# The per-class and per-group numbers a run may carry; the fairness section reads these.
+FAIRNESS_METRICS = ("worst_class_error", "best_class_error", "class_error_gap", "worst_group_error", "group_error_gap")
+IMBALANCE_KEY = "class_imbalance"
 
 
 @dataclass
@@ -58,6 +66,7 @@ class ReportData:
     setting_keys: list[str] = field(default_factory=list)
     replicate_keys: list[str] = field(default_factory=list)
     quality_runs: pd.DataFrame | None = None  # done rows on the best setting, every quality level
+    fairness_runs: pd.DataFrame | None = None  # done rows with per-class results, every class_imbalance level
     winners: pd.DataFrame | None = None  # which setting won where (setting_keys swept)
     dataset: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -73,6 +82,11 @@ class ReportData:
         from scalelab.fitting import is_error_rate
 
         return is_error_rate(self.y_col)
+
+    @property
+    def imbalance_key(self) -> str | None:
+        """The grid key of class imbalance when the runs sweep more than one level of it."""
+        return next((k for k in self.quality_keys if k.split(".")[-1] == IMBALANCE_KEY), None)
 
 
 def study_data(study, *, x=None, y=None, group=None) -> ReportData:
@@ -100,7 +114,7 @@ def study_data(study, *, x=None, y=None, group=None) -> ReportData:
     tuned, winners = envelope(done, by=[*roles["size"], *roles["data"], *roles["quality"]], settings=roles["setting"], y_col=y_col)
     clean = tuned
     for key in quality_keys:
-        off = QUALITY_OFF[key] if (tuned[key] == QUALITY_OFF[key]).any() else tuned[key].min()
+        off = clean_level(tuned, key)
         clean = clean[clean[key] == off]
         notes.append(f"Laws, curves and frontiers use the runs with {key} = {off:g}; the data-quality figure shows every level.")
     if roles["setting"]:
@@ -118,7 +132,7 @@ def study_data(study, *, x=None, y=None, group=None) -> ReportData:
         grid={k: sorted({_hashable(c.params[k]) for c in spec.cells}, key=_sort_key) for k in spec.grid_keys},
         size_keys=roles["size"], quality_keys=quality_keys, setting_keys=roles["setting"], replicate_keys=roles["replicate"],
         quality_runs=tuned if quality_keys else None, winners=winners, dataset=str(config["data"].get("name", "")) or None,
-        notes=notes,
+        notes=notes, fairness_runs=fairness_rows(tuned, quality_keys=quality_keys, size_keys=roles["size"], title=spec.name),
     )  # fmt: skip
 
 
@@ -159,6 +173,40 @@ def envelope(runs: pd.DataFrame, *, by: list[str], settings: list[str], y_col: s
     winners = chosen.drop_duplicates([*keys]).loc[:, [*keys, *settings]].reset_index(drop=True)
     winners.attrs["score"] = score
     return chosen.drop(columns="_setting"), winners
+
+
+def clean_level(rows: pd.DataFrame, key: str):
+    """The level of a data-quality axis that counts as clean data: off when the grid has
+    it (no label noise, balanced classes), else the mildest level swept."""
+    off = QUALITY_OFF.get(key.split(".")[-1])
+    return off if off is not None and (rows[key] == off).any() else rows[key].min()
+
+
+def fairness_rows(tuned: pd.DataFrame, *, quality_keys: list[str], size_keys: list[str], title: str) -> pd.DataFrame | None:
+    """The done rows behind the fairness section, or None when no run recorded per-class results.
+
+    Every class-imbalance level stays (how the gap responds to imbalance is half the
+    question); other quality axes keep their clean level, as the learning curves do.
+    Rows of an older run without ``worst_class_error`` (a store that predates it) drop out.
+    """
+    if not len(tuned) or "worst_class_error" not in tuned.columns or "n_train" not in tuned.columns:
+        return None
+    rows = tuned
+    for key in quality_keys:
+        if key.split(".")[-1] != IMBALANCE_KEY:
+            rows = rows[rows[key] == clean_level(tuned, key)]
+    rows = rows.copy()
+    # Only the scalar columns become numbers; class_error and group_error stay as recorded.
+    for col in FAIRNESS_METRICS:
+        if col in rows.columns:
+            rows[col] = pd.to_numeric(rows[col], errors="coerce")
+    rows = rows[np.isfinite(rows["worst_class_error"].astype(float))]
+    if not len(rows):
+        return None
+    # A readable string per model: lines and the largest model are picked by it, never by
+    # the raw size values (a factory's hidden sizes are lists, which cannot be grouped on).
+    rows["model"] = model_labels(rows, size_keys) if size_keys else title
+    return rows.reset_index(drop=True)
 
 
 def model_labels(rows: pd.DataFrame, size_keys: list[str]) -> pd.Series:

@@ -24,6 +24,7 @@ from matplotlib import colormaps, rc_context
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import ListedColormap, LogNorm, Normalize
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from scalelab.report.data import QUALITY_LABELS, ReportData
@@ -57,7 +58,16 @@ LABELS = {
     "val_error": "validation error",
     "val_loss": "validation loss",
     "train_loss": "training loss",
+    "worst_class_error": "worst-class error",
+    "best_class_error": "best-class error",
+    "class_error_gap": "class error gap",
+    "worst_group_error": "worst-group error",
+    "group_error_gap": "group error gap",
 }
+# Class-imbalance levels by line style and marker (colour is taken by model size); the
+# mildest level gets the solid line, so the balanced runs read as the reference.
+LEVEL_LINES = ("-", "--", ":", "-.")
+LEVEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 @dataclass
@@ -314,6 +324,59 @@ def data_quality(data: ReportData) -> Figure | None:
                   caption=f"{label_of(data.y_col).capitalize()} against training samples, one curve per level of {keys}.")  # fmt: skip
 
 
+def fairness(data: ReportData) -> Figure | None:
+    """Worst-class error and class error gap against training samples, one line per model
+    size; with a class-imbalance axis, one line style per imbalance level."""
+    rows = data.fairness_runs
+    if rows is None or "n_train" not in rows.columns or rows["n_train"].nunique() < 2:
+        return None
+    metrics = [m for m in ("worst_class_error", "class_error_gap") if m in rows.columns and rows[m].notna().any()]
+    key = data.imbalance_key
+    levels = sorted(rows[key].unique()) if key else [None]
+    sizes = pd.to_numeric(rows["n_params"], errors="coerce").groupby(rows["model"]).mean() if "n_params" in rows.columns else None
+    norm = _size_norm(sizes.to_numpy(float) if sizes is not None else [1.0])
+    panels = [(family, panel_rows, metric) for family, panel_rows in _panels_by_family(rows) for metric in metrics]
+    with rc_context(STYLE):
+        fig, axes = _figure(len(panels), ncols=len(metrics), extra_width=1.0)
+        for ax, (family, panel_rows, metric) in zip(axes, panels):
+            for i, level in enumerate(levels):
+                level_rows = panel_rows if key is None else panel_rows[panel_rows[key] == level]
+                _fairness_lines(ax, level_rows, metric, sizes=sizes, norm=norm, style=_level_style(i),
+                                bands=len(levels) == 1)  # fmt: skip
+            _log_axis(ax, "x", panel_rows["n_train"])
+            _y_axis(ax, panel_rows[metric].dropna(), metric, error_rate=True)
+            ax.set_xlabel(label_of("n_train"))
+            if family:
+                ax.set_title(plain(family))
+        if sizes is not None:
+            _colourbar(fig, axes, norm, "model parameters", ticks=sizes.dropna().tolist())
+        if key:
+            # Grey samples of each style: the colours already stand for model size.
+            handles = [Line2D([], [], color="0.3", ls=ls, marker=mk, ms=3.5, lw=1.4) for ls, mk in map(_level_style, range(len(levels)))]
+            _legend_below(fig, axes, handles, [f"{v:g}" for v in levels], title=plain(key))
+    styles = f" Line style: {key} level ({QUALITY_LABELS.get(key.split('.')[-1], key)})." if key else " Bands: min to max over seeds."
+    return render(fig, id="fig-fairness", title="Fairness across classes",
+                  caption="The error on the class each model serves worst, and the gap between its worst and best class "
+                          "(percentage points), against training samples; one line per model size (colour: parameters), "
+                          f"the mean over seeds.{styles}")  # fmt: skip
+
+
+def _fairness_lines(ax, rows: pd.DataFrame, metric: str, *, sizes, norm, style, bands: bool) -> None:
+    """One line per model: ``metric``'s mean over seeds at each training-set size."""
+    ls, marker = style
+    stats = _spread(rows[rows[metric].notna()], ["model"], "n_train", metric)
+    for model, s in stats.groupby("model", sort=True):
+        colour = _colour(norm, sizes.loc[model]) if sizes is not None and np.isfinite(sizes.loc[model]) else "C0"
+        ax.plot(s["n_train"], s["mean"], ls=ls, marker=marker, color=colour, ms=3.5, lw=1.6)
+        if bands and (s["count"] > 1).any():
+            ax.fill_between(s["n_train"], s["min"], s["max"], color=colour, alpha=0.18, lw=0)
+
+
+def _level_style(i: int) -> tuple[str, str]:
+    """Line style and marker of the ``i``-th imbalance level: styles repeat past four, markers do not."""
+    return LEVEL_LINES[i % len(LEVEL_LINES)], LEVEL_MARKERS[i % len(LEVEL_MARKERS)]
+
+
 # -- figures of the laws -----------------------------------------------------------------
 def law_axes(ax, law, x, y, *, level: float, error_rate: bool, colour="C0", title: str | None = None) -> None:
     """One law over its data on ``ax``: solid inside, dashed beyond, with its interval band."""
@@ -515,6 +578,7 @@ def all_figures(data: ReportData, analysis) -> list[Figure]:
         size_curves(data),
         compute_frontier(data),
         data_quality(data),
+        fairness(data),
         law_fits(data, analysis.laws, level=analysis.level),
         backtest_figure(data, analysis.backtests, level=analysis.level),
         isoflop(analysis.plans, data=data),
