@@ -70,7 +70,31 @@ def preflight(spec) -> dict[str, CellShape]:
                 raise InputError(f"{spec.source}: model.family: {exc}") from None
             factories.add(family)
         shapes[cell.cell_id] = CellShape(len(plan.train_rows), dataset.input_shape, dataset.n_classes)
+    _check_checkpoints(spec, shapes)
     return shapes
+
+
+def _check_checkpoints(spec, shapes: dict[str, CellShape]) -> None:
+    """Every ``init_from`` checkpoint loads (weights only) and fits its cells' models."""
+    checked: set[str] = set()
+    weights: dict[str, dict] = {}
+    for cell in spec.cells:
+        path = cell.config["train"].get("init_from")
+        if path is None:
+            continue
+        shape = shapes[cell.cell_id]
+        key = json.dumps([path, cell.config["model"], shape.input_shape, shape.n_classes])
+        if key in checked:
+            continue
+        from scalelab.train.checkpoints import apply_weights, load_weights
+
+        try:
+            if path not in weights:
+                weights[path] = load_weights(path)
+            apply_weights(_build_checked(spec, cell, shape), weights[path], source=path)
+        except InputError as exc:
+            raise InputError(f"{spec.source}: train.init_from: {exc}") from None
+        checked.add(key)
 
 
 def estimate_grid(spec, shapes: dict[str, CellShape], *, workers: int, calibrate_s: float = 10.0) -> list[CellEstimate]:

@@ -40,7 +40,17 @@ _DATA_OFF = {**QUALITY_DEFAULTS, "preprocess": "none"}
 _OPTIONS_OFF = {"group": None}
 # [train] settings added after the first release, left out of a cell's id when off, so
 # that adding them kept every existing cell's id (and its stored result) valid.
-_TRAIN_OFF = {"compile": False, "batch_seeds": False, "data_parallel": 1, "prune": 0.0, "prune_finetune_epochs": 0, "quantize": "none"}
+_TRAIN_OFF = {
+    "compile": False,
+    "batch_seeds": False,
+    "data_parallel": 1,
+    "prune": 0.0,
+    "prune_finetune_epochs": 0,
+    "quantize": "none",
+    "init_from": None,
+    "freeze": "none",
+    "head_lr": None,
+}
 
 
 class _Strict(BaseModel):
@@ -110,6 +120,9 @@ class TrainFields(_Strict):
     prune: float = Field(0.0, ge=0, lt=1, description="after training, zero this share of the Linear and conv weights with the smallest magnitude")
     prune_finetune_epochs: int = Field(0, ge=0, le=10_000, description="epochs of training after pruning, the mask held")
     quantize: Literal["none", "int8"] = Field("none", description="after training, int8 dynamic quantisation of the Linear layers")
+    init_from: str | None = Field(None, min_length=1, description="a checkpoint (state_dict file) to start from; its SHA-256 joins the cell's id")
+    freeze: Literal["none", "backbone"] = Field("none", description="backbone: train only the classifier head (needs init_from)")
+    head_lr: float | None = Field(None, gt=0, description="learning rate of the classifier head; default lr")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto uses CUDA when present")
 
 
@@ -314,6 +327,7 @@ def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict) -> d
     if train.batch_seeds:
         _check_seed_batching(model.family, train, source)
     _check_compression(train, source)
+    _check_initialisation(train, source)
     data_dict = data.model_dump(mode="json")
     if data_dict["subsample_seed"] is None:
         data_dict["subsample_seed"] = train.seed
@@ -329,6 +343,9 @@ def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict) -> d
     for name, off in _TRAIN_OFF.items():
         if train_dict[name] == off:
             del train_dict[name]
+    if train.init_from is not None:
+        # The weights' content, not only the path, decides what the cell is.
+        train_dict["init_from_sha256"] = _checkpoint_sha256(train.init_from, source)
     if family_entry(model.family).framework == "sklearn":
         # Only the seed means anything to a scikit-learn estimator; the torch settings are
         # dropped so that sweeping one of them is caught as a repeated configuration.
@@ -361,6 +378,35 @@ def _check_compression(train: TrainFields, source: str) -> None:
             if getattr(train, name) != _TRAIN_OFF[name]:
                 value = json.dumps(getattr(train, name))
                 raise InputError(f"{source}: train.{name} = {value} cannot be combined with train.prune or train.quantize; choose one")
+
+
+def _check_initialisation(train: TrainFields, source: str) -> None:
+    if train.freeze != "none" and train.init_from is None:
+        raise InputError(f'{source}: train.freeze = "{train.freeze}" needs train.init_from (a checkpoint to start from)')
+    if train.batch_seeds and (train.init_from is not None or train.head_lr is not None):
+        raise InputError(f"{source}: train.batch_seeds = true cannot be combined with train.init_from or train.head_lr; choose one")
+
+
+_CHECKPOINT_HASHES: dict[tuple[str, float, int], str] = {}
+
+
+def _checkpoint_sha256(path: str, source: str) -> str:
+    """The SHA-256 of a checkpoint file, read once per file version (grids repeat it)."""
+    file = Path(path).expanduser()
+    try:
+        stat = file.stat()
+    except OSError:
+        raise InputError(f"{source}: train.init_from = {path!r}: checkpoint file not found") from None
+    if not file.is_file():
+        raise InputError(f"{source}: train.init_from = {path!r}: not a file")
+    key = (str(file.resolve()), stat.st_mtime, stat.st_size)
+    if key not in _CHECKPOINT_HASHES:
+        digest = hashlib.sha256()
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _CHECKPOINT_HASHES[key] = digest.hexdigest()
+    return _CHECKPOINT_HASHES[key]
 
 
 def seed_group_key(config: dict) -> str | None:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from scalelab.data import Dataset, training_view
 from scalelab.models import build_model, count_parameters
 from scalelab.train import compress
+from scalelab.train.checkpoints import apply_weights, load_weights, parameter_groups
 from scalelab.train.class_metrics import prediction_metrics
 from scalelab.train.flops import forward_flops, training_step_flops
 from scalelab.train.outcome import CellOutcome
@@ -120,14 +121,22 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
 
     if model is None:
         model = build_model(model_cfg, view.input_shape, view.n_classes, seed=seed)
+    fresh_weights = None
+    if train_cfg.get("init_from"):
+        fresh_weights = apply_weights(model, load_weights(train_cfg["init_from"]), source=train_cfg["init_from"])
     model = model.to(device)
     channels_last = _uses_channels_last(model, X)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         X = X.contiguous(memory_format=torch.channels_last)
         X_test = X_test.contiguous(memory_format=torch.channels_last)
-    n_params = count_parameters(model)
-    optimizer = make_optimizer(model.parameters(), train_cfg)
+    if train_cfg.get("init_from") or train_cfg.get("head_lr"):
+        groups = parameter_groups(model, freeze=train_cfg.get("freeze", "none"), lr=train_cfg["lr"], head_lr=train_cfg.get("head_lr"))
+        optimizer = make_optimizer(groups, train_cfg)
+    else:
+        optimizer = make_optimizer(model.parameters(), train_cfg)
+    n_params = count_parameters(model)  # trainable: a frozen backbone does not count
+    n_params_total = int(sum(p.numel() for p in model.parameters()))
     batch_size = min(train_cfg["batch_size"], n_train)
 
     # FLOPs per sample, measured once on a real batch; the count is linear in batch size.
@@ -213,7 +222,10 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
         memory_format="channels_last" if channels_last else "contiguous",
         compiled=bool(train_cfg.get("compile")),
         seed=seed,
+        n_params_total=n_params_total,
     )
+    if fresh_weights is not None:
+        outcome.metrics.update(init_from_sha256=train_cfg["init_from_sha256"], freeze=train_cfg.get("freeze", "none"), fresh_weights=fresh_weights)
     if finetune_samples:
         finetune_flops = flops_per_sample * finetune_samples
         outcome.metrics.update(

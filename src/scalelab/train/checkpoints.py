@@ -1,0 +1,97 @@
+"""Starting a cell from saved weights: ``[train] init_from``, ``freeze`` and ``head_lr``.
+
+A checkpoint is a ``state_dict`` saved with ``torch.save`` (or a mapping holding one
+under ``"state_dict"`` or ``"model"``). It is untrusted input: it is read with
+``torch.load(weights_only=True)``, which refuses any pickled object other than tensors
+and plain containers, so a file that would run code is an input error, not code run.
+
+The model's classifier head (its last Linear layer) may differ from the checkpoint's,
+since a fine-tuning target usually has other classes: a head whose shape does not match
+keeps its fresh initialisation. Any other missing, unexpected or mis-shaped weight means
+the checkpoint is of another architecture, an input error naming the first of them.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+from scalelab.errors import InputError
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file, loaded without executing anything.
+
+    Raises :class:`InputError` naming the file: missing, not a torch file, holding
+    objects other than tensors and containers, or holding no ``state_dict``.
+    """
+    path = Path(path).expanduser()
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{path}: checkpoint file not found") from None
+    except pickle.UnpicklingError as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise InputError(f"{path}: refused: the checkpoint holds objects other than weights, which could run code ({first})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read as a torch checkpoint ({' '.join(str(exc).split())[:200]})") from None
+    if isinstance(loaded, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(loaded.get(key), dict):
+                loaded = loaded[key]
+                break
+    if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise InputError(f"{path}: not a state_dict (a mapping of parameter names to tensors)")
+    return loaded
+
+
+def head_prefix(model: torch.nn.Module) -> str:
+    """The name of the model's classifier head: its last Linear layer."""
+    names = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    if not names:
+        raise InputError("freeze and head_lr need a model whose last layer is a Linear classifier head")
+    return names[-1]
+
+
+def apply_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str) -> list[str]:
+    """Copy the checkpoint into ``model``; a mis-shaped head keeps its initialisation.
+
+    Returns the names left at their initialisation. Raises :class:`InputError` when the
+    checkpoint is of another architecture.
+    """
+    own = model.state_dict()
+    head = head_prefix(model) + "."
+    kept = {}
+    fresh = []
+    for name, tensor in own.items():
+        if name not in state:
+            raise InputError(f"{source}: checkpoint of another architecture: it has no weight {name!r}")
+        if state[name].shape != tensor.shape:
+            if name.startswith(head):
+                fresh.append(name)  # a head for other classes: trained from scratch
+                continue
+            raise InputError(
+                f"{source}: checkpoint of another architecture: {name!r} has shape {tuple(state[name].shape)}, "
+                f"the model's is {tuple(tensor.shape)}"
+            )
+        kept[name] = state[name]
+    unexpected = sorted(set(state) - set(own))
+    if unexpected:
+        raise InputError(f"{source}: checkpoint of another architecture: unexpected weight {unexpected[0]!r}")
+    model.load_state_dict({**own, **kept})
+    return fresh
+
+
+def parameter_groups(model: torch.nn.Module, *, freeze: str, lr: float, head_lr: float | None) -> list[dict]:
+    """Optimizer parameter groups: the backbone (frozen with ``freeze = "backbone"``) at
+    ``lr`` and the head at ``head_lr`` (or ``lr``)."""
+    head = head_prefix(model) + "."
+    backbone = [p for name, p in model.named_parameters() if not name.startswith(head)]
+    head_params = [p for name, p in model.named_parameters() if name.startswith(head)]
+    if freeze == "backbone":
+        for parameter in backbone:
+            parameter.requires_grad_(False)
+        return [{"params": head_params, "lr": head_lr or lr}]
+    return [{"params": backbone, "lr": lr}, {"params": head_params, "lr": head_lr or lr}]
