@@ -304,3 +304,57 @@ def test_checked_dataset_rejects_bad_arrays(kind, words):
 def test_dataset_error_is_an_input_error():
     """The CLI turns InputError into exit status 2; dataset problems must be among them."""
     assert issubclass(DatasetError, InputError)
+
+
+# -- data.classes ----------------------------------------------------------------------
+def _digits_config(**data):
+    from scalelab.spec import parse_spec
+
+    raw = {"name": "c", "data": {"name": "digits", **data}, "model": {"family": "mlp"}}
+    return parse_spec(raw, source="c.toml").cells[0].config["data"]
+
+
+def test_classes_keeps_those_classes_relabelled_in_the_order_given():
+    import numpy as np
+
+    from scalelab.data import load_dataset
+
+    full = load_dataset(_digits_config())
+    part = load_dataset(_digits_config(classes=[7, 2, 5]))
+    assert part.n_classes == 3
+    assert len(part.y_train) == int(np.isin(full.y_train, [7, 2, 5]).sum())
+    assert len(part.y_test) == int(np.isin(full.y_test, [7, 2, 5]).sum())
+    # Class 7 became 0: its samples are those of class 7 in the full split, in order.
+    assert np.array_equal(part.X_train[part.y_train == 0], full.X_train[full.y_train == 7])
+    assert np.array_equal(part.X_test[part.y_test == 2], full.X_test[full.y_test == 5])
+
+
+def test_classes_off_keeps_the_cell_id():
+    from scalelab.spec import parse_spec
+
+    plain = parse_spec({"name": "c", "data": {"name": "digits"}, "model": {"family": "mlp"}}).cells[0]
+    assert "classes" not in plain.config["data"]
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        pytest.param([3], "data.classes", id="one-class"),
+        pytest.param([1, 1], "must be distinct class indices", id="repeated"),
+        pytest.param([-1, 2], "must be distinct class indices", id="negative"),
+    ],
+)
+def test_bad_classes_are_clear_errors(classes, message):
+    from scalelab.errors import InputError
+
+    with pytest.raises(InputError) as caught:
+        _digits_config(classes=classes)
+    assert message in str(caught.value) and str(caught.value).startswith("c.toml: ")
+
+
+def test_a_class_the_dataset_lacks_is_named():
+    from scalelab.data import load_dataset
+    from scalelab.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="data.classes names class 12, but the dataset has classes 0 … 9"):
+        load_dataset(_digits_config(classes=[0, 12]))

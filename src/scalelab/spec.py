@@ -35,7 +35,7 @@ else:  # pragma: no cover
 MAX_CELLS = 100_000
 SEED_MAX = 2**32 - 1  # numpy and scikit-learn accept seeds in [0, 2**32)
 # [data] settings at the values that switch them off; resolved configurations leave them out.
-_DATA_OFF = {**QUALITY_DEFAULTS, "preprocess": "none"}
+_DATA_OFF = {**QUALITY_DEFAULTS, "preprocess": "none", "classes": None}
 # Dataset options added later, left out when unset so that existing cells keep their ids.
 _OPTIONS_OFF = {"group": None}
 # [train] settings added after the first release, left out of a cell's id when off, so
@@ -70,6 +70,7 @@ class DataFields(_Strict):
     label_noise: float = Field(0.0, ge=0, le=1, description="share of training labels replaced by a different class")
     duplicate_fraction: float = Field(0.0, ge=0, lt=1, description="share of the training budget spent on exact duplicates")
     class_imbalance: float = Field(1.0, ge=1, le=1e6, description="ratio of the most to the least frequent class")
+    classes: list[int] | None = Field(None, min_length=2, description="keep only these classes, relabelled 0 … k−1 in this order")
     feature_noise: float = Field(0.0, ge=0, le=1000, description="Gaussian noise std relative to each feature's std")
 
     @field_validator("data_fraction")
@@ -77,6 +78,13 @@ class DataFields(_Strict):
     def _fraction_in_unit_interval(cls, value: float) -> float:
         if not (0.0 < value <= 1.0) or math.isnan(value):
             raise ValueError("must be in (0, 1]")
+        return value
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct_class_indices(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (min(value) < 0 or len(set(value)) != len(value)):
+            raise ValueError("must be distinct class indices, 0 or more")
         return value
 
     @field_validator("name")

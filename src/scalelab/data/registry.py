@@ -188,12 +188,48 @@ def load_dataset(data_config: dict) -> Dataset:
     """
     entry = dataset_entry(data_config["name"])
     options = entry.options.model_validate(data_config.get("options", {}))
-    return entry.load(options, test_size=data_config["test_size"], split_seed=data_config["split_seed"])
+    dataset = entry.load(options, test_size=data_config["test_size"], split_seed=data_config["split_seed"])
+    if data_config.get("classes"):
+        dataset = select_classes(dataset, data_config["classes"])
+    return dataset
+
+
+def select_classes(dataset: Dataset, classes: list[int]) -> Dataset:
+    """The samples of ``classes`` only, relabelled ``0 … len(classes) − 1`` in the order given
+    (``data.classes``: a task on part of a dataset, such as a transfer source or target).
+
+    Raises :class:`DatasetError` for a class the dataset does not have or that leaves a
+    split empty.
+    """
+    import numpy as np
+
+    from scalelab.errors import DatasetError
+
+    unknown = [c for c in classes if not 0 <= c < dataset.n_classes]
+    if unknown:
+        raise DatasetError(f"{dataset.name}: data.classes names class {unknown[0]}, but the dataset has classes 0 … {dataset.n_classes - 1}")
+    relabel = np.full(dataset.n_classes, -1, dtype=np.int64)
+    relabel[np.asarray(classes)] = np.arange(len(classes))
+    keep_train, keep_test = relabel[dataset.y_train] >= 0, relabel[dataset.y_test] >= 0
+    for split, keep, y in (("train", keep_train, dataset.y_train), ("test", keep_test, dataset.y_test)):
+        missing = sorted(set(classes) - set(np.unique(y[keep]).tolist()))
+        if missing:
+            raise DatasetError(f"{dataset.name}: data.classes: class {missing[0]} has no sample in the {split} split")
+    groups = None if dataset.groups_test is None else dataset.groups_test[keep_test]
+    return Dataset(
+        name=dataset.name,
+        X_train=dataset.X_train[keep_train],
+        y_train=relabel[dataset.y_train[keep_train]],
+        X_test=dataset.X_test[keep_test],
+        y_test=relabel[dataset.y_test[keep_test]],
+        n_classes=len(classes),
+        groups_test=groups,
+    )
 
 
 def dataset_key(data_config: dict) -> str:
     """A key identifying the loaded arrays: equal keys load identical datasets."""
     import json
 
-    keep = {k: data_config[k] for k in ("name", "test_size", "split_seed", "options") if k in data_config}
+    keep = {k: data_config[k] for k in ("name", "test_size", "split_seed", "options", "classes") if k in data_config}
     return json.dumps(keep, sort_keys=True)
