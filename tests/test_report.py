@@ -4,6 +4,9 @@
 * runs that record per-class results get the fairness figure and section, whose answer
   (the gap narrows or widens) matches the recorded numbers; a store from before those
   results has no fairness section, and list- and dict-valued columns break nothing;
+* a grid that sweeps ``prune`` and ``quantize`` gets the compression figure and a table
+  whose numbers are the store's means over seeds, while laws use the uncompressed runs;
+  a store without the sweep (or from before the size columns) has no compression section;
 * failed and diverged cells are listed with their reasons;
 * every string a user wrote is escaped: a study named ``<script>alert(1)</script>``
   yields no script element and shows the name as text;
@@ -146,6 +149,70 @@ def test_one_training_set_size_gets_the_fairness_section_without_a_trend(tmp_pat
     fairness = next(s for s in report.sections if s["id"] == "fairness")
     assert "a single training-set size" in fairness["empty"]
     assert "fig-fairness" not in report.figure_ids and not fairness["tables"]
+
+
+COMPRESSION_GRID = GRID + '\ntrain.prune = [0, 0.5]\nquantize = ["none", "int8"]'
+COMPRESSION_LABELS = {(0.0, "none"): "uncompressed", (0.0, "int8"): "int8", (0.5, "none"): "prune 0.5", (0.5, "int8"): "prune 0.5 + int8"}
+
+
+def _compression_means(runs: pd.DataFrame) -> pd.DataFrame:
+    """From the recorded runs, not the report's code: means over seeds at full data per
+    width, prune ratio and quantisation (only scalar columns: never the per-class lists)."""
+    rows = runs[(runs["state"] == "done") & (runs["data_fraction"] == 1.0)]
+    columns = ["test_error", "test_error_before_compression", "nonzero_params", "model_bytes", "inference_samples_per_s"]
+    numbers = rows[columns].apply(pd.to_numeric)
+    return numbers.groupby([rows["width"], rows["train.prune"], rows["quantize"]]).mean()
+
+
+def test_a_compression_sweep_gets_the_compression_figure_and_table(tmp_path):
+    study = fake_study(tmp_path / "compressed", grid=COMPRESSION_GRID, name="compressed", per_class=True, groups=True, sizes=True)
+    report = build_report(study, **FAST)
+    assert "fig-compression" in report.figure_ids
+    html = report.html
+    assert 'id="compression"' in html and 'id="fig-compression"' in html and 'id="compression-table"' in html
+    assert "Compression" in [t for t in parse(html).text if t.strip()]
+    figure = next(f for f in report.figures if f.id == "fig-compression")
+    assert "colour: prune ratio; marker: quantisation" in figure.caption and "Pareto frontier" in figure.caption
+
+    section = next(s for s in report.sections if s["id"] == "compression")
+    (table,) = section["tables"]
+    cells = {(row[0], row[1]): dict(zip(table["columns"], row)) for row in table["rows"]}
+    means = _compression_means(study.runs())
+    assert len(cells) == len(means) == 3 * 4
+    for (width, prune, quantize), m in means.iterrows():
+        row = cells[(f"width {width:g}", COMPRESSION_LABELS[(prune, quantize)])]
+        compressed = (prune, quantize) != (0.0, "none")
+        before = m["test_error_before_compression"] if compressed else m["test_error"]
+        assert row["test error before"] == f"{100 * before:.3g}%"
+        assert row["test error after"] == f"{100 * m['test_error']:.3g}%"
+        assert row["change (points)"] == (f"{100 * (m['test_error'] - before):+.1f}" if compressed else "—")
+        assert row["non-zero parameters"] == f"{round(m['nonzero_params']):,}"
+        assert row["model bytes"] == f"{round(m['model_bytes']):,}"
+        assert row["inference samples/s"] == f"{m['inference_samples_per_s'] / 1e6:.3g}M"
+        assert row["seeds"] == "2"
+        if compressed:  # the trained model is the uncompressed run: same cell, same seed
+            assert m["test_error_before_compression"] == pytest.approx(means.loc[(width, 0.0, "none"), "test_error"])
+    # Each model's uncompressed run comes first, the models in order of size.
+    assert [r[:2] for r in table["rows"][:5]] == [["width 0.5", "uncompressed"], ["width 0.5", "int8"], ["width 0.5", "prune 0.5"],
+                                                  ["width 0.5", "prune 0.5 + int8"], ["width 1", "uncompressed"]]  # fmt: skip
+    # The smallest model overall is the first on the size frontier: the narrowest model in
+    # int8 ties with its pruned twin in bytes, and wins on error.
+    assert "against model bytes (nothing smaller does better): width 0.5, int8 (4,000 bytes," in html
+    # Laws, curves, the fairness section use the uncompressed runs, and say so.
+    assert set(report.data.done["train.prune"]) == {0.0} and set(report.data.done["quantize"]) == {"none"}
+    assert set(report.data.fairness_runs["quantize"]) == {"none"}
+    assert "Laws, curves and frontiers use the runs with train.prune = 0" in " ".join(report.data.notes)
+    assert report.data.winners is None
+
+
+def test_a_store_without_a_compression_sweep_has_no_compression_section(plain_report, tmp_path):
+    assert "model_bytes" not in plain_report.data.runs.columns  # a store written before sizes were recorded
+    sized = build_report(fake_study(tmp_path / "sized", grid=GRID + '\nquantize = ["int8"]', name="sized", sizes=True), **FAST)
+    assert "model_bytes" in sized.data.runs.columns
+    for report in (plain_report, sized):
+        assert "fig-compression" not in report.figure_ids
+        assert 'id="compression"' not in report.html and "compression-table" not in report.html
+        assert report.data.compression_runs is None and report.analysis.compression is None
 
 
 def test_the_report_holds_summary_laws_backtest_plan_and_states(plain_report):

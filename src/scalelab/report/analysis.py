@@ -6,7 +6,10 @@ it (too few scales for a backtest, one model size for a joint law) becomes a not
 the report rather than an error: the rest of the report is still worth having.
 
 The fairness numbers (:func:`gap_trends`) are plain means over seeds, no law: whether the
-gap between the best- and worst-served class narrows or widens is read off the runs.
+gap between the best- and worst-served class narrows or widens is read off the runs. So are
+the compression numbers (:func:`compression_points`): per model size and compression
+setting, means over seeds, and which points sit on the Pareto frontiers of the target
+against model bytes and against inference throughput.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from scalelab.errors import InputError
-from scalelab.report.data import ReportData
+from scalelab.report.data import COMPRESSION_KEYS, ReportData
 
 EXTRAPOLATE = 10.0  # laws are drawn, and predicted, out to this many times the largest x
 
@@ -85,6 +88,7 @@ class Analysis:
     notes: list[str]
     level: float
     fairness: list[GapTrend] = field(default_factory=list)
+    compression: pd.DataFrame | None = None  # compression_points: one row per model size and compression setting
 
 
 def check_options(data: ReportData, *, form: str) -> None:
@@ -121,7 +125,7 @@ def analyse(data: ReportData, *, form: str = "auto", level: float = 0.8, chance:
         laws = fit_laws(data, form=form, level=level, chance=chance, n_boot=n_boot, notes=notes)
         backtests = backtest(data, level=level, chance=chance, n_boot=n_boot, notes=notes)
         plans = plan_families(data, level=level, chance=chance, n_boot=n_boot, notes=notes)
-    return Analysis(laws, backtests, plans, notes, level, fairness=gap_trends(data))
+    return Analysis(laws, backtests, plans, notes, level, fairness=gap_trends(data), compression=compression_points(data))
 
 
 def fit_laws(data: ReportData, *, form, level, chance, n_boot, notes) -> list[LawResult]:
@@ -275,6 +279,62 @@ def gap_trends(data: ReportData) -> list[GapTrend]:
                 trend.smallest_model, trend.smallest_gap = smallest, float(small["class_error_gap"].mean())
             out.append(trend)
     return out
+
+
+COMPRESSION_MEANS = ("test_error", "test_error_before_compression", "nonzero_params", "model_bytes", "inference_samples_per_s", "n_params")
+
+
+def compression_points(data: ReportData) -> pd.DataFrame | None:
+    """Per model size and compression setting, the means over seeds of what the compression
+    section shows; None without a compression sweep.
+
+    Columns: ``model``, ``compression``, ``prune``, ``prune_finetune_epochs``, ``quantize``,
+    the means of :attr:`ReportData.compression_y` and :data:`COMPRESSION_MEANS` (those the
+    runs have), ``seeds``, ``inference_device`` (every device the runs were timed on), and
+    ``on_bytes_frontier`` / ``on_speed_frontier``: no point with fewer bytes (more samples/s)
+    has a lower mean. Rows in table order: models by size, each setting by prune ratio, the
+    uncompressed run first.
+    """
+    rows = data.compression_runs
+    if rows is None:
+        return None
+    y = data.compression_y
+    metrics = [c for c in dict.fromkeys([y, *COMPRESSION_MEANS]) if c in rows.columns]
+    rows = rows.assign(**{c: pd.to_numeric(rows[c], errors="coerce") for c in metrics})
+    keys = ["model", "compression", *COMPRESSION_KEYS]
+    grouped = rows.groupby(keys, sort=False)
+    points = grouped[metrics].mean()
+    points["seeds"] = grouped.size()
+    if "inference_device" in rows.columns:
+        points["inference_device"] = grouped["inference_device"].agg(lambda v: ", ".join(sorted({str(d) for d in v.dropna()})))
+    else:
+        points["inference_device"] = ""
+    points = points.reset_index()
+    models = list(dict.fromkeys(points["model"]))
+    if "n_params" in points.columns and points["n_params"].notna().any():
+        models = list(points.groupby("model", sort=False)["n_params"].mean().sort_values(kind="stable").index)
+    points = points.assign(
+        _model=points["model"].map({m: i for i, m in enumerate(models)}), _quantized=points["quantize"] != "none"
+    ).sort_values(["_model", "prune", "prune_finetune_epochs", "_quantized", "quantize"], kind="stable")
+    points = points.drop(columns=["_model", "_quantized"]).reset_index(drop=True)
+    target = points[y].to_numpy(float)
+    for name, col, more in (("on_bytes_frontier", "model_bytes", False), ("on_speed_frontier", "inference_samples_per_s", True)):
+        points[name] = False
+        if col in points.columns:
+            x = points[col].to_numpy(float)
+            ok = np.flatnonzero(np.isfinite(x) & (x > 0) & np.isfinite(target))
+            if len(ok):
+                points.loc[ok[pareto(x[ok], target[ok], more_is_better=more)], name] = True
+    return points
+
+
+def pareto(x, y, *, more_is_better: bool = False) -> np.ndarray:
+    """Indices of the Pareto frontier of low ``y`` against low ``x`` (high with
+    ``more_is_better``), in order from the best x: each beats every point before it."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    order = np.lexsort((y, -x if more_is_better else x))
+    best = np.minimum.accumulate(y[order])
+    return order[np.r_[True, best[1:] < best[:-1]]]
 
 
 def size_extremes(rows: pd.DataFrame) -> tuple[str, str]:

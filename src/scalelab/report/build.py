@@ -136,6 +136,9 @@ def layout(data: ReportData, analysis: Analysis, figures: dict) -> list[dict]:
     fairness = fairness_section(data, analysis, figures.get("fig-fairness"))
     if fairness is not None:
         out.append(fairness)
+    compression = compression_section(data, analysis, figures.get("fig-compression"))
+    if compression is not None:
+        out.append(compression)
     if data.winners is not None and len(data.winners):
         out.append(winners_section(data))
     out.append(laws_section(data, analysis, figures.get("fig-laws"), y))
@@ -340,6 +343,74 @@ def worst_group(values) -> str:
     """The group most often worst over seeds, read from each run's ``group_error`` dict."""
     names = [max(d, key=d.get) for d in (values if values is not None else []) if isinstance(d, dict) and d]
     return Counter(names).most_common(1)[0][0] if names else "—"
+
+
+def compression_section(data: ReportData, analysis: Analysis, figure) -> dict | None:
+    """The target after compression against model bytes and inference speed, the settings
+    on each Pareto frontier, and a table of each model as trained against its compressed
+    versions; None when the grid sweeps neither prune nor quantize (or no run recorded sizes)."""
+    from scalelab.fitting import is_error_rate
+
+    points = analysis.compression
+    if data.compression_runs is None or points is None or not len(points):
+        return None
+    s = section("compression", "Compression", figures=[figure] if figure else [])
+    s["paragraphs"] = [(f"The grid sweeps {', '.join(data.compression_keys)}: after training, each model was pruned (that "
+                        "share of its weights with the smallest magnitude zeroed, across layers) and/or quantised (its "
+                        "Linear layers converted to int8), then tested again. Pruning lowers the non-zero parameters but "
+                        "not the bytes stored (the zeros are kept); int8 shrinks the bytes. Laws, curves and frontiers "
+                        "elsewhere use the " + ("uncompressed runs." if (points["compression"] == "uncompressed").any()
+                                                else "mildest setting swept (see the notes in the summary)."))]  # fmt: skip
+    if data.setting_keys:
+        s["paragraphs"][0] += (f" With {', '.join(data.setting_keys)} swept, each point has the setting with the best mean for "
+                               "its model, data and compression (the envelope).")  # fmt: skip
+    y = data.compression_y
+    fmt = pct if is_error_rate(y) else (lambda v: f"{v:.4g}")
+    for flag, col, what, unit in (("on_bytes_frontier", "model_bytes", "model bytes (nothing smaller does better)", lambda v: f"{num(round(v))} bytes"),
+                                  ("on_speed_frontier", "inference_samples_per_s", "inference speed (nothing faster does better)", lambda v: f"{figs._si(v)} samples/s")):  # fmt: skip
+        front = points[points[flag]] if col in points.columns else points.iloc[:0]
+        if len(front):
+            front = front.sort_values(col, ascending=col == "model_bytes")
+            said = "; ".join(f"{m}, {c} ({unit(v)}, {fmt(e)})" for m, c, v, e in zip(front["model"], front["compression"], front[col], front[y]))
+            s["paragraphs"].append(f"On the frontier of {figs.label_of(y)} against {what}: {said}.")
+    devices = {d for v in points["inference_device"] for d in str(v).split(", ") if d}
+    if len(devices) > 1:
+        s["notes"] = [(f"Inference was timed on more than one device ({', '.join(sorted(devices))}): int8 models run on the "
+                       "CPU, so their samples/s compare only with runs timed there.")]  # fmt: skip
+    s["tables"] = [compression_table(points)]
+    return s
+
+
+def compression_table(points: pd.DataFrame) -> dict:
+    """Each model as trained against each compressed setting: means over seeds of the test
+    error before and after, the non-zero parameters, the bytes and the inference speed."""
+    rows = []
+    for _, p in points.iterrows():
+        after = p.get("test_error")
+        before = after if p["compression"] == "uncompressed" else p.get("test_error_before_compression")
+        change = "—" if p["compression"] == "uncompressed" or after is None or before is None else pts_signed(after - before)
+        rows.append([p["model"], p["compression"], pct(before), pct(after), change, count(p.get("nonzero_params")),
+                     count(p.get("model_bytes")), rate(p.get("inference_samples_per_s")), num(int(p["seeds"]))])  # fmt: skip
+    columns = ["model", "compression", "test error before", "test error after", "change (points)", "non-zero parameters",
+               "model bytes", "inference samples/s", "seeds"]  # fmt: skip
+    return table(columns, rows, numeric=[False, False, *[True] * 7], id="compression-table",
+                 caption="Means over seeds at each model's largest training set. Before: the model as trained (for a "
+                         "compressed run, as it recorded before compression); after: the compressed model.")  # fmt: skip
+
+
+def count(v) -> str:
+    """A mean of counts, rounded to a whole number: 1234.5 → 1,234 (round half to even)."""
+    return "—" if v is None or not np.isfinite(v) else num(round(float(v)))
+
+
+def rate(v) -> str:
+    """A throughput, three significant digits: 1687477.2 → 1.69M."""
+    return "—" if v is None or not np.isfinite(v) else figs._si(float(v))
+
+
+def pts_signed(v) -> str:
+    """A change of error rate in percentage points, signed: 0.0123 → +1.2."""
+    return "—" if v is None or not np.isfinite(v) else f"{100 * v:+.1f}"
 
 
 def pct(v) -> str:

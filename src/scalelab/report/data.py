@@ -8,6 +8,9 @@ A study's grid keys fall into roles, read off each cell's resolved configuration
 * **quality**: the data-quality transforms (``label_noise``, ...): their own figure, and
   left out of laws and frontiers, which use clean data;
 * **replicate**: seeds, which give the spread bands;
+* **compression**: ``prune``, ``prune_finetune_epochs`` and ``quantize``, applied after
+  training: their own section (the target against model bytes and inference speed), and
+  left out of everything else, which uses the uncompressed runs;
 * **setting**: everything else (``lr``, ``batch_size``, ``epochs``, ...). Laws and curves
   use the *envelope*: for each model and data size, the setting with the best mean over
   seeds (on validation metrics when there are any), and the report says which won where.
@@ -16,6 +19,9 @@ Classification runs also record how the worst-served class fares (``worst_class_
 ``class_error_gap``, and per-group results on datasets that declare groups). Stores
 written before that lack these columns, and their list and dict columns (``class_error``,
 ``group_error``) are never grouped on or averaged: the report reads only the numbers.
+Likewise every torch run records its model's size and speed (``nonzero_params``,
+``model_bytes``, ``inference_samples_per_s``), and compressed runs those of the model as
+trained (``test_error_before_compression``, ...); older stores lack them.
 """
 
 from __future__ import annotations
@@ -40,6 +46,12 @@ QUALITY_LABELS = {
 # The per-class and per-group numbers a run may carry; the fairness section reads these.
 FAIRNESS_METRICS = ("worst_class_error", "best_class_error", "class_error_gap", "worst_group_error", "group_error_gap")
 IMBALANCE_KEY = "class_imbalance"
+COMPRESSION_KEYS = ("prune", "prune_finetune_epochs", "quantize")
+COMPRESSION_OFF = {"prune": 0.0, "prune_finetune_epochs": 0, "quantize": "none"}
+# What the compression section reads; a compressed run's test_error is the compressed model's.
+COMPRESSION_METRICS = ("nonzero_params", "model_bytes", "inference_samples_per_s", "test_error_before_compression",
+                       "test_loss_before_compression", "inference_samples_per_s_before_compression",
+                       "nonzero_params_before_compression", "prune_finetune_flops")  # fmt: skip
 
 
 @dataclass
@@ -65,8 +77,10 @@ class ReportData:
     quality_keys: list[str] = field(default_factory=list)
     setting_keys: list[str] = field(default_factory=list)
     replicate_keys: list[str] = field(default_factory=list)
+    compression_keys: list[str] = field(default_factory=list)  # prune, quantize, ... where the grid sweeps them
     quality_runs: pd.DataFrame | None = None  # done rows on the best setting, every quality level
     fairness_runs: pd.DataFrame | None = None  # done rows with per-class results, every class_imbalance level
+    compression_runs: pd.DataFrame | None = None  # done rows at full data, every compression setting (prune or quantize swept)
     winners: pd.DataFrame | None = None  # which setting won where (setting_keys swept)
     dataset: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -87,6 +101,12 @@ class ReportData:
     def imbalance_key(self) -> str | None:
         """The grid key of class imbalance when the runs sweep more than one level of it."""
         return next((k for k in self.quality_keys if k.split(".")[-1] == IMBALANCE_KEY), None)
+
+    @property
+    def compression_y(self) -> str:
+        """The metric the compression section plots: the target, measured again on the
+        compressed model, unless it is the training loss (compression comes after training)."""
+        return "test_loss" if self.y_col == "train_loss" else self.y_col
 
 
 def study_data(study, *, x=None, y=None, group=None) -> ReportData:
@@ -111,8 +131,26 @@ def study_data(study, *, x=None, y=None, group=None) -> ReportData:
         notes.append(f"{n_left} of {len(runs)} cells are not done ({_state_list(runs)}); figures and laws use the {len(done)} done runs.")
 
     quality_keys = [k for k in roles["quality"] if done[k].nunique() > 1] if len(done) else []
-    tuned, winners = envelope(done, by=[*roles["size"], *roles["data"], *roles["quality"]], settings=roles["setting"], y_col=y_col)
-    clean = tuned
+    compression_keys = [k for k in roles["compression"] if done[k].nunique() > 1] if len(done) else []
+    tuned, winners = envelope(done, by=[*roles["size"], *roles["data"], *roles["quality"], *roles["compression"]],
+                              settings=roles["setting"], y_col=y_col)  # fmt: skip
+    compression = compression_rows(tuned, spec=spec, compression_keys=compression_keys, quality_keys=quality_keys,
+                                   size_keys=roles["size"], title=spec.name)  # fmt: skip
+    uncompressed = tuned
+    for key in compression_keys:
+        off = clean_level(tuned, key)
+        # A scikit-learn family beside a torch one reads None here: it was never compressed.
+        uncompressed = uncompressed[(uncompressed[key] == off) | uncompressed[key].isna()]
+        shown = "the compression section shows every setting" if compression is not None else "the other levels are left out"
+        notes.append(f"Laws, curves and frontiers use the runs with {key} = {_fmt_value(off)}; {shown}.")
+    if winners is not None and roles["compression"]:
+        # The winners the curves and laws use: the uncompressed runs'.
+        score = winners.attrs["score"]
+        for key in compression_keys:
+            winners = winners[(winners[key] == clean_level(tuned, key)) | winners[key].isna()]
+        winners = winners.drop(columns=roles["compression"]).reset_index(drop=True)
+        winners.attrs["score"] = score
+    clean = uncompressed
     for key in quality_keys:
         off = clean_level(tuned, key)
         clean = clean[clean[key] == off]
@@ -131,8 +169,9 @@ def study_data(study, *, x=None, y=None, group=None) -> ReportData:
         x_cols=x_cols, y_col=y_col, group=group, description=spec.description, store=str(study.store_path),
         grid={k: sorted({_hashable(c.params[k]) for c in spec.cells}, key=_sort_key) for k in spec.grid_keys},
         size_keys=roles["size"], quality_keys=quality_keys, setting_keys=roles["setting"], replicate_keys=roles["replicate"],
-        quality_runs=tuned if quality_keys else None, winners=winners, dataset=str(config["data"].get("name", "")) or None,
-        notes=notes, fairness_runs=fairness_rows(tuned, quality_keys=quality_keys, size_keys=roles["size"], title=spec.name),
+        quality_runs=uncompressed if quality_keys else None, winners=winners, dataset=str(config["data"].get("name", "")) or None,
+        notes=notes, fairness_runs=fairness_rows(uncompressed, quality_keys=quality_keys, size_keys=roles["size"], title=spec.name),
+        compression_keys=compression_keys, compression_runs=compression,
     )  # fmt: skip
 
 
@@ -176,10 +215,10 @@ def envelope(runs: pd.DataFrame, *, by: list[str], settings: list[str], y_col: s
 
 
 def clean_level(rows: pd.DataFrame, key: str):
-    """The level of a data-quality axis that counts as clean data: off when the grid has
-    it (no label noise, balanced classes), else the mildest level swept."""
-    off = QUALITY_OFF.get(key.split(".")[-1])
-    return off if off is not None and (rows[key] == off).any() else rows[key].min()
+    """The level of a data-quality or compression axis that counts as clean: off when the grid has
+    it (no label noise, balanced classes, no pruning), else the mildest level swept."""
+    off = {**QUALITY_OFF, **COMPRESSION_OFF}.get(key.split(".")[-1])
+    return off if off is not None and (rows[key] == off).any() else rows[key].dropna().min()
 
 
 def fairness_rows(tuned: pd.DataFrame, *, quality_keys: list[str], size_keys: list[str], title: str) -> pd.DataFrame | None:
@@ -209,6 +248,62 @@ def fairness_rows(tuned: pd.DataFrame, *, quality_keys: list[str], size_keys: li
     return rows.reset_index(drop=True)
 
 
+def compression_rows(tuned: pd.DataFrame, *, spec, compression_keys: list[str], quality_keys: list[str],
+                     size_keys: list[str], title: str) -> pd.DataFrame | None:  # fmt: skip
+    """The done rows behind the compression section, or None when the grid sweeps neither
+    ``prune`` nor ``quantize`` or no run recorded its model's size (a store from before).
+
+    Every compression setting stays; quality axes keep their clean level, and each model
+    its largest data fraction: the section compares models, not data sizes. Each row gets
+    its cell's ``prune``, ``prune_finetune_epochs`` and ``quantize`` under those names (a
+    grid may call them ``train.prune``, or fix one in ``[train]``) and a readable
+    ``compression`` label. Rows without ``model_bytes`` (scikit-learn models) drop out.
+    """
+    swept = [k for k in compression_keys if k.split(".")[-1] in ("prune", "quantize")]
+    if not swept or not len(tuned) or "model_bytes" not in tuned.columns:
+        return None
+    rows = tuned
+    for key in quality_keys:
+        rows = rows[rows[key] == clean_level(tuned, key)]
+    rows = rows.copy()
+    # Only the scalar columns become numbers; class_error and group_error stay as recorded.
+    for col in COMPRESSION_METRICS:
+        if col in rows.columns:
+            rows[col] = pd.to_numeric(rows[col], errors="coerce")
+    rows = rows[np.isfinite(rows["model_bytes"].astype(float))]
+    if not len(rows):
+        return None
+    settings = {c.cell_id: compression_setting(c.config.get("train", {})) for c in spec.cells}
+    chosen = rows["cell_id"].map(settings)
+    for i, name in enumerate(COMPRESSION_KEYS):
+        rows[name] = [s[i] if isinstance(s, tuple) else COMPRESSION_OFF[name] for s in chosen]
+    rows["compression"] = [compression_label(*s) for s in zip(rows["prune"], rows["prune_finetune_epochs"], rows["quantize"])]
+    if rows["compression"].nunique() < 2:
+        return None
+    # A readable string per model, as the fairness rows have (a factory's sizes are lists).
+    rows["model"] = model_labels(rows, size_keys) if size_keys else title
+    scale = "data_fraction" if "data_fraction" in rows.columns else "n_train" if "n_train" in rows.columns else None
+    if scale is not None:
+        values = pd.to_numeric(rows[scale], errors="coerce")
+        rows = rows[values == values.groupby(rows["model"]).transform("max")]
+    return rows.reset_index(drop=True)
+
+
+def compression_setting(train: dict) -> tuple[float, int, str]:
+    """``(prune, prune_finetune_epochs, quantize)`` of a resolved ``[train]`` (off when left out)."""
+    return (float(train.get("prune") or 0.0), int(train.get("prune_finetune_epochs") or 0), str(train.get("quantize") or "none"))
+
+
+def compression_label(prune: float, finetune_epochs: int, quantize: str) -> str:
+    """``"prune 0.5 + int8"``, ``"prune 0.9, fine-tuned 2 epochs"``, or ``"uncompressed"``."""
+    parts = []
+    if prune > 0:
+        parts.append(f"prune {prune:g}" + (f", fine-tuned {finetune_epochs} epoch{'s' * (finetune_epochs != 1)}" if finetune_epochs else ""))
+    if quantize != "none":
+        parts.append(quantize)
+    return " + ".join(parts) or "uncompressed"
+
+
 def model_labels(rows: pd.DataFrame, size_keys: list[str]) -> pd.Series:
     """A readable label per row for its model: ``"mlp, width 0.5"``."""
 
@@ -224,7 +319,7 @@ def model_labels(rows: pd.DataFrame, size_keys: list[str]) -> pd.Series:
 
 def _roles(spec) -> dict[str, list[str]]:
     """Grid keys by role (module docstring), from where each lands in a cell's configuration."""
-    roles: dict[str, list[str]] = {"size": [], "data": [], "quality": [], "replicate": [], "setting": []}
+    roles: dict[str, list[str]] = {"size": [], "data": [], "quality": [], "replicate": [], "compression": [], "setting": []}
     cell = spec.cells[0] if spec.cells else None
     for key in spec.grid_keys:
         name = key.split(".")[-1]
@@ -235,6 +330,8 @@ def _roles(spec) -> dict[str, list[str]]:
             roles["replicate"].append(key)
         elif name in QUALITY_KEYS:
             roles["quality"].append(key)
+        elif name in COMPRESSION_KEYS and section == "train":
+            roles["compression"].append(key)
         elif section == "model":
             roles["size"].append(key)
         elif section == "data" and name != "validation_split":

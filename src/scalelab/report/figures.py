@@ -63,6 +63,9 @@ LABELS = {
     "class_error_gap": "class error gap",
     "worst_group_error": "worst-group error",
     "group_error_gap": "group error gap",
+    "model_bytes": "model size (bytes, serialised)",
+    "inference_samples_per_s": "inference samples/s",
+    "nonzero_params": "non-zero parameters",
 }
 # Class-imbalance levels by line style and marker (colour is taken by model size); the
 # mildest level gets the solid line, so the balanced runs read as the reference.
@@ -377,6 +380,56 @@ def _level_style(i: int) -> tuple[str, str]:
     return LEVEL_LINES[i % len(LEVEL_LINES)], LEVEL_MARKERS[i % len(LEVEL_MARKERS)]
 
 
+def compression(data: ReportData, points: pd.DataFrame | None) -> Figure | None:
+    """The target against model bytes and against inference samples/s, one point per model
+    size and compression setting (means over seeds), with each panel's Pareto frontier;
+    colour: prune ratio (and fine-tune), marker: quantisation."""
+    from scalelab.fitting import is_error_rate
+
+    if points is None or not len(points):
+        return None
+    y = data.compression_y
+    finite = np.isfinite(points[y].astype(float))
+    panels = [(c, more) for c, more in (("model_bytes", False), ("inference_samples_per_s", True))
+              if c in points.columns and ((points[c] > 0) & finite).any()]  # fmt: skip
+    if not panels:
+        return None
+    prunes = sorted(set(zip(points["prune"], points["prune_finetune_epochs"])))
+    quants = sorted(set(points["quantize"]), key=lambda q: (q != "none", q))
+    cmap = colormaps["plasma"]
+    colours = {p: cmap(0.8 * i / max(1, len(prunes) - 1)) for i, p in enumerate(prunes)}
+    markers = {q: LEVEL_MARKERS[i % len(LEVEL_MARKERS)] for i, q in enumerate(quants)}
+    with rc_context(STYLE):
+        fig, axes = _figure(len(panels), ncols=2, panel=(4.2, 3.2))
+        for ax, (col, more) in zip(axes, panels):
+            pick = points[(points[col] > 0) & finite]
+            for _, p in pick.iterrows():
+                ax.plot(p[col], p[y], markers[p["quantize"]], color=colours[(p["prune"], p["prune_finetune_epochs"])],
+                        ms=6, mec="white", mew=0.5, zorder=3)  # fmt: skip
+            # The frontier from its best end: the smallest model, or the fastest.
+            front = pick[pick["on_speed_frontier" if more else "on_bytes_frontier"]].sort_values(col, ascending=not more)
+            fx, fy = front[col].to_numpy(float), front[y].to_numpy(float)
+            if len(fx):
+                end = pick[col].min() if more else pick[col].max()
+                ax.step(np.r_[fx, end], np.r_[fy, fy[-1]], where="post", color="black", lw=1.3, zorder=2)
+                ax.plot(fx, fy, "o", mfc="none", mec="black", ms=10, mew=1.0, zorder=4)
+            _log_axis(ax, "x", pick[col])
+            _y_axis(ax, pick[y], y, error_rate=is_error_rate(y))
+            ax.set_xlabel(label_of(col))
+        handles = [Line2D([], [], ls="", marker="o", color=colours[p], ms=6) for p in prunes]
+        labels = [f"prune {r:g}" + (f", fine-tuned {e} ep." if e else "") for r, e in prunes]
+        handles += [Line2D([], [], ls="", marker=markers[q], color="0.3", ms=6) for q in quants]
+        labels += [f"quantize {plain(q)}" for q in quants]
+        handles.append(Line2D([], [], color="black", lw=1.3, marker="o", mfc="none", ms=8))
+        labels.append("Pareto frontier")
+        _legend_below(fig, axes, handles, labels)
+    return render(fig, id="fig-compression", title="Compression",
+                  caption=f"{label_of(y).capitalize()} after compression against the model's serialised size and its "
+                          "inference throughput: one point per model size and compression setting, the mean over seeds "
+                          "(colour: prune ratio; marker: quantisation). The line joins the Pareto frontier (ringed): the "
+                          "points no smaller, or faster, point beats.")  # fmt: skip
+
+
 # -- figures of the laws -----------------------------------------------------------------
 def law_axes(ax, law, x, y, *, level: float, error_rate: bool, colour="C0", title: str | None = None) -> None:
     """One law over its data on ``ax``: solid inside, dashed beyond, with its interval band."""
@@ -579,6 +632,7 @@ def all_figures(data: ReportData, analysis) -> list[Figure]:
         compute_frontier(data),
         data_quality(data),
         fairness(data),
+        compression(data, analysis.compression),
         law_fits(data, analysis.laws, level=analysis.level),
         backtest_figure(data, analysis.backtests, level=analysis.level),
         isoflop(analysis.plans, data=data),
