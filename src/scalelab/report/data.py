@@ -234,18 +234,25 @@ def fairness_rows(tuned: pd.DataFrame, *, quality_keys: list[str], size_keys: li
     for key in quality_keys:
         if key.split(".")[-1] != IMBALANCE_KEY:
             rows = rows[rows[key] == clean_level(tuned, key)]
-    rows = rows.copy()
-    # Only the scalar columns become numbers; class_error and group_error stay as recorded.
-    for col in FAIRNESS_METRICS:
-        if col in rows.columns:
-            rows[col] = pd.to_numeric(rows[col], errors="coerce")
-    rows = rows[np.isfinite(rows["worst_class_error"].astype(float))]
-    if not len(rows):
+    rows = _numeric_rows(rows, FAIRNESS_METRICS, required="worst_class_error")
+    if rows is None:
         return None
     # A readable string per model: lines and the largest model are picked by it, never by
     # the raw size values (a factory's hidden sizes are lists, which cannot be grouped on).
     rows["model"] = model_labels(rows, size_keys) if size_keys else title
     return rows.reset_index(drop=True)
+
+
+def _numeric_rows(rows: pd.DataFrame, columns, *, required: str) -> pd.DataFrame | None:
+    """A copy of ``rows`` with ``columns`` as numbers, keeping rows where ``required`` is
+    finite; None when none is. Only these scalar columns are converted: list and dict
+    columns (class_error, group_error) stay as recorded."""
+    rows = rows.copy()
+    for col in columns:
+        if col in rows.columns:
+            rows[col] = pd.to_numeric(rows[col], errors="coerce")
+    rows = rows[np.isfinite(rows[required].astype(float))]
+    return rows if len(rows) else None
 
 
 def compression_rows(tuned: pd.DataFrame, *, spec, compression_keys: list[str], quality_keys: list[str],
@@ -265,13 +272,8 @@ def compression_rows(tuned: pd.DataFrame, *, spec, compression_keys: list[str], 
     rows = tuned
     for key in quality_keys:
         rows = rows[rows[key] == clean_level(tuned, key)]
-    rows = rows.copy()
-    # Only the scalar columns become numbers; class_error and group_error stay as recorded.
-    for col in COMPRESSION_METRICS:
-        if col in rows.columns:
-            rows[col] = pd.to_numeric(rows[col], errors="coerce")
-    rows = rows[np.isfinite(rows["model_bytes"].astype(float))]
-    if not len(rows):
+    rows = _numeric_rows(rows, COMPRESSION_METRICS, required="model_bytes")
+    if rows is None:
         return None
     settings = {c.cell_id: compression_setting(c.config.get("train", {})) for c in spec.cells}
     chosen = rows["cell_id"].map(settings)
