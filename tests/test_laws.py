@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from scalelab import laws
@@ -184,6 +184,13 @@ def test_chinchilla_accepts_a_two_column_dataframe_and_keeps_its_column_names():
 # The data cannot always pin the parameters down (a floor E far below the data is
 # invisible), so the property is about the optimiser, not identifiability: the fit's
 # objective is never worse than the true parameters' objective on the same data.
+def in_the_box(E: float, y: np.ndarray) -> float:
+    """The true asymptote, moved into the fit's bounds when noise put an observation below
+    it: forms keep E under the smallest observation (0.999 of it), so the property compares
+    the fit with the best truth it is allowed to reach."""
+    return min(E, 0.999 * float(np.min(y)))
+
+
 PROPERTY_SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 noise_levels = st.one_of(st.just(0.0), st.floats(0.001, 0.05))
 
@@ -202,7 +209,8 @@ def test_saturating_fit_is_never_worse_than_the_truth(log10_E, beta, log10_ratio
     clean = saturating(X_3DEC, E, B, beta)
     y = noisy(clean, sigma, seed)
     law = laws.fit(X_3DEC, y, form="saturating", delta=DELTA)
-    fitted, true = huber_objective(law.predict(X_3DEC), y), huber_objective(clean, y)
+    feasible = saturating(X_3DEC, in_the_box(E, y), B, beta)
+    fitted, true = huber_objective(law.predict(X_3DEC), y), huber_objective(feasible, y)
     assert fitted <= true * (1 + 1e-6) + 1e-12, (law.params, fitted, true)
     if sigma == 0.0:  # exact data: the law goes through it and extrapolates exactly
         assert law.predict([1e6])[0] == pytest.approx(saturating(1e6, E, B, beta), rel=0.01)
@@ -219,13 +227,16 @@ def test_saturating_fit_is_never_worse_than_the_truth(log10_E, beta, log10_ratio
     sigma=noise_levels,
     seed=st.integers(0, 2**16),
 )
+# Noise put an observation below E here, outside the fit's bounds (a case CI once drew).
+@example(E=1.0, alpha=0.5, beta=0.625, a_ratio=1.0, b_ratio=1.0, sigma=0.03125, seed=6947)
 def test_chinchilla_fit_is_never_worse_than_the_truth(E, alpha, beta, a_ratio, b_ratio, sigma, seed):
     x = chinchilla_grid(6, 1)
     A, B = a_ratio * E * 1e6**alpha, b_ratio * E * 1e8**beta
     clean = chinchilla(x, E, A, B, alpha, beta)
     y = noisy(clean, sigma, seed)
     law = laws.fit(x, y, form="chinchilla", delta=DELTA)
-    fitted, true = huber_objective(law.predict(x), y), huber_objective(clean, y)
+    feasible = chinchilla(x, in_the_box(E, y), A, B, alpha, beta)
+    fitted, true = huber_objective(law.predict(x), y), huber_objective(feasible, y)
     assert fitted <= true * (1 + 1e-6) + 1e-12, (law.params, fitted, true)
     far = np.array([[1e10, 1e12]])
     assert law.predict(far)[0] > 0
