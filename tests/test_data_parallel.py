@@ -45,6 +45,15 @@ def cell(*, data_parallel: int, model=None, **train) -> dict:
     return only.config
 
 
+def ddp_study(tmp_path, name: str, *, epochs: int, grid: str = ""):
+    """A study file of a narrow MLP on digits, each cell trained by 2 gloo processes."""
+    return write_study(
+        tmp_path / f"{name}.toml",
+        f'name = "{name}"\n[data]\nname = "digits"\n[model]\nfamily = "mlp"\nwidth = 0.5\n'
+        f'[train]\nepochs = {epochs}\ndevice = "cpu"\ndata_parallel = 2\n{grid}',
+    )
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset(cell(data_parallel=1)["data"])
@@ -93,11 +102,7 @@ def test_data_parallel_must_be_a_positive_integer(value):
 @pytest.mark.slow
 def test_a_data_parallel_cell_runs_through_the_worker_pool(tmp_path):
     """Pool workers start the ranks themselves (so they may not be daemonic processes)."""
-    study = write_study(
-        tmp_path / "ddp.toml",
-        'name = "ddp"\n[data]\nname = "digits"\n[model]\nfamily = "mlp"\nwidth = 0.5\n'
-        '[train]\nepochs = 2\ndevice = "cpu"\ndata_parallel = 2\n[grid]\nseed = [0, 1]\n',
-    )
+    study = ddp_study(tmp_path, "ddp", epochs=2, grid="[grid]\nseed = [0, 1]\n")
     env = cli_env(tmp_path / "cache")
     ran = run_cli("run", study, "--store", tmp_path / "s.db", "--workers", "2", "--quiet", env=env, cwd=tmp_path)
     assert ran.returncode == 0, ran.describe()
@@ -115,11 +120,7 @@ def test_batch_norm_across_cpu_processes_fails_the_cell_with_the_reason(digits):
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process checks read /proc (Linux)")
 def test_ctrl_c_during_a_data_parallel_cell_stops_its_ranks_too(tmp_path):
-    study = write_study(
-        tmp_path / "long.toml",
-        'name = "long"\n[data]\nname = "digits"\n[model]\nfamily = "mlp"\n'
-        '[train]\nepochs = 2000\ndevice = "cpu"\ndata_parallel = 2\n',
-    )
+    study = ddp_study(tmp_path, "long", epochs=2000)
     env = cli_env(tmp_path / "cache")
     store = tmp_path / "s.db"
     with CLIProcess(("run", study, "--store", store, "--workers", "1", "--quiet"), env=env, cwd=tmp_path) as runner:

@@ -94,6 +94,16 @@ def cluster(tmp_path_factory):
     head.wait(timeout=30)
 
 
+def _on_cluster(tmp_path, env, cluster, name: str, *, epochs: int, grid: str):
+    """A digits study run on the shared cluster: its file, store, cell ids, the arguments of
+    ``scalelab run`` and the environment that can join the cluster."""
+    address, auth = cluster
+    study = write_study(tmp_path / f"{name}.toml", digits_study(name, epochs=epochs, grid=grid))
+    store = tmp_path / "store.db"
+    args = ("run", study, "--store", store, "--executor", "ray", "--address", address, "--quiet")
+    return study, store, expected_cell_ids(study), args, {**env, **auth}
+
+
 def _actor_pids(title: str = "ray::CellActor.run_group") -> list[int]:
     """Ray workers whose process title says they are running a cell right now."""
     found = []
@@ -132,12 +142,7 @@ def test_a_grid_on_a_local_ray_instance_records_what_the_local_pool_records(tmp_
 
 
 def test_a_ray_worker_killed_mid_cell_is_retried_and_nothing_is_lost_or_repeated(tmp_path, env, cluster):
-    address, auth = cluster
-    env = {**env, **auth}
-    study = write_study(tmp_path / "killed.toml", digits_study("killed", epochs=100, grid="width = [0.5, 1]\nseed = [0, 1, 2]"))
-    store = tmp_path / "store.db"
-    grid_ids = expected_cell_ids(study)
-    args = ("run", study, "--store", store, "--executor", "ray", "--address", address, "--quiet")
+    study, store, grid_ids, args, env = _on_cluster(tmp_path, env, cluster, "killed", epochs=100, grid="width = [0.5, 1]\nseed = [0, 1, 2]")
     with CLIProcess(args, env=env, cwd=tmp_path) as runner:
         victim = wait_until(lambda: _actor_pids()[:1], what="a Ray worker training a cell")[0]
         os.kill(victim, signal.SIGKILL)
@@ -151,12 +156,7 @@ def test_a_ray_worker_killed_mid_cell_is_retried_and_nothing_is_lost_or_repeated
 
 
 def test_kill_9_of_the_driver_then_rerun_finishes_with_one_row_per_cell(tmp_path, env, cluster):
-    address, auth = cluster
-    env = {**env, **auth}
-    study = write_study(tmp_path / "driver.toml", digits_study("driver", epochs=30, grid="width = [0.5, 1]\nseed = [0, 1, 2, 3]"))
-    store = tmp_path / "store.db"
-    grid_ids = expected_cell_ids(study)
-    args = ("run", study, "--store", store, "--executor", "ray", "--address", address, "--quiet")
+    study, store, grid_ids, args, env = _on_cluster(tmp_path, env, cluster, "driver", epochs=30, grid="width = [0.5, 1]\nseed = [0, 1, 2, 3]")
     with CLIProcess(args, env=env, cwd=tmp_path) as driver:
 
         def some_done_some_running():

@@ -371,21 +371,27 @@ def _check_seed_batching(family: str, train: TrainFields, source: str) -> None:
     if not family_entry(family).seed_batchable:
         able = ", ".join(name for name, entry in FAMILIES.items() if entry.seed_batchable)
         raise InputError(f"{source}: train.batch_seeds = true: model family {family!r} cannot batch its seeds (families that can: {able})")
-    for name in ("compile", "data_parallel"):
-        if getattr(train, name) != _TRAIN_OFF[name]:
-            value = json.dumps(getattr(train, name))
-            raise InputError(f"{source}: train.batch_seeds = true and train.{name} = {value} cannot be combined; choose one")
+    clash = _first_on(train, ("compile", "data_parallel"))
+    if clash:
+        raise InputError(f"{source}: train.batch_seeds = true and {clash} cannot be combined; choose one")
 
 
 def _check_compression(train: TrainFields, source: str) -> None:
     """Compression applies to one trained model in one process."""
     if train.prune_finetune_epochs and not train.prune:
         raise InputError(f"{source}: train.prune_finetune_epochs = {train.prune_finetune_epochs} needs train.prune > 0")
-    if train.prune or train.quantize != "none":
-        for name in ("batch_seeds", "data_parallel"):
-            if getattr(train, name) != _TRAIN_OFF[name]:
-                value = json.dumps(getattr(train, name))
-                raise InputError(f"{source}: train.{name} = {value} cannot be combined with train.prune or train.quantize; choose one")
+    clash = _first_on(train, ("batch_seeds", "data_parallel"))
+    if clash and (train.prune or train.quantize != "none"):
+        raise InputError(f"{source}: {clash} cannot be combined with train.prune or train.quantize; choose one")
+
+
+def _first_on(train: TrainFields, names: tuple[str, ...]) -> str | None:
+    """``train.NAME = value`` (TOML-style) for the first of ``names`` not at its off value."""
+    for name in names:
+        value = getattr(train, name)
+        if value != _TRAIN_OFF[name]:
+            return f"train.{name} = {json.dumps(value)}"
+    return None
 
 
 def _check_initialisation(train: TrainFields, source: str) -> None:

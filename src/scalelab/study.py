@@ -89,9 +89,10 @@ class Study:
                 # data, counting FLOPs) overlap instead of preceding. Failed checks stop them.
                 pool.start(self._tasks_to_run(retry_failed), preload=_distinct_datasets(self.spec))
             shapes = preflight(self.spec)
-            # Ray starts after the checks: starting a cluster for a study that fails them
-            # would cost more than the overlap gains.
-            pool.start(self._tasks_to_run(retry_failed), preload=_distinct_datasets(self.spec))
+            if executor == "ray":
+                # Ray starts after the checks: starting a cluster for a study that fails
+                # them would cost more than the overlap gains.
+                pool.start(self._tasks_to_run(retry_failed), preload=_distinct_datasets(self.spec))
             costs = {e.cell_id: e.flops for e in estimate_grid(self.spec, shapes, workers=workers or available_cores(), calibrate_s=0)}
             with RunStore.open(self.store_path) as store:
                 store.register_study(self.spec, costs=costs)

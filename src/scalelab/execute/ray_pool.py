@@ -125,7 +125,8 @@ class RayExecutor:
                 key = dataset_key(data_config)
                 if key not in self._refs:
                     self._refs[key] = self._ray.put(load_dataset(data_config))
-        wanted = min(self.workers or self._capacity(), self._capacity(), n_tasks)
+        capacity = self._capacity()
+        wanted = min(self.workers or capacity, capacity, n_tasks)
         while len(self._actors) < wanted:
             self._actors.append(self._new_actor())
 
