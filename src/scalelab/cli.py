@@ -121,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--chance", type=float, default=None, metavar="LEVEL", help="chance level of an error-rate target")
     report.add_argument("--bootstrap", type=_positive_int, default=1000, metavar="N", help="bootstrap replicates for intervals (default 1000)")
 
+    transfer = commands.add_parser("transfer", help="effective data transferred by fine-tuning: D_T = D_E - D_F, with intervals")
+    transfer.add_argument("study", metavar="STUDY", help="a study (file or name in the store) whose grid sweeps init_from")
+    with_store(transfer)
+    transfer.add_argument("--y", metavar="COL", help="metric compared (default: the study's [target] metric)")
+    transfer.add_argument("--level", type=_unit_interval, default=0.8, help="interval level (default 0.8)")
+    transfer.add_argument("--chance", type=float, default=None, metavar="LEVEL", help="chance level of an error-rate target")
+    transfer.add_argument("--bootstrap", type=_positive_int, default=1000, metavar="N", help="bootstrap replicates (default 1000)")
+    transfer.add_argument("--format", choices=["table", "json"], default="table")
+
     runs = commands.add_parser("runs", help="one row per run, every recorded field")
     runs.add_argument("study", metavar="STUDY")
     with_store(runs)
@@ -156,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "backtest": cmd_backtest,
         "plan": cmd_plan,
         "report": cmd_report,
+        "transfer": cmd_transfer,
     }[args.command]
     try:
         return handler(args)
@@ -196,7 +206,9 @@ def _run_and_report(study, *, workers, retry_failed: bool, quiet: bool, executor
         return EXIT_INTERRUPTED
     counts = summary.counts
     out.print(
-        f"[bold]{study.name}[/]: trained {summary.ran} cells in {summary.wall_s:.1f} s; "
+        f"[bold]{study.name}[/]: trained {summary.ran} cells"
+        + (f" and {summary.pretrained} pretrained checkpoint{'s' * (summary.pretrained != 1)}" if summary.pretrained else "")
+        + f" in {summary.wall_s:.1f} s; "
         + ", ".join(f"{state} {n}" for state, n in counts.items() if n)
     )
     if summary.busy_elsewhere:
@@ -215,9 +227,12 @@ def _dry_run(spec, *, workers) -> int:
 
     from scalelab.estimate import estimate_grid, preflight
     from scalelab.execute.local import available_cores
+    from scalelab.spec import pretraining_cells
 
     workers = workers or available_cores()
-    estimates = estimate_grid(spec, preflight(spec), workers=workers)
+    shapes = preflight(spec)
+    estimates = estimate_grid(spec, shapes, workers=workers)
+    pretraining = estimate_grid(spec, shapes, workers=workers, cells=pretraining_cells(spec))
     table = Table(title=f"{spec.name}: {len(estimates)} cells (dry run, nothing trained)")
     table.add_column("cell", min_width=16)
     for key in spec.grid_keys:
@@ -241,6 +256,12 @@ def _dry_run(spec, *, workers) -> int:
         f"Total: {total_flops:.3g} training FLOPs, about {format_seconds(total_s / workers)} on {workers} workers "
         f"({format_seconds(total_s)} of worker time; timed on this machine, excluding start-up and evaluation)."
     )
+    if pretraining:
+        out.print(
+            f"Before them, the \\[pretrain] stage: {len(pretraining)} checkpoints (one per model and seed), "
+            f"{sum(e.flops for e in pretraining):.3g} training FLOPs, about {format_seconds(sum(e.seconds for e in pretraining))} "
+            "of worker time; checkpoints already in the store are reused."
+        )
     return EXIT_OK
 
 
@@ -500,6 +521,50 @@ def _json_value(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def cmd_transfer(args) -> int:
+    from rich.table import Table
+
+    from scalelab.study import load_study
+    from scalelab.transfer import study_transfer
+
+    study = load_study(args.study, store=args.store)
+    result = study_transfer(study, y=args.y, level=args.level, n_boot=args.bootstrap, chance=args.chance)
+    if args.format == "json":
+        print(json.dumps(result.to_dict()))
+        return EXIT_OK
+    lvl = f"{result.level:.0%}"
+    table = Table(title=f"{study.name}: data transferred by the checkpoint, on {result.metric} ({lvl} intervals)")
+    for name in ("model", "fraction", "D_F", "tuned", "scratch", "D_E [interval]", "D_T [interval]"):
+        table.add_column(name, justify="left" if name == "model" else "right", no_wrap=name.startswith("D_"))
+    for p in result.points:
+        table.add_row(
+            p.model, _fmt(p.data_fraction), _count(p.d_f), f"{p.y_finetuned:.3g}", "" if p.y_scratch is None else f"{p.y_scratch:.3g}",
+            f"{_count(p.d_e)}{'*' if p.extrapolated else ''} [{_count(p.d_e_lo)}, {_count(p.d_e_hi)}]",
+            f"{_count(p.d_t)} [{_count(p.d_t_lo)}, {_count(p.d_t_hi)}]",
+        )  # fmt: skip
+    out = _console()
+    out.print(table)
+    out.print(
+        f"tuned, scratch: mean {result.metric} of the fine-tuned and from-scratch runs at D_F target samples. D_E: from-scratch "
+        "samples that match the fine-tuned runs, read off each model's from-scratch law; D_T = D_E − D_F."
+    )
+    if any(p.extrapolated for p in result.points):
+        out.print("*: beyond the largest from-scratch run (the law extrapolated).")
+    if result.fit is not None:
+        intervals = ", ".join(f"{name} [{_fmt(lo)}, {_fmt(hi)}]" for name, (lo, hi) in result.fit.intervals.items())
+        out.print(f"Fit over {result.fit.n_points} points: {result.fit.formula()} ({lvl}: {intervals})")
+    for note in result.notes:
+        out.print(note)
+    return EXIT_OK
+
+
+def _count(value: float) -> str:
+    """A sample count: a whole number below 100,000, else 3 significant digits; ∞ when unbounded."""
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    return f"{value:.0f}" if abs(value) < 1e5 else f"{value:.3g}"
 
 
 def _fmt(value) -> str:

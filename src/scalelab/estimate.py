@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from scalelab.data import DataQuality, dataset_key, load_dataset, plan_rows
 from scalelab.errors import DatasetError, InputError
 from scalelab.models.registry import family_entry, load_factory
+from scalelab.spec import pretraining_cells
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,14 @@ def preflight(spec) -> dict[str, CellShape]:
 
     Raises :class:`InputError` naming the study file (and the cell's grid values) when a
     dataset cannot be loaded, a cell's subsample, validation split or data-quality
-    settings cannot be met, or a ``python:`` model factory cannot be imported.
+    settings cannot be met, or a ``python:`` model factory cannot be imported. The
+    ``[pretrain]`` stage's runs are checked the same way (their shapes are keyed
+    ``pretrain:<id>``), and so is that their weights fit the cells that start from them.
     """
     datasets: dict[str, object] = {}
     shapes: dict[str, CellShape] = {}
     factories: set[str] = set()
-    for cell in spec.cells:
+    for cell in [*spec.cells, *pretraining_cells(spec)]:
         data_cfg = cell.config["data"]
         key = dataset_key(data_cfg)
         where = f" (cell {json.dumps(cell.params)})" if cell.params else ""
@@ -71,6 +74,7 @@ def preflight(spec) -> dict[str, CellShape]:
             factories.add(family)
         shapes[cell.cell_id] = CellShape(len(plan.train_rows), dataset.input_shape, dataset.n_classes)
     _check_checkpoints(spec, shapes)
+    _check_pretraining(spec, shapes)
     return shapes
 
 
@@ -80,7 +84,7 @@ def _check_checkpoints(spec, shapes: dict[str, CellShape]) -> None:
     weights: dict[str, dict] = {}
     for cell in spec.cells:
         path = cell.config["train"].get("init_from")
-        if path is None:
+        if path is None or "pretrain" in cell.config:
             continue
         shape = shapes[cell.cell_id]
         key = json.dumps([path, cell.config["model"], shape.input_shape, shape.n_classes])
@@ -97,7 +101,32 @@ def _check_checkpoints(spec, shapes: dict[str, CellShape]) -> None:
         checked.add(key)
 
 
-def estimate_grid(spec, shapes: dict[str, CellShape], *, workers: int, calibrate_s: float = 10.0) -> list[CellEstimate]:
+def _check_pretraining(spec, shapes: dict[str, CellShape]) -> None:
+    """A pretrained model's weights load into the model of each cell that starts from
+    them: the same family and knobs, on inputs of the same shape (the head may differ)."""
+    from scalelab.spec import pretrain_id
+    from scalelab.train.checkpoints import apply_weights
+
+    checked: set[str] = set()
+    sources = {c.cell_id: c for c in pretraining_cells(spec)}
+    for cell in spec.cells:
+        checkpoint_id = pretrain_id(cell.config)
+        if checkpoint_id is None or checkpoint_id in checked:
+            continue
+        source = sources[f"pretrain:{checkpoint_id}"]
+        source_shape, shape = shapes[source.cell_id], shapes[cell.cell_id]
+        pretrained = _build_checked(spec, source, source_shape)
+        try:
+            apply_weights(_build_checked(spec, cell, shape), pretrained.state_dict(), source="pretrained checkpoint")
+        except InputError as exc:
+            raise InputError(
+                f"{spec.source}: [pretrain] data of shape {source_shape.input_shape} gives a model whose weights do not fit "
+                f"the cells' model on data of shape {shape.input_shape} ({exc})"
+            ) from None
+        checked.add(checkpoint_id)
+
+
+def estimate_grid(spec, shapes: dict[str, CellShape], *, workers: int, calibrate_s: float = 10.0, cells=None) -> list[CellEstimate]:
     """Per-cell parameter count, measured FLOPs and estimated seconds (one worker's view).
 
     Each distinct torch model (family, knobs, input shape, batch size, precision) is
@@ -109,6 +138,9 @@ def estimate_grid(spec, shapes: dict[str, CellShape], *, workers: int, calibrate
     scikit-learn estimators are not measured before they are fitted: their ``n_params``
     is an upper bound from the knobs and their ``flops`` a rough count of the fit's
     operations (see :func:`_sklearn_estimate`), good for ordering cells and little else.
+
+    ``cells``: the cells to estimate, by default the study's (pass
+    :func:`~scalelab.spec.pretraining_cells` for its ``[pretrain]`` stage).
 
     Raises :class:`InputError` when a family cannot be built for the data (a
     convolutional family on tabular data) or a ``python:`` factory fails.
@@ -124,7 +156,8 @@ def estimate_grid(spec, shapes: dict[str, CellShape], *, workers: int, calibrate
     measured: dict[str, tuple] = {}  # key -> ("torch", n_params, flops/sample, flop/s) or ("sklearn", estimator)
     model_of: dict[str, str] = {}  # cell id -> key
     budget_end = time.perf_counter() + calibrate_s
-    for cell in spec.cells:
+    cells = spec.cells if cells is None else cells
+    for cell in cells:
         shape = shapes[cell.cell_id]
         train = cell.config["train"]
         batch = min(train.get("batch_size", shape.n_train), shape.n_train)
@@ -155,7 +188,7 @@ def estimate_grid(spec, shapes: dict[str, CellShape], *, workers: int, calibrate
     speeds = sorted(m[3] for m in measured.values() if m[0] == "torch" and m[3])
     fallback = speeds[len(speeds) // 2] if speeds else 1e10
     estimates = []
-    for cell in spec.cells:
+    for cell in cells:
         shape = shapes[cell.cell_id]
         train = cell.config["train"]
         entry = measured[model_of[cell.cell_id]]

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from scalelab.data.quality import QUALITY_DEFAULTS
-from scalelab.data.registry import DATASETS, dataset_entry, dataset_option_names, is_known_dataset
+from scalelab.data.registry import DATASETS, MNIST1D_GENERATION, dataset_entry, dataset_option_names, is_known_dataset
 from scalelab.errors import InputError
 from scalelab.models.registry import FAMILIES, family_entry, family_knob_names, is_known_family
 
@@ -37,7 +37,7 @@ SEED_MAX = 2**32 - 1  # numpy and scikit-learn accept seeds in [0, 2**32)
 # [data] settings at the values that switch them off; resolved configurations leave them out.
 _DATA_OFF = {**QUALITY_DEFAULTS, "preprocess": "none", "classes": None}
 # Dataset options added later, left out when unset so that existing cells keep their ids.
-_OPTIONS_OFF = {"group": None}
+_OPTIONS_OFF = {"group": None, **dict.fromkeys(MNIST1D_GENERATION)}
 # [train] settings added after the first release, left out of a cell's id when off, so
 # that adding them kept every existing cell's id (and its stored result) valid.
 _TRAIN_OFF = {
@@ -128,7 +128,11 @@ class TrainFields(_Strict):
     prune: float = Field(0.0, ge=0, lt=1, description="after training, zero this share of the Linear and conv weights with the smallest magnitude")
     prune_finetune_epochs: int = Field(0, ge=0, le=10_000, description="epochs of training after pruning, the mask held")
     quantize: Literal["none", "int8"] = Field("none", description="after training, int8 dynamic quantisation of the Linear layers")
-    init_from: str | None = Field(None, min_length=1, description="a checkpoint (state_dict file) to start from; its SHA-256 joins the cell's id")
+    init_from: str | None = Field(
+        None,
+        min_length=1,
+        description='a checkpoint (state_dict file) to start from, its SHA-256 joining the cell\'s id; "pretrain" for the [pretrain] stage\'s; "none" for no checkpoint',
+    )
     freeze: Literal["none", "backbone"] = Field("none", description="backbone: train only the classifier head (needs init_from)")
     head_lr: float | None = Field(None, gt=0, description="learning rate of the classifier head; default lr")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto uses CUDA when present")
@@ -139,6 +143,16 @@ class ResourceFields(_Strict):
 
     cpus: float = Field(1.0, gt=0, le=4096, description="CPUs per cell; also its torch threads")
     gpus: float = Field(0.0, ge=0, le=64, description="GPUs per cell (a fraction shares one)")
+
+
+class PretrainFile(_Strict):
+    """``[pretrain]``: the source task whose trained weights cells with
+    ``init_from = "pretrain"`` start from. The model is the cell's own (same family and
+    knobs); ``train.seed`` follows the cell's, so one checkpoint is trained per model size
+    and seed and shared by every cell that has them."""
+
+    data: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
 
 
 class TargetFields(_Strict):
@@ -158,6 +172,12 @@ class StudyFile(_Strict):
     grid: dict[str, Any] | None = None
     target: TargetFields = Field(default_factory=TargetFields)
     resources: ResourceFields = Field(default_factory=ResourceFields)
+    pretrain: PretrainFile | None = None
+
+
+# What a pretraining run may not set: it trains one plain model whose weights are kept.
+_PRETRAIN_TRAIN_REFUSED = ("seed", "init_from", "freeze", "head_lr", "batch_seeds", "data_parallel", "prune", "prune_finetune_epochs", "quantize")
+PRETRAIN = "pretrain"
 
 
 @dataclass(frozen=True)
@@ -245,7 +265,7 @@ def parse_spec(raw: dict, *, source: str = "<study>") -> StudySpec:
         for (key, section, name, _), value in zip(routed, combo):
             sections[section][name] = value
             params[key] = value
-        config = _resolve(sections, source=source, grid_keys={(s, n): k for k, s, n, _ in routed}, params=params)
+        config = _resolve(sections, source=source, grid_keys={(s, n): k for k, s, n, _ in routed}, params=params, pretrain=top.pretrain)
         cell_id = cell_id_of(config)
         if cell_id in seen:
             if family_entry(config["model"]["family"]).framework == "sklearn":
@@ -257,6 +277,8 @@ def parse_spec(raw: dict, *, source: str = "<study>") -> StudySpec:
         seen.add(cell_id)
         cells.append(Cell(cell_id=cell_id, config=config, params=_resolved_params(config, routed)))
 
+    if top.pretrain is not None and not any("pretrain" in cell.config for cell in cells):
+        raise InputError(f'{source}: [pretrain] is set but no cell uses it; add train.init_from = "pretrain" (or grid init_from = ["none", "pretrain"])')
     return StudySpec(
         name=top.name,
         description=top.description,
@@ -304,7 +326,7 @@ def _route_grid_key(key: str, source: str) -> tuple[str, str]:
     return homes[0], key
 
 
-def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict) -> dict:
+def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict, pretrain: PretrainFile | None = None) -> dict:
     """Validate one cell's merged sections and fill every default."""
     data_raw, model_raw, train_raw = sections["data"], sections["model"], sections["train"]
 
@@ -325,20 +347,54 @@ def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict) -> d
             raise fail(section, exc, allowed=[*common.model_fields, *specific.model_fields]) from None
         return head, rest
 
-    data, options = split_section("data", data_raw, DataFields, lambda d: dataset_entry(d.name).options)
+    def data_section(section: str, raw: dict, seed: int) -> dict:
+        data, options = split_section(section, raw, DataFields, lambda d: dataset_entry(d.name).options)
+        return _data_config(data, options, seed=seed)
+
     model, knobs = split_section("model", model_raw, ModelFields, lambda m: family_entry(m.family).knobs)
     try:
         train = TrainFields.model_validate(train_raw)
     except ValidationError as exc:
         raise fail("train", exc) from None
+    if train.init_from == "none":
+        train = train.model_copy(update={"init_from": None})
 
     if train.batch_seeds:
         _check_seed_batching(model.family, train, source)
     _check_compression(train, source)
-    _check_initialisation(train, source)
+    _check_initialisation(train, model.family, source)
+    data_dict = data_section("data", data_raw, train.seed)
+    train_dict = _train_config(train)
+    config = {"data": data_dict, "model": {"family": model.family, "knobs": knobs.model_dump(mode="json")}, "train": train_dict}
+    if train.init_from == PRETRAIN:
+        if pretrain is None:
+            raise InputError(f'{source}: train.init_from = "pretrain" needs a [pretrain] section (the data and training to pretrain on)')
+        refused = next((name for name in pretrain.train if name in _PRETRAIN_TRAIN_REFUSED), None)
+        if refused == "seed":
+            raise InputError(f"{source}: pretrain.train.seed: not settable; each cell's checkpoint is pretrained with the cell's own train.seed")
+        if refused:
+            raise InputError(f"{source}: pretrain.train.{refused}: not settable; pretraining trains one plain model whose weights are kept")
+        try:
+            pretrain_train = TrainFields.model_validate({**pretrain.train, "seed": train.seed})
+        except ValidationError as exc:
+            raise fail("pretrain.train", exc) from None
+        # The whole source task joins the cell's configuration, so its id changes with it.
+        config["pretrain"] = {"data": data_section("pretrain.data", pretrain.data, train.seed), "train": _train_config(pretrain_train)}
+    elif train.init_from is not None:
+        # The weights' content, not only the path, decides what the cell is.
+        train_dict["init_from_sha256"] = _checkpoint_sha256(train.init_from, source)
+    if family_entry(model.family).framework == "sklearn":
+        # Only the seed means anything to a scikit-learn estimator; the torch settings are
+        # dropped so that sweeping one of them is caught as a repeated configuration.
+        config["train"] = {"seed": train_dict["seed"]}
+    return config
+
+
+def _data_config(data: DataFields, options: BaseModel, *, seed: int) -> dict:
+    """A resolved ``[data]`` section: defaults filled, settings that are off left out."""
     data_dict = data.model_dump(mode="json")
     if data_dict["subsample_seed"] is None:
-        data_dict["subsample_seed"] = train.seed
+        data_dict["subsample_seed"] = seed
     if data_dict["preprocess"] is None:
         data_dict["preprocess"] = dataset_entry(data.name).preprocess
     # Settings that are off are left out, so the capability to set them changed no existing
@@ -347,22 +403,32 @@ def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict) -> d
         if data_dict[name] == off:
             del data_dict[name]
     data_dict["options"] = {k: v for k, v in options.model_dump(mode="json").items() if not (k in _OPTIONS_OFF and v == _OPTIONS_OFF[k])}
+    return data_dict
+
+
+def _train_config(train: TrainFields) -> dict:
+    """A resolved ``[train]`` section, the settings added after the first release left out when off."""
     train_dict = train.model_dump(mode="json")
     for name, off in _TRAIN_OFF.items():
         if train_dict[name] == off:
             del train_dict[name]
-    if train.init_from is not None:
-        # The weights' content, not only the path, decides what the cell is.
-        train_dict["init_from_sha256"] = _checkpoint_sha256(train.init_from, source)
-    if family_entry(model.family).framework == "sklearn":
-        # Only the seed means anything to a scikit-learn estimator; the torch settings are
-        # dropped so that sweeping one of them is caught as a repeated configuration.
-        train_dict = {"seed": train_dict["seed"]}
-    return {
-        "data": data_dict,
-        "model": {"family": model.family, "knobs": knobs.model_dump(mode="json")},
-        "train": train_dict,
-    }
+    return train_dict
+
+
+def pretrain_config(config: dict) -> dict | None:
+    """The configuration of the run whose weights a cell starts from (``init_from =
+    "pretrain"``): the ``[pretrain]`` data and training with the cell's model. ``None`` for a
+    cell without a pretraining stage."""
+    if "pretrain" not in config:
+        return None
+    return {"data": config["pretrain"]["data"], "model": config["model"], "train": config["pretrain"]["train"]}
+
+
+def pretrain_id(config: dict) -> str | None:
+    """The id of a cell's pretrained checkpoint: its configuration's hash, shared by every
+    cell with the same model and seed."""
+    source = pretrain_config(config)
+    return None if source is None else cell_id_of(source)
 
 
 def _check_seed_batching(family: str, train: TrainFields, source: str) -> None:
@@ -394,7 +460,9 @@ def _first_on(train: TrainFields, names: tuple[str, ...]) -> str | None:
     return None
 
 
-def _check_initialisation(train: TrainFields, source: str) -> None:
+def _check_initialisation(train: TrainFields, family: str, source: str) -> None:
+    if train.init_from is not None and family_entry(family).framework == "sklearn":
+        raise InputError(f"{source}: train.init_from: model family {family!r} is a scikit-learn estimator; only torch models start from a checkpoint")
     if train.freeze != "none" and train.init_from is None:
         raise InputError(f'{source}: train.freeze = "{train.freeze}" needs train.init_from (a checkpoint to start from)')
     if train.batch_seeds and (train.init_from is not None or train.head_lr is not None):
@@ -421,6 +489,19 @@ def _checkpoint_sha256(path: str, source: str) -> str:
                 digest.update(block)
         _CHECKPOINT_HASHES[key] = digest.hexdigest()
     return _CHECKPOINT_HASHES[key]
+
+
+def pretraining_cells(spec: StudySpec) -> list[Cell]:
+    """The distinct pretraining runs of a study's ``[pretrain]`` stage, as cells with id
+    ``pretrain:<checkpoint id>`` (params: the model knobs and seed they are trained for)."""
+    runs: dict[str, Cell] = {}
+    for cell in spec.cells:
+        checkpoint_id = pretrain_id(cell.config)
+        if checkpoint_id is not None and checkpoint_id not in runs:
+            source = pretrain_config(cell.config)
+            params = {**source["model"]["knobs"], "seed": source["train"]["seed"]}
+            runs[checkpoint_id] = Cell(cell_id=f"pretrain:{checkpoint_id}", config=source, params=params)
+    return list(runs.values())
 
 
 def seed_group_key(config: dict) -> str | None:
@@ -451,7 +532,7 @@ def _resolved_params(config: dict, routed) -> dict:
         elif section == "data" and name in _DATA_OFF:
             params[key] = _DATA_OFF[name]  # a setting at its "off" value, left out of the config
         elif section == "train" and name in _TRAIN_OFF and family_entry(config["model"]["family"]).framework != "sklearn":
-            params[key] = _TRAIN_OFF[name]
+            params[key] = "none" if name == "init_from" else _TRAIN_OFF[name]  # how a user writes "no checkpoint"
         else:
             params[key] = None  # a torch setting swept beside a scikit-learn family, which ignores it
     return params

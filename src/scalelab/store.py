@@ -11,6 +11,9 @@ Semantics (see DESIGN.md, "The run store"):
   claimable again. So ``kill -9`` at any moment loses only unfinished work.
 * A finished cell is written in one transaction with its metrics, so a crash never
   leaves a half-recorded result.
+* Pretrained checkpoints (a study's ``[pretrain]`` stage) are kept beside the cells,
+  keyed by the hash of the configuration that trained them, with the SHA-256 of their
+  bytes: trained once, reused by every cell and every later run that needs them.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +68,14 @@ CREATE TABLE IF NOT EXISTS study_cells (
     PRIMARY KEY (study, cell_id)
 );
 CREATE INDEX IF NOT EXISTS cells_by_state ON cells(state);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    checkpoint_id TEXT PRIMARY KEY,
+    config_json TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    weights BLOB NOT NULL,
+    metrics_json TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
 """
 SCHEMA_VERSION = "1"
 
@@ -272,26 +284,30 @@ class RunStore:
         limit: int = 1,
         lease_s: float = DEFAULT_LEASE_S,
         group_of: Mapping[str, str | None] | None = None,
+        skip: Collection[str] = (),
     ) -> list[CellRecord]:
         """Atomically take up to ``limit`` claimable cells of a study and mark them ``running``.
 
-        Claimable: ``pending``, or ``running`` with an expired lease. With ``group_of``
-        (cell id to a group key, or ``None`` for a cell that stands alone), ``limit``
-        counts groups, and a claimed cell brings every claimable cell of its group along,
-        so cells that train together are taken together.
+        Claimable: ``pending``, or ``running`` with an expired lease, and not in ``skip``
+        (cells still waiting for their pretrained checkpoint). With ``group_of`` (cell id
+        to a group key, or ``None`` for a cell that stands alone), ``limit`` counts groups,
+        and a claimed cell brings every claimable cell of its group along, so cells that
+        train together are taken together.
         """
         now = time.time()
+        limited = not (group_of or skip)
         with _transaction(self._db):
             claimable = [
                 r[0]
                 for r in self._db.execute(
                     "SELECT c.cell_id FROM study_cells s JOIN cells c ON c.cell_id = s.cell_id "
                     "WHERE s.study = ? AND (c.state = 'pending' OR (c.state = 'running' AND c.lease_expires < ?)) "
-                    "ORDER BY s.cost DESC, s.position" + ("" if group_of else " LIMIT ?"),
-                    (study, now) if group_of else (study, now, limit),
+                    "ORDER BY s.cost DESC, s.position" + (" LIMIT ?" if limited else ""),
+                    (study, now, limit) if limited else (study, now),
                 )
+                if r[0] not in skip
             ]
-            ids = _take_groups(claimable, group_of, limit) if group_of else claimable
+            ids = _take_groups(claimable, group_of, limit) if group_of else claimable[:limit]
             self._db.executemany(
                 "UPDATE cells SET state = 'running', lease_owner = ?, lease_expires = ?, started_at = ?, "
                 "attempts = attempts + 1 WHERE cell_id = ?",
@@ -325,6 +341,42 @@ class RunStore:
                 (state, _json_safe(metrics or {}), reason, time.time(), cell_id, owner),
             )
             return cursor.rowcount == 1
+
+    def fail_pending(self, cell_ids: Iterable[str], reason: str) -> int:
+        """Mark pending cells ``failed`` without running them (their pretraining failed)."""
+        now = time.time()
+        with _transaction(self._db):
+            return sum(
+                self._db.execute(
+                    "UPDATE cells SET state = 'failed', reason = ?, finished_at = ?, metrics_json = '{}' WHERE cell_id = ? AND state = 'pending'",
+                    (reason, now, cid),
+                ).rowcount
+                for cid in cell_ids
+            )
+
+    # -- pretrained checkpoints ------------------------------------------------------
+    def save_checkpoint(self, checkpoint_id: str, config: dict, weights: bytes, metrics: dict) -> str:
+        """Keep a pretrained checkpoint's bytes; returns their SHA-256. A checkpoint already
+        held (another coordinator trained it too) is left as it was."""
+        digest = hashlib.sha256(weights).hexdigest()
+        with _transaction(self._db):
+            self._db.execute(
+                "INSERT OR IGNORE INTO checkpoints(checkpoint_id, config_json, sha256, weights, metrics_json, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (checkpoint_id, json.dumps(config, sort_keys=True), digest, sqlite3.Binary(weights), _json_safe(metrics), time.time()),
+            )
+        return digest
+
+    def checkpoint_ids(self) -> set[str]:
+        """The ids of every checkpoint the store holds."""
+        return {row[0] for row in self._db.execute("SELECT checkpoint_id FROM checkpoints")}
+
+    def checkpoint(self, checkpoint_id: str) -> tuple[bytes, dict] | None:
+        """A checkpoint's bytes and the metrics of the run that trained it, or ``None``."""
+        row = self._db.execute("SELECT weights, metrics_json, sha256 FROM checkpoints WHERE checkpoint_id = ?", (checkpoint_id,)).fetchone()
+        if row is None:
+            return None
+        return bytes(row[0]), {**json.loads(row[1]), "sha256": row[2]}
 
     def release(self, cell_ids: Iterable[str], owner: str) -> None:
         """Return cells this owner holds to ``pending`` (on Ctrl-C, SIGTERM or a lost worker)."""

@@ -123,6 +123,14 @@ class Study:
         with RunStore.open_existing(self.store_path) as store:
             return runs_frame(store, self.name)
 
+    def transfer(self, *, y: str | None = None, level: float = 0.8, n_boot: int = 1000):
+        """Effective data transferred by fine-tuning (grid ``init_from = ["none", ...]``):
+        a :class:`~scalelab.transfer.TransferAnalysis` with D_E and D_T per model and
+        target fraction, with intervals, and the fit D_T = k·D_F^α·N^β."""
+        from scalelab.transfer import study_transfer
+
+        return study_transfer(self, y=y, level=level, n_boot=n_boot)
+
     def report(self, path: str | Path = "report.html", **options) -> Path:
         """Write the self-contained HTML report of this study to ``path``; returns the path.
 
@@ -145,7 +153,9 @@ def load_study(path_or_name: str | Path, *, store: str | Path = DEFAULT_STORE) -
 
 
 def _distinct_datasets(spec: StudySpec) -> list[dict]:
-    """One ``[data]`` configuration per dataset the study loads (workers load each once)."""
+    """One ``[data]`` configuration per dataset the study loads, its ``[pretrain]`` stage's
+    included (workers load each once)."""
     from scalelab.data import dataset_key
 
-    return list({dataset_key(c.config["data"]): c.config["data"] for c in spec.cells}.values())
+    configs = [c.config["data"] for c in spec.cells] + [c.config["pretrain"]["data"] for c in spec.cells if "pretrain" in c.config]
+    return list({dataset_key(config): config for config in configs}.values())

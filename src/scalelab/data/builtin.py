@@ -35,10 +35,12 @@ def load_digits(*, test_size: float, split_seed: int) -> Dataset:
     return checked_dataset("digits", X_train, y_train, X_test, y_test, n_classes=10)
 
 
-def load_mnist1d(*, n_samples: int, test_size: float, generator_seed: int) -> Dataset:
+def load_mnist1d(*, n_samples: int, test_size: float, generator_seed: int, **generation: float) -> Dataset:
     """MNIST-1D (Greydanus 2020) generated offline with ``mnist1d.data.make_dataset``.
 
-    Inputs are (1, 40) signals, 10 classes. The generated arrays are cached under
+    Inputs are (1, 40) signals, 10 classes. ``generation`` overrides the generator's
+    published arguments (``shear_scale``, ``iid_noise_scale``, ...), which makes related
+    but shifted tasks, such as a transfer study's source. The generated arrays are cached under
     :func:`cache_dir` keyed by the generation arguments, because generating tens of
     thousands of samples takes seconds and every worker would otherwise repeat it.
     """
@@ -47,7 +49,7 @@ def load_mnist1d(*, n_samples: int, test_size: float, generator_seed: int) -> Da
 
     args = get_dataset_args(as_dict=True)
     args.pop("url", None)  # never used: scalelab only generates, it does not download
-    args.update(num_samples=int(n_samples), train_split=1.0 - float(test_size), seed=int(generator_seed))
+    args.update(num_samples=int(n_samples), train_split=1.0 - float(test_size), seed=int(generator_seed), **generation)
     key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "mnist1d" / f"{key}.npz"
     if path.exists():

@@ -26,9 +26,19 @@ class NoOptions(_Options):
     """Datasets with nothing to configure beyond the common ``[data]`` fields."""
 
 
+MNIST1D_GENERATION = ("scale_coeff", "max_translation", "corr_noise_scale", "iid_noise_scale", "shear_scale")
+
+
 class Mnist1dOptions(_Options):
     n_samples: int = Field(5000, ge=100, le=10_000_000, description="samples generated, train and test together")
     generator_seed: int = Field(42, ge=0, le=2**32 - 1, description="seed of the generator (42 is the published dataset)")
+    # The generator's own knobs, to make a shifted source task for transfer studies; unset
+    # means the published dataset's value.
+    scale_coeff: float | None = Field(None, ge=0, le=10, description="random rescaling of each digit's template (published: 0.4)")
+    max_translation: int | None = Field(None, ge=0, le=1000, description="largest random shift, in samples (published: 48)")
+    corr_noise_scale: float | None = Field(None, ge=0, le=100, description="correlated (smoothed) noise (published: 0.25)")
+    iid_noise_scale: float | None = Field(None, ge=0, le=100, description="independent per-sample noise (published: 0.02)")
+    shear_scale: float | None = Field(None, ge=0, le=100, description="random shear (published: 0.75)")
 
 
 class SyntheticOptions(_Options):
@@ -104,7 +114,8 @@ def _digits(options, *, test_size, split_seed):
 def _mnist1d(options, *, test_size, split_seed):
     from scalelab.data.builtin import load_mnist1d
 
-    return load_mnist1d(n_samples=options.n_samples, test_size=test_size, generator_seed=options.generator_seed)
+    generation = {name: value for name, value in options.model_dump().items() if name in MNIST1D_GENERATION and value is not None}
+    return load_mnist1d(n_samples=options.n_samples, test_size=test_size, generator_seed=options.generator_seed, **generation)
 
 
 def _synthetic(options, *, test_size, split_seed):

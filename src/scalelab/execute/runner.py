@@ -1,6 +1,7 @@
 """The coordinator: claims cells from the store, feeds an executor, records results.
 
-Only this loop writes to the store. It renews the leases of the cells it holds (the
+Only this loop writes to the store. It trains the ``[pretrain]`` checkpoints its cells
+need first (:mod:`scalelab.execute.pretraining`), on the same executor. It renews the leases of the cells it holds (the
 heartbeat), turns Ctrl-C and SIGTERM into a clean stop that returns unfinished cells to
 ``pending``, and retries a cell whose worker died, up to ``max_attempts``.
 """
@@ -13,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from scalelab.execute.local import WorkerLost
+from scalelab.execute.pretraining import PretrainStage
 from scalelab.execute.work import CellResult
 from scalelab.spec import seed_group_key
 from scalelab.store import DEFAULT_LEASE_S, RunStore, new_owner_id
@@ -31,6 +33,7 @@ class RunSummary:
     """What one call of :func:`run_study_cells` did."""
 
     ran: int = 0
+    pretrained: int = 0  # checkpoints of the [pretrain] stage trained by this call
     counts: dict = field(default_factory=dict)  # final state counts of the study
     busy_elsewhere: int = 0  # cells another live coordinator was still running
     wall_s: float = 0.0
@@ -60,11 +63,11 @@ class _Progress:
         self._bar.start()
         self._task = self._bar.add_task("cells", total=total, completed=finished, status="")
 
-    def update(self, *, advance: int, counts: dict) -> None:
+    def update(self, *, advance: int, counts: dict, pretraining: str = "") -> None:
         if self._bar is None:
             return
         status = " ".join(f"{state} {n}" for state, n in counts.items() if n and state in ("failed", "diverged"))
-        self._bar.update(self._task, advance=advance, status=status)
+        self._bar.update(self._task, advance=advance, status=" ".join(filter(None, [pretraining, status])))
 
     def close(self) -> None:
         if self._bar is not None:
@@ -93,6 +96,7 @@ def run_study_cells(
     counts = store.state_counts(spec.name)
     to_run = counts["pending"] + counts["running"]
     summary = RunSummary()
+    pretraining = PretrainStage(spec, store, max_attempts=max_attempts)
 
     stop_signal: list[int] = []
 
@@ -106,18 +110,26 @@ def run_study_cells(
     # Seed siblings under batch_seeds are claimed and trained as one task.
     group_of = {cell.cell_id: key for cell in spec.cells if (key := seed_group_key(cell.config))}
     most_tasks = len(spec.cells) - len(group_of) + len(set(group_of.values()))
-    executor.start(min(to_run, most_tasks))
+    executor.start(min(to_run, most_tasks) + pretraining.queued)
     last_renewal = time.monotonic()
     attempts: dict[str, int] = {}
     clean = False
+
+    def pretrain_status() -> str:
+        return f"pretrained {pretraining.trained}/{pretraining.total}" if pretraining.total else ""
+
     try:
         while not stop_signal:
+            # Pretraining runs go first: the cells that need their checkpoints wait for them.
+            for task in pretraining.next_tasks(executor.idle_slots()):
+                executor.submit(task)
             idle = executor.idle_slots()
             if idle:
                 tasks: dict[str, list[tuple[str, dict]]] = {}
-                for cell in store.claim(spec.name, owner, limit=idle, lease_s=lease_s, group_of=group_of):
+                claimed = store.claim(spec.name, owner, limit=idle, lease_s=lease_s, group_of=group_of, skip=pretraining.waiting_cells())
+                for cell in claimed:
                     attempts[cell.cell_id] = cell.attempts
-                    tasks.setdefault(group_of.get(cell.cell_id) or cell.cell_id, []).append((cell.cell_id, cell.config))
+                    tasks.setdefault(group_of.get(cell.cell_id) or cell.cell_id, []).append((cell.cell_id, pretraining.prepared(cell.config)))
                 for task in tasks.values():
                     executor.submit(task)
             if not executor.in_flight():
@@ -125,10 +137,14 @@ def run_study_cells(
             for event in executor.wait(timeout=0.5):
                 if stop_signal and isinstance(event, WorkerLost):
                     break  # a group-wide SIGTERM killed the worker too; the cell goes back to pending below
-                if isinstance(event, CellResult):
+                if pretraining.owns(event.cell_id):
+                    blocked, reason = pretraining.record(event)
+                    failed = store.fail_pending(blocked, reason) if blocked else 0
+                    bar.update(advance=failed, counts=store.state_counts(spec.name), pretraining=pretrain_status())
+                elif isinstance(event, CellResult):
                     store.finish(event.cell_id, owner, state=event.state, metrics=event.metrics, reason=event.reason)
                     summary.ran += 1
-                    bar.update(advance=1, counts=store.state_counts(spec.name))
+                    bar.update(advance=1, counts=store.state_counts(spec.name), pretraining=pretrain_status())
                 elif isinstance(event, WorkerLost):
                     if attempts.get(event.cell_id, 1) < max_attempts:
                         store.release([event.cell_id], owner)
@@ -142,7 +158,7 @@ def run_study_cells(
             raise Interrupted(stop_signal[0])
         clean = True
     finally:
-        held = executor.in_flight()
+        held = [task_id for task_id in executor.in_flight() if not pretraining.owns(task_id)]
         if clean:
             executor.shutdown()
         else:
@@ -152,6 +168,7 @@ def run_study_cells(
         bar.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    summary.pretrained = pretraining.trained
     summary.counts = store.state_counts(spec.name)
     summary.busy_elsewhere = summary.counts["running"]
     summary.wall_s = time.perf_counter() - started

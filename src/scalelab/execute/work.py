@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 
 @dataclass
 class CellResult:
-    """A finished cell as a worker reports it: final state, metrics, and a reason or traceback."""
+    """A finished cell as a worker reports it: final state, metrics, and a reason or
+    traceback; a pretraining task's result also carries its checkpoint's bytes."""
 
     cell_id: str
     state: str  # done | diverged | failed
     metrics: dict = field(default_factory=dict)
     reason: str | None = None
+    checkpoint: bytes | None = None
 
 
 class CellWorker:
@@ -62,7 +64,7 @@ class CellWorker:
             outcome = run_cell(config, self.dataset(config["data"]))
         except Exception:  # reported to the coordinator, which records it with the cell
             return CellResult(cell_id, "failed", reason=traceback.format_exc())
-        return CellResult(cell_id, outcome.state, outcome.metrics, outcome.reason)
+        return CellResult(cell_id, outcome.state, outcome.metrics, outcome.reason, outcome.checkpoint)
 
     def run_group(self, cells: list[tuple[str, dict]]) -> list[CellResult]:
         """Train one task: a single cell, or seed siblings together (``batch_seeds``).

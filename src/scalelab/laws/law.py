@@ -130,6 +130,19 @@ class FittedLaw:
         lo, hi = _weighted_quantiles(np.vstack(samples), np.concatenate(weights), [tail, 1 - tail])
         return lo, hi
 
+    def curve_draws(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """The law's curve under each bootstrap replicate at each x, shape (K, m), with each
+        row's weight (they sum to 1): every averaged form's replicates, weighted by the form.
+
+        These are draws of the *mean* curve, without the scatter of single runs: what a
+        quantity read off the law (the data a target needs, say) is uncertain by.
+        """
+        x = self._as_x(x)
+        members = [(self._members[n], w) for n, w in self.weights.items()] if self._members else [(self, 1.0)]
+        curves = [m._form.predict(m.bootstrap_params(), x, m.data.ceiling) for m, _ in members]
+        weights = [np.full(len(block), w / len(block)) for block, (_, w) in zip(curves, members)]
+        return np.vstack(curves), np.concatenate(weights)
+
     def _samples(self, x: np.ndarray) -> np.ndarray:
         """Draws of a new run's value at each x, shape (n_boot, m), for this single form."""
         curves = self._form.predict(self.bootstrap_params(), x, self.data.ceiling)  # (B, m)

@@ -23,7 +23,7 @@ def run_cell(config: dict, dataset: Dataset) -> CellOutcome:
         from scalelab.train.sklearn_trainer import train_cell
 
         outcome = train_cell(config, dataset, model=model)
-    elif config["train"].get("data_parallel", 1) > 1:
+    elif config["train"].get("data_parallel", 1) > 1:  # never a pretraining run (spec refuses it)
         from scalelab.train.data_parallel import train_data_parallel
 
         outcome = train_data_parallel(config, dataset)  # each rank builds its own model
@@ -32,6 +32,11 @@ def run_cell(config: dict, dataset: Dataset) -> CellOutcome:
 
         outcome = train_cell(config, dataset, model=model)
     outcome.metrics["n_classes"] = int(dataset.n_classes)  # sets an error rate's chance level for the laws
+    if "pretrain_checkpoint" in config:
+        # What the weights this cell started from cost, and how they did on their own task.
+        checkpoint = config["pretrain_checkpoint"]
+        outcome.metrics["pretrain_id"] = checkpoint["id"]
+        outcome.metrics.update({f"pretrain_{name}": value for name, value in checkpoint["metrics"].items()})
     return outcome
 
 

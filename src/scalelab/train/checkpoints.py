@@ -1,7 +1,8 @@
 """Starting a cell from saved weights: ``[train] init_from``, ``freeze`` and ``head_lr``.
 
 A checkpoint is a ``state_dict`` saved with ``torch.save`` (or a mapping holding one
-under ``"state_dict"`` or ``"model"``). It is untrusted input: it is read with
+under ``"state_dict"`` or ``"model"``): a user's file, or the bytes of a ``[pretrain]``
+stage's checkpoint that the run store keeps (:func:`state_dict_bytes` writes them). It is untrusted input: it is read with
 ``torch.load(weights_only=True)``, which refuses any pickled object other than tensors
 and plain containers, so a file that would run code is an input error, not code run.
 
@@ -13,6 +14,7 @@ the checkpoint is of another architecture, an input error naming the first of th
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 
@@ -21,15 +23,19 @@ import torch
 from scalelab.errors import InputError
 
 
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file, loaded without executing anything.
+def load_weights(path: str | Path | bytes, *, label: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file (or its bytes), loaded without executing anything.
 
-    Raises :class:`InputError` naming the file: missing, not a torch file, holding
-    objects other than tensors and containers, or holding no ``state_dict``.
+    Raises :class:`InputError` naming the file (or ``label``): missing, not a torch file,
+    holding objects other than tensors and containers, or holding no ``state_dict``.
     """
-    path = Path(path).expanduser()
+    if isinstance(path, bytes):
+        source, path = io.BytesIO(path), label or "checkpoint"
+    else:
+        path = Path(path).expanduser()
+        source = path
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(source, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise InputError(f"{path}: checkpoint file not found") from None
     except pickle.UnpicklingError as exc:
@@ -45,6 +51,13 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise InputError(f"{path}: not a state_dict (a mapping of parameter names to tensors)")
     return loaded
+
+
+def state_dict_bytes(model: torch.nn.Module) -> bytes:
+    """``model``'s weights as ``torch.save`` writes a ``state_dict``, on the CPU."""
+    buffer = io.BytesIO()
+    torch.save({name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}, buffer)
+    return buffer.getvalue()
 
 
 def head_prefix(model: torch.nn.Module) -> str:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from scalelab.data import Dataset, training_view
 from scalelab.models import build_model, count_parameters
 from scalelab.train import compress
-from scalelab.train.checkpoints import apply_weights, load_weights, parameter_groups
+from scalelab.train.checkpoints import apply_weights, load_weights, parameter_groups, state_dict_bytes
 from scalelab.train.class_metrics import prediction_metrics
 from scalelab.train.flops import forward_flops, training_step_flops
 from scalelab.train.outcome import CellOutcome
@@ -122,7 +122,12 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
     if model is None:
         model = build_model(model_cfg, view.input_shape, view.n_classes, seed=seed)
     fresh_weights = None
-    if train_cfg.get("init_from"):
+    if train_cfg.get("init_from") == "pretrain":
+        # The runner hands over the [pretrain] stage's checkpoint with the task.
+        checkpoint = config["pretrain_checkpoint"]
+        label = f"pretrained checkpoint {checkpoint['id']}"
+        fresh_weights = apply_weights(model, load_weights(checkpoint["weights"], label=label), source=label)
+    elif train_cfg.get("init_from"):
         fresh_weights = apply_weights(model, load_weights(train_cfg["init_from"]), source=train_cfg["init_from"])
     model = model.to(device)
     channels_last = _uses_channels_last(model, X)
@@ -225,7 +230,10 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
         n_params_total=n_params_total,
     )
     if fresh_weights is not None:
-        outcome.metrics.update(init_from_sha256=train_cfg["init_from_sha256"], freeze=train_cfg.get("freeze", "none"), fresh_weights=fresh_weights)
+        sha256 = config["pretrain_checkpoint"]["sha256"] if train_cfg["init_from"] == "pretrain" else train_cfg["init_from_sha256"]
+        outcome.metrics.update(init_from_sha256=sha256, freeze=train_cfg.get("freeze", "none"), fresh_weights=fresh_weights)
+    if config.get("stage") == "pretrain" and outcome.state == "done":
+        outcome.checkpoint = state_dict_bytes(model)
     if finetune_samples:
         finetune_flops = flops_per_sample * finetune_samples
         outcome.metrics.update(

@@ -1,0 +1,103 @@
+"""The ``[pretrain]`` stage of a run: train each checkpoint the cells need, once.
+
+A cell with ``init_from = "pretrain"`` starts from the weights of its pretraining run:
+the study's ``[pretrain]`` data and training with the cell's model and seed. Cells that
+share a model and seed share that run (:func:`scalelab.spec.pretrain_id`), so a study
+trains one checkpoint per (model size, seed), however many target fractions it sweeps.
+
+The coordinator owns this stage. It hands the missing pretraining runs to the same
+executor as the cells, first, keeps each finished checkpoint in the run store, and only
+then lets the cells that need it be claimed; every other cell runs meanwhile. A cell's
+checkpoint travels inside its task, so workers need no shared filesystem (a Ray cluster
+included). A pretraining run that fails or diverges fails the cells that needed it, with
+the reason; ``--retry-failed`` tries again.
+"""
+
+from __future__ import annotations
+
+from scalelab.execute.local import WorkerLost
+from scalelab.execute.work import CellResult
+from scalelab.spec import pretrain_config, pretrain_id
+from scalelab.store import RunStore
+
+TASK_PREFIX = "pretrain:"
+# What a fine-tuned cell records about the run its weights came from (as pretrain_<name>).
+_KEPT_METRICS = ("test_error", "test_loss", "n_train", "epochs", "flops", "wall_s")
+
+
+class PretrainStage:
+    """The checkpoints a run's cells need: which are missing, in training, or failed."""
+
+    def __init__(self, spec, store: RunStore, *, max_attempts: int = 2):
+        self._store = store
+        self._max_attempts = max_attempts
+        claimable = {c.cell_id for c in store.cells(spec.name) if c.state in ("pending", "running")}
+        self._configs: dict[str, dict] = {}
+        self._users: dict[str, list[str]] = {}
+        for cell in spec.cells:
+            checkpoint_id = pretrain_id(cell.config)
+            if checkpoint_id is None or cell.cell_id not in claimable:
+                continue
+            self._configs.setdefault(checkpoint_id, pretrain_config(cell.config))
+            self._users.setdefault(checkpoint_id, []).append(cell.cell_id)
+        held = store.checkpoint_ids()
+        self._queue = [cid for cid in self._configs if cid not in held]
+        self._missing = set(self._queue)
+        self._attempts: dict[str, int] = {}
+        self.trained = 0
+        self.total = len(self._queue)
+
+    @property
+    def queued(self) -> int:
+        """Pretraining runs not yet handed to a worker."""
+        return len(self._queue)
+
+    def waiting_cells(self) -> set[str]:
+        """Cells whose checkpoint is not in the store yet: not to be claimed."""
+        return {cell_id for checkpoint_id in self._missing for cell_id in self._users[checkpoint_id]}
+
+    def next_tasks(self, slots: int) -> list[list[tuple[str, dict]]]:
+        """Up to ``slots`` pretraining tasks, each one run (task id, configuration)."""
+        tasks = []
+        while self._queue and len(tasks) < slots:
+            checkpoint_id = self._queue.pop(0)
+            self._attempts[checkpoint_id] = self._attempts.get(checkpoint_id, 0) + 1
+            tasks.append([(TASK_PREFIX + checkpoint_id, {**self._configs[checkpoint_id], "stage": "pretrain"})])
+        return tasks
+
+    @staticmethod
+    def owns(task_id: str) -> bool:
+        return task_id.startswith(TASK_PREFIX)
+
+    def record(self, event: CellResult | WorkerLost) -> tuple[list[str], str | None]:
+        """Take a pretraining task's result: keep its checkpoint, or retry a lost one.
+
+        Returns the cells to fail and why, when the run failed, diverged, or lost its
+        worker too often; otherwise ``([], None)``.
+        """
+        checkpoint_id = event.cell_id.removeprefix(TASK_PREFIX)
+        if isinstance(event, CellResult) and event.state == "done" and event.checkpoint is not None:
+            kept = {name: event.metrics.get(name) for name in _KEPT_METRICS}
+            self._store.save_checkpoint(checkpoint_id, self._configs[checkpoint_id], event.checkpoint, kept)
+            self._missing.discard(checkpoint_id)
+            self.trained += 1
+            return [], None
+        if isinstance(event, WorkerLost) and self._attempts[checkpoint_id] < self._max_attempts:
+            self._queue.insert(0, checkpoint_id)
+            return [], None
+        self._missing.discard(checkpoint_id)
+        what = {"diverged": "diverged", "failed": "failed"}.get(getattr(event, "state", ""), "lost its worker")
+        reason = f"its pretraining run (checkpoint {checkpoint_id}) {what}: {event.reason}"
+        return self._users[checkpoint_id], reason
+
+    def prepared(self, config: dict) -> dict:
+        """A cell's task configuration, carrying its checkpoint when it starts from one."""
+        checkpoint_id = pretrain_id(config)
+        if checkpoint_id is None:
+            return config
+        held = self._store.checkpoint(checkpoint_id)
+        if held is None:  # waiting_cells() keeps such a cell from being claimed
+            raise RuntimeError(f"checkpoint {checkpoint_id} is not in the store yet")
+        weights, metrics = held
+        sha256 = metrics.pop("sha256")
+        return {**config, "pretrain_checkpoint": {"id": checkpoint_id, "sha256": sha256, "weights": weights, "metrics": metrics}}
