@@ -524,6 +524,7 @@ def _json_value(value):
 
 
 def cmd_transfer(args) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from scalelab.study import load_study
@@ -537,12 +538,12 @@ def cmd_transfer(args) -> int:
     lvl = f"{result.level:.0%}"
     table = Table(title=f"{study.name}: data transferred by the checkpoint, on {result.metric} ({lvl} intervals)")
     for name in ("model", "fraction", "D_F", "tuned", "scratch", "D_E [interval]", "D_T [interval]"):
-        table.add_column(name, justify="left" if name == "model" else "right", no_wrap=name.startswith("D_"))
+        table.add_column(escape(name), justify="left" if name == "model" else "right", no_wrap=name.startswith("D_"))
     for p in result.points:
         table.add_row(
-            p.model, _fmt(p.data_fraction), _count(p.d_f), f"{p.y_finetuned:.3g}", "" if p.y_scratch is None else f"{p.y_scratch:.3g}",
-            f"{_count(p.d_e)}{'*' if p.extrapolated else ''} [{_count(p.d_e_lo)}, {_count(p.d_e_hi)}]",
-            f"{_count(p.d_t)} [{_count(p.d_t_lo)}, {_count(p.d_t_hi)}]",
+            escape(p.model), _fmt(p.data_fraction), _count(p.d_f), f"{p.y_finetuned:.3g}", "" if p.y_scratch is None else f"{p.y_scratch:.3g}",
+            escape(f"{_count(p.d_e)}{'*' if p.extrapolated else ''} [{_count(p.d_e_lo)}, {_count(p.d_e_hi)}]"),
+            escape(f"{_count(p.d_t)} [{_count(p.d_t_lo)}, {_count(p.d_t_hi)}]"),
         )  # fmt: skip
     out = _console()
     out.print(table)
@@ -554,9 +555,9 @@ def cmd_transfer(args) -> int:
         out.print("*: beyond the largest from-scratch run (the law extrapolated).")
     if result.fit is not None:
         intervals = ", ".join(f"{name} [{_fmt(lo)}, {_fmt(hi)}]" for name, (lo, hi) in result.fit.intervals.items())
-        out.print(f"Fit over {result.fit.n_points} points: {result.fit.formula()} ({lvl}: {intervals})")
+        out.print(escape(f"Fit over {result.fit.n_points} points: {result.fit.formula()} ({lvl}: {intervals})"))
     for note in result.notes:
-        out.print(note)
+        out.print(escape(note))
     return EXIT_OK
 
 

@@ -278,9 +278,9 @@ def _groups(rows: pd.DataFrame, keys: list[str]):
         yield "", rows
         return
     hashable = rows[keys].map(lambda v: tuple(v) if isinstance(v, list) else v)
-    for values, index in hashable.groupby(keys, sort=False, dropna=False).groups.items():
+    for values, part in hashable.groupby(keys, sort=False, dropna=False):
         values = values if isinstance(values, tuple) else (values,)
-        yield ", ".join(_describe(k, v) for k, v in zip(keys, values)), rows.loc[index]
+        yield ", ".join(_describe(k, v) for k, v in zip(keys, values)), rows.loc[part.index]
 
 
 def _matching(rows: pd.DataFrame, keys: list[str], like: pd.DataFrame) -> pd.DataFrame:
