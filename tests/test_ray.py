@@ -31,6 +31,7 @@ from cli_helpers import (
     cli_env,
     expected_cell_ids,
     kill_group,
+    read_store,
     run_cli,
     runs_json,
     wait_until,
@@ -214,3 +215,22 @@ def test_the_store_records_which_executor_ran_each_cell(tmp_path, env):
     metrics = json.loads(row["metrics_json"])
     assert metrics["executor"] == "ray"
     assert metrics["host"] == socket.gethostname()
+
+
+def test_a_transfer_study_on_the_cluster_ships_each_checkpoint_with_its_tasks(tmp_path, env, cluster):
+    """The [pretrain] stage runs on the cluster's actors; its checkpoints come back to the
+    store and go out again inside the fine-tuned cells' tasks (no shared files needed)."""
+    grid = 'init_from = ["none", "pretrain"]\nseed = [0, 1]\n'
+    pretrain = '[pretrain.data]\nname = "digits"\nlabel_noise = 0.2\n[pretrain.train]\nepochs = 1\ndevice = "cpu"\n'
+    address, auth = cluster
+    env = {**env, **auth}
+    study = write_study(tmp_path / "transfer.toml", digits_study("transfer", epochs=1, grid=grid) + pretrain)
+    store = tmp_path / "store.db"
+    ran = run_cli("run", study, "--store", store, "--executor", "ray", "--address", address, "--quiet", env=env, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "trained 4 cells and 2 pretrained checkpoints" in ran.stdout
+    rows = runs_json("transfer", store=store, env=env, cwd=tmp_path)
+    assert {r["state"] for r in rows} == {"done"} and {r["executor"] for r in rows} == {"ray"}
+    held = {r[0]: r[1] for r in read_store(store, "SELECT checkpoint_id, sha256 FROM checkpoints")}
+    tuned = [r for r in rows if r["init_from"] == "pretrain"]
+    assert len(held) == 2 and {r["init_from_sha256"] for r in tuned} == set(held.values())
