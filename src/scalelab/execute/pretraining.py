@@ -76,18 +76,21 @@ class PretrainStage:
         worker too often; otherwise ``([], None)``.
         """
         checkpoint_id = event.cell_id.removeprefix(TASK_PREFIX)
-        if isinstance(event, CellResult) and event.state == "done" and event.checkpoint is not None:
+        if isinstance(event, WorkerLost):
+            if self._attempts[checkpoint_id] < self._max_attempts:
+                self._queue.insert(0, checkpoint_id)
+                return [], None
+            what = "lost its worker"
+        elif event.state == "done" and event.checkpoint is not None:
             kept = {name: event.metrics.get(name) for name in _KEPT_METRICS}
             self._store.save_checkpoint(checkpoint_id, self._configs[checkpoint_id], event.checkpoint, kept)
             self._missing.discard(checkpoint_id)
             self.trained += 1
             return [], None
-        if isinstance(event, WorkerLost) and self._attempts[checkpoint_id] < self._max_attempts:
-            self._queue.insert(0, checkpoint_id)
-            return [], None
+        else:
+            what = event.state if event.state != "done" else "gave no torch weights (a scikit-learn model cannot be fine-tuned)"
         self._missing.discard(checkpoint_id)
-        what = {"diverged": "diverged", "failed": "failed"}.get(getattr(event, "state", ""), "lost its worker")
-        reason = f"its pretraining run (checkpoint {checkpoint_id}) {what}: {event.reason}"
+        reason = f"its pretraining run (checkpoint {checkpoint_id}) {what}" + (f": {event.reason}" if event.reason else "")
         return self._users[checkpoint_id], reason
 
     def prepared(self, config: dict) -> dict:
