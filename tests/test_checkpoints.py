@@ -129,3 +129,37 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     cli = run_cli("run", _study(tmp_path, evil), "--store", tmp_path / "s.db", env=cli_env(tmp_path / "c"), cwd=tmp_path)
     assert_one_line_error(cli, "evil.pt", "refused: the checkpoint holds objects other than weights")
     assert not marker.exists()
+
+
+def _registered(tmp_path, checkpoint):
+    """A one-cell study starting from ``checkpoint``, registered in a fresh store, and the
+    coordinator's view of what its cells start from."""
+    from scalelab.execute.pretraining import PretrainStage
+    from scalelab.spec import load_spec
+    from scalelab.store import RunStore
+
+    spec = load_spec(_study(tmp_path, checkpoint))
+    store = RunStore.open(tmp_path / "s.db")
+    store.register_study(spec)
+    return spec.cells[0], PretrainStage(spec, store)
+
+
+def test_the_task_carries_the_checkpoint_so_a_worker_never_reads_the_file(tmp_path, digits, trained_checkpoint):
+    own = tmp_path / "own.pt"
+    own.write_bytes(trained_checkpoint.read_bytes())
+    cell, stage = _registered(tmp_path, own)
+    task = stage.prepared(cell.config)
+    own.unlink()  # as on a Ray worker that cannot see the coordinator's files
+    m = run_cell({**task, "train": {**task["train"], "lr": 1e-7}}, digits).metrics
+    assert m["test_error"] < 0.15 and m["init_from_sha256"] == cell.config["train"]["init_from_sha256"]
+
+
+def test_a_checkpoint_file_changed_after_the_study_was_read_is_refused(tmp_path, trained_checkpoint):
+    own = tmp_path / "own.pt"
+    own.write_bytes(trained_checkpoint.read_bytes())
+    cell, stage = _registered(tmp_path, own)
+    state = torch.load(own, weights_only=True)
+    state["5.bias"] += 1
+    torch.save(state, own)
+    with pytest.raises(InputError, match="the file changed after the study was read"):
+        stage.prepared(cell.config)

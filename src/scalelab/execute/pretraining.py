@@ -8,13 +8,18 @@ trains one checkpoint per (model size, seed), however many target fractions it s
 The coordinator owns this stage. It hands the missing pretraining runs to the same
 executor as the cells, first, keeps each finished checkpoint in the run store, and only
 then lets the cells that need it be claimed; every other cell runs meanwhile. A cell's
-checkpoint travels inside its task, so workers need no shared filesystem (a Ray cluster
-included). A pretraining run that fails or diverges fails the cells that needed it, with
-the reason; ``--retry-failed`` tries again.
+checkpoint travels inside its task, and so do the bytes of an ``init_from`` checkpoint
+file, so workers need no shared filesystem (a Ray cluster included). A pretraining run
+that fails or diverges fails the cells that needed it, with the reason;
+``--retry-failed`` tries again.
 """
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
+from scalelab.errors import InputError
 from scalelab.execute.local import WorkerLost
 from scalelab.execute.work import CellResult
 from scalelab.spec import pretrain_config, pretrain_id
@@ -44,6 +49,7 @@ class PretrainStage:
         self._queue = [cid for cid in self._configs if cid not in held]
         self._missing = set(self._queue)
         self._attempts: dict[str, int] = {}
+        self._files: dict[str, bytes] = {}  # init_from checkpoint files, read once
         self.trained = 0
         self.total = len(self._queue)
 
@@ -94,13 +100,29 @@ class PretrainStage:
         return self._users[checkpoint_id], reason
 
     def prepared(self, config: dict) -> dict:
-        """A cell's task configuration, carrying its checkpoint when it starts from one."""
-        checkpoint_id = pretrain_id(config)
-        if checkpoint_id is None:
+        """A cell's task configuration, carrying the weights it starts from: its
+        ``[pretrain]`` checkpoint from the store, or its ``init_from`` file's bytes."""
+        init_from = config["train"].get("init_from")
+        if init_from is None:
             return config
+        if init_from != "pretrain":
+            weights = self._file_bytes(init_from, config["train"]["init_from_sha256"])
+            return {**config, "initial_weights": {"label": init_from, "sha256": config["train"]["init_from_sha256"], "weights": weights}}
+        checkpoint_id = pretrain_id(config)
         held = self._store.checkpoint(checkpoint_id)
         if held is None:  # waiting_cells() keeps such a cell from being claimed
             raise RuntimeError(f"checkpoint {checkpoint_id} is not in the store yet")
         weights, metrics = held
         sha256 = metrics.pop("sha256")
-        return {**config, "pretrain_checkpoint": {"id": checkpoint_id, "sha256": sha256, "weights": weights, "metrics": metrics}}
+        label = f"pretrained checkpoint {checkpoint_id}"
+        return {**config, "initial_weights": {"label": label, "sha256": sha256, "weights": weights, "pretrain": {"id": checkpoint_id, "metrics": metrics}}}
+
+    def _file_bytes(self, path: str, sha256: str) -> bytes:
+        """A checkpoint file's bytes, read once per run; a file changed since the study was
+        read (another hash than the cell's id holds) is an input error."""
+        if path not in self._files:
+            weights = Path(path).expanduser().read_bytes()
+            if hashlib.sha256(weights).hexdigest() != sha256:
+                raise InputError(f"train.init_from = {path!r}: the file changed after the study was read; run again to use the new weights as new cells")
+            self._files[path] = weights
+        return self._files[path]

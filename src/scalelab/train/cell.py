@@ -32,11 +32,11 @@ def run_cell(config: dict, dataset: Dataset) -> CellOutcome:
 
         outcome = train_cell(config, dataset, model=model)
     outcome.metrics["n_classes"] = int(dataset.n_classes)  # sets an error rate's chance level for the laws
-    if "pretrain_checkpoint" in config:
+    pretrained = (config.get("initial_weights") or {}).get("pretrain")
+    if pretrained:
         # What the weights this cell started from cost, and how they did on their own task.
-        checkpoint = config["pretrain_checkpoint"]
-        outcome.metrics["pretrain_id"] = checkpoint["id"]
-        outcome.metrics.update({f"pretrain_{name}": value for name, value in checkpoint["metrics"].items()})
+        outcome.metrics["pretrain_id"] = pretrained["id"]
+        outcome.metrics.update({f"pretrain_{name}": value for name, value in pretrained["metrics"].items()})
     return outcome
 
 

@@ -122,13 +122,10 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
     if model is None:
         model = build_model(model_cfg, view.input_shape, view.n_classes, seed=seed)
     fresh_weights = None
-    if train_cfg.get("init_from") == "pretrain":
-        # The runner hands over the [pretrain] stage's checkpoint with the task.
-        checkpoint = config["pretrain_checkpoint"]
-        label = f"pretrained checkpoint {checkpoint['id']}"
-        fresh_weights = apply_weights(model, load_weights(checkpoint["weights"], label=label), source=label)
-    elif train_cfg.get("init_from"):
-        fresh_weights = apply_weights(model, load_weights(train_cfg["init_from"]), source=train_cfg["init_from"])
+    start = starting_weights(config)
+    if start is not None:
+        state, label, start_sha256 = start
+        fresh_weights = apply_weights(model, state, source=label)
     model = model.to(device)
     channels_last = _uses_channels_last(model, X)
     if channels_last:
@@ -230,8 +227,7 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
         n_params_total=n_params_total,
     )
     if fresh_weights is not None:
-        sha256 = config["pretrain_checkpoint"]["sha256"] if train_cfg["init_from"] == "pretrain" else train_cfg["init_from_sha256"]
-        outcome.metrics.update(init_from_sha256=sha256, freeze=train_cfg.get("freeze", "none"), fresh_weights=fresh_weights)
+        outcome.metrics.update(init_from_sha256=start_sha256, freeze=train_cfg.get("freeze", "none"), fresh_weights=fresh_weights)
     if config.get("stage") == "pretrain" and outcome.state == "done":
         outcome.checkpoint = state_dict_bytes(model)
     if finetune_samples:
@@ -250,6 +246,24 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
             scaling_efficiency=total_per_s / (replica.world_size * alone_per_s),
         )
     return outcome
+
+
+def starting_weights(config: dict) -> tuple[dict, str, str] | None:
+    """The weights a cell starts from, ``(state_dict, label, sha256)``, or ``None`` from scratch.
+
+    The coordinator ships them inside the task (``initial_weights``: a ``[pretrain]``
+    checkpoint from the store, or the ``init_from`` file's bytes), so workers need not
+    see the coordinator's files; a cell run directly reads its ``init_from`` file.
+    """
+    shipped = config.get("initial_weights")
+    if shipped is not None:
+        return load_weights(shipped["weights"], label=shipped["label"]), shipped["label"], shipped["sha256"]
+    path = config["train"].get("init_from")
+    if path is None:
+        return None
+    if path == "pretrain":
+        raise ValueError("init_from = 'pretrain': the checkpoint comes with the task from `scalelab run`, which trains it; this cell was started without it")
+    return load_weights(path), path, config["train"]["init_from_sha256"]
 
 
 def _compress(model, outcome: CellOutcome, train_cfg: dict, view, X, y, X_test, y_test, *, autocast, batch_size: int, seed: int, steps: int):
