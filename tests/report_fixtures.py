@@ -13,6 +13,11 @@ With ``sizes``, the cells also carry what every torch run now records of its mod
 (``nonzero_params``, ``model_bytes``, ``inference_samples_per_s``, ``inference_device``),
 and cells of a ``prune`` or ``quantize`` grid the compressed model's test metrics with the
 trained model's kept under ``*_before_compression``. Without it, no size column exists.
+
+Cells of a grid that sweeps ``init_from`` (``extra`` adds the ``[pretrain]`` section it
+needs) are recorded as if fine-tuning had been worth :func:`transferred` extra training
+samples: a fine-tuned cell's metrics are those of the same model trained from scratch on
+``n_train`` plus that many samples.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ epochs = 1
 
 [target]
 metric = "test_error"
-"""
+{extra}"""
 
 
 def synthetic_metrics(params: dict, *, per_class: bool = False, groups: bool = False, sizes: bool = False) -> dict:
@@ -59,8 +64,10 @@ def synthetic_metrics(params: dict, *, per_class: bool = False, groups: bool = F
     per_sample = 6 * n_params
     epochs = 3
     # Balanced cells keep the noise they always had, so existing studies keep their numbers.
-    rng = np.random.default_rng(abs(hash((fraction, width, seed, noise, *([imbalance] if imbalance != 1 else [])))) % 2**32)
-    error = 0.01 + 2.5 * n_train**-0.6 + 4.0 * n_params**-0.5 + 0.5 * noise
+    tuned = grid_value(params, "init_from", "none") != "none"
+    rng = np.random.default_rng(abs(hash((fraction, width, seed, noise, *([imbalance] if imbalance != 1 else []), *([1] if tuned else [])))) % 2**32)
+    effective = n_train + (transferred(n_train, n_params) if tuned else 0.0)
+    error = 0.01 + 2.5 * effective**-0.6 + 4.0 * n_params**-0.5 + 0.5 * noise
     error = float(np.clip(error * np.exp(rng.normal(0, 0.05)), 0.001, 0.89))
     flops = float(per_sample * n_train * epochs)
     metrics = {
@@ -81,6 +88,11 @@ def synthetic_metrics(params: dict, *, per_class: bool = False, groups: bool = F
                        worst_group_error=max(group_error.values()),
                        group_error_gap=max(group_error.values()) - min(group_error.values()))  # fmt: skip
     return metrics
+
+
+def transferred(n_train: float, n_params: float) -> float:
+    """The samples a fine-tuned cell's checkpoint is worth: D_T = 20·D_F^0.5·(N/4000)^0.3."""
+    return 20.0 * n_train**0.5 * (n_params / 4000) ** 0.3
 
 
 def grid_value(params: dict, name: str, default):
@@ -136,12 +148,13 @@ def synthetic_class_metrics(error: float, *, n_train: int, imbalance: float, abs
 
 
 def fake_study(folder: Path, *, grid: str, name: str = "fake", description: str = "", failures: dict | None = None,
-               per_class: bool = False, groups: bool = False, sizes: bool = False) -> Study:  # fmt: skip
+               per_class: bool = False, groups: bool = False, sizes: bool = False, extra: str = "") -> Study:  # fmt: skip
     """A study whose cells are all finished: done with :func:`synthetic_metrics`, or failed
-    or diverged as ``failures`` says ({cell index: (state, reason)})."""
+    or diverged as ``failures`` says ({cell index: (state, reason)}). ``extra``: more TOML
+    after the study (a ``[pretrain]`` section)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "study.toml"
-    path.write_text(STUDY.format(name=name, description=description, grid=grid), encoding="utf-8")
+    path.write_text(STUDY.format(name=name, description=description, grid=grid, extra=extra), encoding="utf-8")
     spec = load_spec(path)
     store_path = folder / "scalelab.db"
     failures = failures or {}

@@ -7,6 +7,10 @@
 * a grid that sweeps ``prune`` and ``quantize`` gets the compression figure and a table
   whose numbers are the store's means over seeds, while laws use the uncompressed runs;
   a store without the sweep (or from before the size columns) has no compression section;
+* a grid that sweeps ``init_from`` gets the transfer figure and section, whose table holds
+  the store's means and each point's D_E and D_T, while everything else uses the runs from
+  scratch; a study without it has no transfer section, and one whose fine-tuned cells all
+  failed gets a note rather than a failure;
 * failed and diverged cells are listed with their reasons;
 * every string a user wrote is escaped: a study named ``<script>alert(1)</script>``
   yields no script element and shows the name as text;
@@ -213,6 +217,151 @@ def test_a_store_without_a_compression_sweep_has_no_compression_section(plain_re
         assert "fig-compression" not in report.figure_ids
         assert 'id="compression"' not in report.html and "compression-table" not in report.html
         assert report.data.compression_runs is None and report.analysis.compression is None
+
+
+TRANSFER_GRID = GRID + '\ninit_from = ["none", "pretrain"]'
+PRETRAIN = '\n[pretrain.data]\nname = "digits"\nfeature_noise = 0.5\n\n[pretrain.train]\nepochs = 1\n'
+
+
+@pytest.fixture(scope="module")
+def transfer_study(tmp_path_factory):
+    """Each model from scratch and fine-tuned, each then int8-quantised or not, with per-class results."""
+    grid = TRANSFER_GRID + '\nquantize = ["none", "int8"]'
+    return fake_study(tmp_path_factory.mktemp("transfer"), grid=grid, name="transfer", per_class=True, sizes=True, extra=PRETRAIN)
+
+
+@pytest.fixture(scope="module")
+def transfer_report(transfer_study):
+    return build_report(transfer_study, **FAST)
+
+
+def _transfer_means(runs: pd.DataFrame) -> pd.DataFrame:
+    """From the recorded runs, not the report's code: the mean test error over seeds of the
+    unquantised runs per width, data fraction and init_from, with their n_train."""
+    rows = runs[(runs["state"] == "done") & (runs["quantize"] == "none")]
+    numbers = rows[["test_error", "n_train"]].apply(pd.to_numeric)
+    return numbers.groupby([rows["width"], rows["data_fraction"], rows["init_from"]]).mean().unstack("init_from")
+
+
+def test_a_transfer_sweep_gets_the_transfer_figure_section_and_table(transfer_study, transfer_report):
+    report = transfer_report
+    html = report.html
+    assert "fig-transfer" in report.figure_ids
+    assert 'id="transfer"' in html and 'id="fig-transfer"' in html and 'id="transfer-table"' in html
+    assert "Transfer learning" in [t for t in parse(html).text if t.strip()]
+    # After the compression section, as the issue places it.
+    ids = [s["id"] for s in report.sections]
+    assert ids.index("transfer") == ids.index("compression") + 1, ids
+    figure = next(f for f in report.figures if f.id == "fig-transfer")
+    assert "D_T = D_E − D_F" in figure.caption and "fitted D_T = k·D_F^α·N^β" in figure.caption
+
+    section = next(s for s in report.sections if s["id"] == "transfer")
+    (table,) = section["tables"]
+    rows = {(row[0], row[1]): dict(zip(table["columns"], row)) for row in table["rows"]}
+    means = _transfer_means(transfer_study.runs())
+    assert len(rows) == len(means) == 3 * 4
+    for (width, fraction), m in means.iterrows():
+        row = rows[(f"width {width:g}", f"{fraction:g}")]
+        assert row["D_F (target samples)"] == f"{round(m[('n_train', 'pretrain')]):,}"
+        assert row["fine-tuned test_error"] == f"{100 * m[('test_error', 'pretrain')]:.3g}%"
+        assert row["from-scratch test_error"] == f"{100 * m[('test_error', 'none')]:.3g}%"
+        assert row["seeds"] == "2"
+        assert re.fullmatch(r"−?[\d,]+ \[−?[\d,]+, (−?[\d,]+|∞)\]", row["D_T [80%]"]), row["D_T [80%]"]
+    # The largest fraction's D_E lies beyond the largest run from scratch, and says so.
+    assert {row["extrapolated"] for (_, fraction), row in rows.items() if fraction == "1"} <= {"yes"}
+    # Each point's D_T is D_E − D_F, and near what the synthetic checkpoint was worth.
+    from report_fixtures import transferred
+
+    points = report.analysis.transfer.points
+    assert len(points) == 12
+    for p in points:
+        assert p.d_t == pytest.approx(p.d_e - p.d_f)
+        if p.d_f == min(q.d_f for q in points):
+            truth = transferred(p.d_f, p.n_params)
+            assert truth / 2 < p.d_t < truth * 2, (p, truth)
+    # The one-line answer counts what the runs show: fine-tuned mean below the from-scratch one.
+    beat = int((means[("test_error", "pretrain")] < means[("test_error", "none")]).sum())
+    assert f"Fine-tuning beat training from scratch at {beat} of 12 target fractions" in html
+    assert "at the smallest fraction (168 samples) it was worth D_T ≈ " in html
+    fit = report.analysis.transfer.fit
+    assert fit is not None and fit.beta is not None
+    assert f"{fit.formula()} (N: parameters), with 80% intervals k = {fit.k:.3g} [" in html
+
+
+def test_the_rest_of_a_transfer_report_uses_only_the_runs_from_scratch(transfer_report):
+    report = transfer_report
+    data = report.data
+    assert data.transfer_keys == ["init_from"]
+    assert "Laws, curves and frontiers use the runs trained from scratch (init_from = none)" in " ".join(data.notes)
+    assert "Laws, curves and frontiers use the runs trained from scratch (init_from = none)" in report.html
+    assert set(data.done["init_from"]) == {"none"} and len(data.done) == 3 * 4 * 2
+    assert set(data.fairness_runs["init_from"]) == {"none"} and set(data.compression_runs["init_from"]) == {"none"}
+    # One law per model over its 4 fractions x 2 seeds from scratch: the fine-tuned runs would double that.
+    assert [r.law.n_points for r in report.analysis.laws] == [8, 8, 8]
+    assert set(report.analysis.compression["seeds"]) == {2}
+    # The transfer section sees both starts, unquantised.
+    assert set(data.transfer_runs["init_from"]) == {"none", "pretrain"} and set(data.transfer_runs["quantize"]) == {"none"}
+    assert len(data.transfer_runs) == 2 * 3 * 4 * 2
+    # The figure's model labels are the report's: each law is one of the learning curves' models.
+    assert list(report.analysis.transfer.laws) == sorted(set(data.done["model"]), key=lambda m: float(m.split()[-1]))
+
+
+def test_transfer_points_off_a_log_axis_are_left_out_of_the_figure_and_said(transfer_report):
+    """D_T ≤ 0 (the checkpoint hurt) and D_T = ∞ cannot be drawn on log axes."""
+    from dataclasses import replace
+
+    from scalelab.report import figures
+    from scalelab.report.build import transfer_section
+
+    result = transfer_report.analysis.transfer
+    points = list(result.points)
+    points[0] = replace(points[0], d_e=points[0].d_f / 2, d_t=-points[0].d_f / 2, d_t_lo=-points[0].d_f, d_t_hi=1.0)
+    points[1] = replace(points[1], d_e=float("inf"), d_t=float("inf"), d_e_hi=float("inf"), d_t_hi=float("inf"))
+    changed = replace(result, points=points)
+    figure = figures.transfer_figure(transfer_report.data, changed)
+    assert "2 of 12 points have D_T ≤ 0" in figure.caption and "left off the right panel" in figure.caption
+    analysis = replace(transfer_report.analysis, transfer=changed)
+    section = transfer_section(transfer_report.data, analysis, figure)
+    assert any("2 of 12 points have D_T ≤ 0 or infinite" in n for n in section["notes"])
+    cells = [row[6] for row in section["tables"][0]["rows"]]
+    assert f"−{round(points[0].d_f / 2):,} [−{round(points[0].d_f):,}, 1]" in cells
+    assert any(c.startswith("∞ [") and c.endswith(", ∞]") for c in cells)
+    # Unchanged, every point is drawn and the caption says nothing is left out.
+    assert "left off" not in next(f for f in transfer_report.figures if f.id == "fig-transfer").caption
+
+
+def test_a_head_lr_sweep_splits_the_fine_tuned_runs_into_settings(tmp_path):
+    grid = "width = [0.5, 1]\ndata_fraction = [0.25, 0.5, 1.0]\nseed = [0, 1]\ninit_from = [\"none\", \"pretrain\"]\nhead_lr = [0.01, 0.1]"
+    report = build_report(fake_study(tmp_path / "head", grid=grid, name="head", extra=PRETRAIN), **FAST)
+    assert report.data.transfer_keys == ["init_from", "head_lr"]
+    # From scratch, the report reads one head_lr (the smallest: neither is the default).
+    assert set(report.data.done["head_lr"]) == {0.01} and len(report.data.done) == 2 * 3 * 2
+    assert "(init_from = none, head_lr = 0.01)" in " ".join(report.data.notes)
+    models = {p.model for p in report.analysis.transfer.points}
+    assert models == {f"width {w}, head_lr {h}" for w in ("0.5", "1") for h in ("0.01", "0.1")}
+    assert list(report.analysis.transfer.laws) == ["width 0.5", "width 1"]
+    assert "fig-transfer" in report.figure_ids
+    rows = next(s for s in report.sections if s["id"] == "transfer")["tables"][0]["rows"]
+    assert [row[0] for row in rows[:4]] == ["width 0.5, head_lr 0.01"] * 3 + ["width 0.5, head_lr 0.1"]
+
+
+def test_a_transfer_study_without_fine_tuned_results_gets_a_note_not_a_failure(tmp_path):
+    grid = "width = [0.5, 1]\ndata_fraction = [0.25, 0.5, 1.0]\nseed = [0, 1]\ninit_from = [\"none\", \"pretrain\"]"
+    study = fake_study(tmp_path / "nothing", grid=grid, name="nothing", extra=PRETRAIN)
+    failures = {i: ("failed", "pretraining failed") for i, c in enumerate(study.spec.cells) if c.params["init_from"] == "pretrain"}
+    report = build_report(fake_study(tmp_path / "failed", grid=grid, name="failed", extra=PRETRAIN, failures=failures), **FAST)
+    assert report.analysis.transfer is None
+    assert "No transfer analysis: failed: no done fine-tuned runs" in " ".join(report.analysis.notes)
+    section = next(s for s in report.sections if s["id"] == "transfer")
+    assert section["empty"].startswith("No transfer analysis") and not section["tables"]
+    assert "fig-transfer" not in report.figure_ids and len(report.analysis.laws) == 2
+
+
+def test_a_study_without_init_from_has_no_transfer_section(plain_report):
+    assert "fig-transfer" not in plain_report.figure_ids
+    assert 'id="transfer"' not in plain_report.html and "Transfer learning" not in plain_report.html
+    assert plain_report.data.transfer_keys == [] and plain_report.data.transfer_runs is None
+    assert plain_report.analysis.transfer is None
 
 
 def test_the_report_holds_summary_laws_backtest_plan_and_states(plain_report):

@@ -10,11 +10,13 @@ and saves a full-page screenshot as an artifact: under ``$SCALELAB_TEST_ARTIFACT
 set, else in the test's temporary folder; the path is printed (``pytest -s`` shows it).
 
 The study is real but tiny: an MLP on bundled digits, 2 widths x 3 data fractions x 2
-class-imbalance levels x 2 seeds, one epoch each, each then pruned (0 or half its weights)
-and quantised (none or int8), trained by ``scalelab run`` and reported by ``scalelab
-report``. Its runs record per-class results, as every classification run does, and the
-imbalance axis adds the data-quality figure: the page has the fairness figure, with its
-imbalance levels, and the compression figure beside the others.
+class-imbalance levels x 1 seed, one epoch each, each trained from scratch and fine-tuned
+from a checkpoint pretrained for one epoch on noisier digits (``init_from``), then pruned
+(0 or half its weights) and quantised (none or int8), trained by ``scalelab run`` and
+reported by ``scalelab report``. Its runs record per-class results, as every
+classification run does, and the imbalance axis adds the data-quality figure: one page
+has the fairness figure, with its imbalance levels, the compression figure and the
+transfer figure beside the others.
 """
 
 from __future__ import annotations
@@ -45,21 +47,31 @@ family = "mlp"
 epochs = 1
 batch_size = 64
 
+[pretrain.data]
+name = "digits"
+test_size = 0.25
+feature_noise = 0.5
+
+[pretrain.train]
+epochs = 1
+batch_size = 64
+
 [grid]
 width = [0.25, 1]
 data_fraction = [0.25, 0.5, 1.0]
 class_imbalance = [1, 10]
-seed = [0, 1]
+seed = [0]
 prune = [0, 0.5]
 quantize = ["none", "int8"]
+init_from = ["none", "pretrain"]
 
 [target]
 metric = "test_error"
 """
 
 KEY_HEADINGS = ("Summary", "Runs by state", "Learning curves", "Compute frontier", "Data quality", "Fairness across classes",
-                "Compression", "Fitted laws", "Backtest", "Plan", "Failed and diverged cells")  # fmt: skip
-KEY_FIGURES = {"fig-learning-curves", "fig-data-quality", "fig-fairness", "fig-compression", "fig-laws", "fig-backtest"}
+                "Compression", "Transfer learning", "Fitted laws", "Backtest", "Plan", "Failed and diverged cells")  # fmt: skip
+KEY_FIGURES = {"fig-learning-curves", "fig-data-quality", "fig-fairness", "fig-compression", "fig-transfer", "fig-laws", "fig-backtest"}
 
 
 def artifact_dir(tmp_path: Path) -> Path:

@@ -10,6 +10,10 @@ gap between the best- and worst-served class narrows or widens is read off the r
 the compression numbers (:func:`compression_points`): per model size and compression
 setting, means over seeds, and which points sit on the Pareto frontiers of the target
 against model bytes and against inference throughput.
+
+The transfer numbers (:func:`transfer`) are :func:`scalelab.transfer.transfer_analysis` of
+the from-scratch and fine-tuned runs: one from-scratch law per model size, and for each
+fine-tuned point the effective data D_E and the data transferred D_T = D_E − D_F.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import pandas as pd
 
 from scalelab.errors import InputError
 from scalelab.report.data import COMPRESSION_KEYS, ReportData
+from scalelab.transfer import TransferAnalysis, transfer_analysis
 
 EXTRAPOLATE = 10.0  # laws are drawn, and predicted, out to this many times the largest x
 
@@ -89,6 +94,7 @@ class Analysis:
     level: float
     fairness: list[GapTrend] = field(default_factory=list)
     compression: pd.DataFrame | None = None  # compression_points: one row per model size and compression setting
+    transfer: TransferAnalysis | None = None  # D_E and D_T of the fine-tuned runs (grid sweeps init_from)
 
 
 def check_options(data: ReportData, *, form: str) -> None:
@@ -125,7 +131,33 @@ def analyse(data: ReportData, *, form: str = "auto", level: float = 0.8, chance:
         laws = fit_laws(data, form=form, level=level, chance=chance, n_boot=n_boot, notes=notes)
         backtests = backtest(data, level=level, chance=chance, n_boot=n_boot, notes=notes)
         plans = plan_families(data, level=level, chance=chance, n_boot=n_boot, notes=notes)
-    return Analysis(laws, backtests, plans, notes, level, fairness=gap_trends(data), compression=compression_points(data))
+        transferred = transfer(data, level=level, chance=chance, n_boot=n_boot, notes=notes)
+    return Analysis(laws, backtests, plans, notes, level, fairness=gap_trends(data), compression=compression_points(data),
+                    transfer=transferred)  # fmt: skip
+
+
+def transfer(data: ReportData, *, level, chance, n_boot, notes) -> TransferAnalysis | None:
+    """D_E and D_T of every fine-tuned point against its model's from-scratch law; None
+    (and a note) when the grid does not sweep init_from or the runs cannot support it.
+
+    One law per model size (the report's size keys), so its points carry the report's model
+    labels; ``freeze`` and ``head_lr`` split a model's fine-tuned runs into settings.
+    """
+    rows = data.transfer_runs
+    if rows is None:
+        return None
+    size_keys = [k for k in data.size_keys if k in rows.columns]
+    # transfer_analysis names a model "width 0.5" as model_labels does, but a list value
+    # (a factory's hidden sizes) as a tuple: give it the text model_labels shows.
+    rows = rows.assign(**{k: rows[k].map(lambda v: str(v) if isinstance(v, (list, tuple)) else v) for k in size_keys})
+    variants = [name for name in ("freeze", "head_lr") if any(k.split(".")[-1] == name for k in data.transfer_keys)]
+    try:
+        result = transfer_analysis(rows, y_col=data.y_col, group_keys=size_keys, variant_keys=variants, label=data.title,
+                                   level=level, n_boot=n_boot, chance=chance)  # fmt: skip
+    except InputError as exc:
+        notes.append(f"No transfer analysis: {exc}")
+        return None
+    return result
 
 
 def fit_laws(data: ReportData, *, form, level, chance, n_boot, notes) -> list[LawResult]:
@@ -279,6 +311,20 @@ def gap_trends(data: ReportData) -> list[GapTrend]:
                 trend.smallest_model, trend.smallest_gap = smallest, float(small["class_error_gap"].mean())
             out.append(trend)
     return out
+
+
+def transfer_model(point, laws: dict) -> tuple[str, str]:
+    """``(model, setting)`` of a transfer point: the label of the from-scratch law it was
+    compared with (a key of ``laws``) and the fine-tuning setting (``"head_lr 0.01"``, or
+    ``""``) that ``transfer_analysis`` joined to it in ``point.model``."""
+    if point.model in laws:
+        return point.model, ""
+    prefix = max((m for m in laws if point.model.startswith(f"{m}, ")), key=len, default=None)
+    if prefix is not None:
+        return prefix, point.model[len(prefix) + 2 :]
+    if len(laws) == 1:  # one model, no size keys: the label is the study's, the name the setting's
+        return next(iter(laws)), point.model
+    return point.model, ""
 
 
 COMPRESSION_MEANS = ("test_error", "test_error_before_compression", "nonzero_params", "model_bytes", "inference_samples_per_s", "n_params")

@@ -26,6 +26,7 @@ from scalelab.report.analysis import (
     GapTrend,
     analyse,
     size_extremes,
+    transfer_model,
 )
 from scalelab.report.data import ReportData, csv_data, study_data
 
@@ -139,6 +140,9 @@ def layout(data: ReportData, analysis: Analysis, figures: dict) -> list[dict]:
     compression = compression_section(data, analysis, figures.get("fig-compression"))
     if compression is not None:
         out.append(compression)
+    transfer = transfer_section(data, analysis, figures.get("fig-transfer"))
+    if transfer is not None:
+        out.append(transfer)
     if data.winners is not None and len(data.winners):
         out.append(winners_section(data))
     out.append(laws_section(data, analysis, figures.get("fig-laws"), y))
@@ -396,6 +400,92 @@ def compression_table(points: pd.DataFrame) -> dict:
     return table(columns, rows, numeric=[False, False, *[True] * 7], id="compression-table",
                  caption="Means over seeds at each model's largest training set. Before: the model as trained (for a "
                          "compressed run, as it recorded before compression); after: the compressed model.")  # fmt: skip
+
+
+def transfer_section(data: ReportData, analysis: Analysis, figure) -> dict | None:
+    """Fine-tuned runs against runs from scratch: the figure, a one-line answer, each
+    point's D_E and D_T with intervals, and the fit D_T = k·D_F^α·N^β; None when the grid
+    does not sweep init_from."""
+    if not data.transfer_keys:
+        return None
+    s = section("transfer", "Transfer learning", figures=[figure] if figure else [])
+    result = analysis.transfer
+    s["paragraphs"] = [(f"The grid sweeps {', '.join(data.transfer_keys)}: each model trains on fractions of the target data "
+                        "from scratch and fine-tuned from a checkpoint. For fine-tuned runs on D_F target samples, D_E (the "
+                        "effective data) is how many samples the same model would need from scratch to do as well, read off "
+                        "its from-scratch law; D_T = D_E − D_F is the data the checkpoint was worth (negative when it "
+                        "hurt). Every other section of this report uses the runs from scratch only.")]  # fmt: skip
+    if result is None or not result.points:
+        s["empty"] = "No transfer analysis: the runs cannot support it (see the notes in the summary)."
+        return s
+    s["paragraphs"].append(transfer_answer(result))
+    lvl = f"{result.level:.0%}"
+    if result.fit is not None:
+        fit = result.fit
+        names = {"k": "k", "alpha": "α", "beta": "β"}
+        spans = [f"{names[k]} = {getattr(fit, k):.3g}" + (f" [{fit.intervals[k][0]:.3g}, {fit.intervals[k][1]:.3g}]" if k in fit.intervals else "")
+                 for k in ("k", "alpha", "beta") if getattr(fit, k) is not None]  # fmt: skip
+        s["paragraphs"].append(f"Fitted over the {fit.n_points} points with a finite, positive D_T: {fit.formula()} "
+                               f"(N: parameters), with {lvl} intervals {', '.join(spans)}.")  # fmt: skip
+    else:
+        s["paragraphs"].append("No fit of D_T = k·D_F^α·N^β: too few points with a finite, positive D_T at two or more target sizes.")
+    drawn = sum(1 for p in result.points if np.isfinite(p.d_t) and p.d_t > 0)
+    s["notes"] = list(result.notes)
+    if drawn < len(result.points):
+        s["notes"].append(f"{len(result.points) - drawn} of {len(result.points)} points have D_T ≤ 0 or infinite: the figure's "
+                          "right panel (log axes) leaves them out; the table lists them.")  # fmt: skip
+    s["tables"] = [transfer_table(result, data)]
+    return s
+
+
+def transfer_answer(result) -> str:
+    """``Fine-tuning beat training from scratch at 11 of 12 target fractions; at the
+    smallest fraction (168 samples) it was worth D_T ≈ 210 extra samples.``"""
+    points = result.points
+    beat = sum(1 for p in points if (p.y_finetuned < p.y_scratch if p.y_scratch is not None else p.d_t > 0))
+    models = {transfer_model(p, result.laws) for p in points}
+    over = f" (each model and setting counted apart, {len(models)} of them)" if len(models) > 1 else ""
+    smallest = min(p.d_f for p in points)
+    first = [p for p in points if p.d_f == smallest]
+    values = sorted(p.d_t for p in first)
+    if len(values) == 1:
+        worth = f"D_T ≈ {samples(values[0])} extra samples [{samples(first[0].d_t_lo)}, {samples(first[0].d_t_hi)}]"
+    else:
+        worth = f"D_T ≈ {samples(values[0])} to {samples(values[-1])} extra samples, by model"
+    if values[-1] <= 0:
+        worth += " (negative transfer: the checkpoint hurt)"
+    return (f"Fine-tuning beat training from scratch at {beat} of {len(points)} target fractions{over}; at the smallest "
+            f"fraction ({num(smallest)} samples) it was worth {worth}.")  # fmt: skip
+
+
+def transfer_table(result, data: ReportData) -> dict:
+    """One row per fine-tuned point: its model, fraction, D_F, the two means, D_E and D_T."""
+    fmt = Fmt(data)
+    lvl = f"{result.level:.0%}"
+    order = {model: i for i, model in enumerate(result.laws)}  # the models in the order of their laws
+    rows = []
+    for p in sorted(result.points, key=lambda p: (order.get(transfer_model(p, result.laws)[0], len(order)), p.model, p.d_f)):
+        rows.append([p.model, figs_value(p.data_fraction) if p.data_fraction is not None else "—", samples(p.d_f), fmt.y(p.y_finetuned),
+                     fmt.y(p.y_scratch), f"{samples(p.d_e)} [{samples(p.d_e_lo)}, {samples(p.d_e_hi)}]",
+                     f"{samples(p.d_t)} [{samples(p.d_t_lo)}, {samples(p.d_t_hi)}]", "yes" if p.extrapolated else "",
+                     num(p.n_seeds)])  # fmt: skip
+    columns = ["model", "data fraction", "D_F (target samples)", f"fine-tuned {data.y_col}", f"from-scratch {data.y_col}",
+               f"D_E [{lvl}]", f"D_T [{lvl}]", "extrapolated", "seeds"]  # fmt: skip
+    return table(columns, rows, numeric=[False, True, True, True, True, True, True, False, True], id="transfer-table",
+                 nowrap=(columns[5], columns[6]),
+                 caption="Means over seeds. D_E: the from-scratch samples the fine-tuned mean is worth, read off the "
+                         "model's from-scratch law; D_T = D_E − D_F. Intervals: the law's bootstrap with the seeds "
+                         "resampled. Extrapolated: D_E lies beyond the largest from-scratch run; ∞: the law never gets "
+                         "as good.")  # fmt: skip
+
+
+def samples(v) -> str:
+    """A number of samples: 1,234, −56, ∞ (D_E beyond what the law reaches), — (none)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if math.isinf(v):
+        return "∞" if v > 0 else "−∞"
+    return num(round(float(v))).replace("-", "−")
 
 
 def count(v) -> str:

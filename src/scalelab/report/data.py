@@ -11,6 +11,11 @@ A study's grid keys fall into roles, read off each cell's resolved configuration
 * **compression**: ``prune``, ``prune_finetune_epochs`` and ``quantize``, applied after
   training: their own section (the target against model bytes and inference speed), and
   left out of everything else, which uses the uncompressed runs;
+* **transfer**: ``init_from``, ``freeze`` and ``head_lr`` of ``[train]``, how a cell starts
+  (from scratch, ``init_from = "none"``, or fine-tuned from a checkpoint): when the grid
+  sweeps ``init_from``, their own section (the data the checkpoint was worth, D_T, from
+  :mod:`scalelab.transfer`), and left out of everything else, which uses the from-scratch
+  runs (at the default ``head_lr`` when that is swept too);
 * **setting**: everything else (``lr``, ``batch_size``, ``epochs``, ...). Laws and curves
   use the *envelope*: for each model and data size, the setting with the best mean over
   seeds (on validation metrics when there are any), and the report says which won where.
@@ -33,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from scalelab.errors import InputError
+from scalelab.transfer import SCRATCH, TRANSFER_KEYS
 
 QUALITY_KEYS = ("label_noise", "duplicate_fraction", "class_imbalance", "feature_noise")
 QUALITY_OFF = {"label_noise": 0.0, "duplicate_fraction": 0.0, "class_imbalance": 1.0, "feature_noise": 0.0}
@@ -81,6 +87,8 @@ class ReportData:
     quality_runs: pd.DataFrame | None = None  # done rows on the best setting, every quality level
     fairness_runs: pd.DataFrame | None = None  # done rows with per-class results, every class_imbalance level
     compression_runs: pd.DataFrame | None = None  # done rows at full data, every compression setting (prune or quantize swept)
+    transfer_keys: list[str] = field(default_factory=list)  # init_from, freeze, head_lr where the grid sweeps init_from
+    transfer_runs: pd.DataFrame | None = None  # done rows from scratch and fine-tuned, clean quality and compression levels
     winners: pd.DataFrame | None = None  # which setting won where (setting_keys swept)
     dataset: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -132,8 +140,16 @@ def study_data(study, *, x=None, y=None, group=None) -> ReportData:
 
     quality_keys = [k for k in roles["quality"] if done[k].nunique() > 1] if len(done) else []
     compression_keys = [k for k in roles["compression"] if done[k].nunique() > 1] if len(done) else []
-    tuned, winners = envelope(done, by=[*roles["size"], *roles["data"], *roles["quality"], *roles["compression"]],
+    transfer_keys = roles["transfer"]
+    tuned, winners = envelope(done, by=[*roles["size"], *roles["data"], *roles["quality"], *roles["compression"], *roles["transfer"]],
                               settings=roles["setting"], y_col=y_col)  # fmt: skip
+    all_starts = tuned
+    if transfer_keys:
+        # Fine-tuned runs have their own section; everything else compares models trained from scratch.
+        tuned = scratch_rows(tuned, transfer_keys)
+        notes.append(f"Laws, curves and frontiers use the runs trained from scratch ({_init_key(transfer_keys)} = {SCRATCH}"
+                     + "".join(f", {k} = {'default' if v is None else _fmt_value(v)}" for k, v in _scratch_levels(all_starts, transfer_keys).items())
+                     + "); the transfer learning section compares them with the fine-tuned runs.")  # fmt: skip
     compression = compression_rows(tuned, spec=spec, compression_keys=compression_keys, quality_keys=quality_keys,
                                    size_keys=roles["size"], title=spec.name)  # fmt: skip
     uncompressed = tuned
@@ -149,6 +165,12 @@ def study_data(study, *, x=None, y=None, group=None) -> ReportData:
         for key in compression_keys:
             winners = winners[(winners[key] == clean_level(tuned, key)) | winners[key].isna()]
         winners = winners.drop(columns=roles["compression"]).reset_index(drop=True)
+        winners.attrs["score"] = score
+    if winners is not None and transfer_keys:
+        # Likewise the from-scratch runs' winners (the fine-tuned ones' settings are not shown).
+        score = winners.attrs["score"]
+        winners = scratch_rows(winners, transfer_keys)
+        winners = winners.drop(columns=roles["transfer"]).reset_index(drop=True)
         winners.attrs["score"] = score
     clean = uncompressed
     for key in quality_keys:
@@ -171,7 +193,9 @@ def study_data(study, *, x=None, y=None, group=None) -> ReportData:
         size_keys=roles["size"], quality_keys=quality_keys, setting_keys=roles["setting"], replicate_keys=roles["replicate"],
         quality_runs=uncompressed if quality_keys else None, winners=winners, dataset=str(config["data"].get("name", "")) or None,
         notes=notes, fairness_runs=fairness_rows(uncompressed, quality_keys=quality_keys, size_keys=roles["size"], title=spec.name),
-        compression_keys=compression_keys, compression_runs=compression,
+        compression_keys=compression_keys, compression_runs=compression, transfer_keys=transfer_keys,
+        transfer_runs=transfer_rows(all_starts, transfer_keys=transfer_keys, quality_keys=quality_keys,
+                                    compression_keys=compression_keys, size_keys=roles["size"], title=spec.name),
     )  # fmt: skip
 
 
@@ -291,6 +315,76 @@ def compression_rows(tuned: pd.DataFrame, *, spec, compression_keys: list[str], 
     return rows.reset_index(drop=True)
 
 
+def transfer_rows(tuned: pd.DataFrame, *, transfer_keys: list[str], quality_keys: list[str], compression_keys: list[str],
+                  size_keys: list[str], title: str) -> pd.DataFrame | None:  # fmt: skip
+    """The done rows behind the transfer section, or None when the grid does not sweep
+    ``init_from``: the runs from scratch (at the level the rest of the report uses) and
+    every fine-tuned run, at the clean data-quality and compression levels.
+
+    Each row gets its cell's transfer keys under their own names (``init_from``, ``freeze``,
+    ``head_lr``: a grid may call them ``train.init_from``), ``init_from`` as text with a
+    missing value read as ``"none"`` (a scikit-learn family is never fine-tuned), and a
+    readable ``model`` label, as the fairness and compression rows have.
+    """
+    if not transfer_keys or not len(tuned):
+        return None
+    rows = tuned
+    for key in [*quality_keys, *compression_keys]:
+        off = clean_level(tuned, key)
+        rows = rows[(rows[key] == off) | rows[key].isna()]
+    scratch = scratch_rows(rows, transfer_keys)
+    rows = pd.concat([scratch, rows[~_is_scratch(rows, transfer_keys)]]).sort_index()
+    if not len(rows):
+        return None
+    rows = rows.copy()
+    for key in transfer_keys:
+        rows[key.split(".")[-1]] = rows[key]
+    rows["init_from"] = rows["init_from"].where(rows["init_from"].notna(), SCRATCH).astype(str)
+    rows["model"] = model_labels(rows, size_keys) if size_keys else title
+    return rows.reset_index(drop=True)
+
+
+def scratch_rows(rows: pd.DataFrame, transfer_keys: list[str]) -> pd.DataFrame:
+    """The rows trained from scratch (``init_from = "none"``, or missing: a scikit-learn
+    family), at one level of each other transfer key swept (:func:`_scratch_levels`)."""
+    rows = rows[_is_scratch(rows, transfer_keys)]
+    for key, level in _scratch_levels(rows, transfer_keys).items():
+        rows = rows[(rows[key] == level) | rows[key].isna()] if level is not None else rows[rows[key].isna()]
+    return rows
+
+
+def _is_scratch(rows: pd.DataFrame, transfer_keys: list[str]) -> pd.Series:
+    column = rows[_init_key(transfer_keys)]
+    return column.isna() | (column.astype(str) == SCRATCH)
+
+
+def _init_key(transfer_keys: list[str]) -> str:
+    return next(k for k in transfer_keys if k.split(".")[-1] == "init_from")
+
+
+def _scratch_levels(rows: pd.DataFrame, transfer_keys: list[str]) -> dict:
+    """The level of ``freeze`` and ``head_lr`` the from-scratch runs are read at, where they
+    hold more than one: off (no freezing, the head at the model's learning rate) when
+    swept, else the smallest head_lr."""
+    rows = rows[_is_scratch(rows, transfer_keys)]
+    levels = {}
+    for key in transfer_keys:
+        name = key.split(".")[-1]
+        if name == "init_from" or key not in rows.columns or rows[key].nunique(dropna=False) < 2:
+            continue
+        if name == "freeze":
+            levels[key] = "none" if (rows[key] == "none").any() else rows[key].dropna().min()
+        else:
+            levels[key] = None if rows[key].isna().any() else rows[key].dropna().min()
+    return levels
+
+
+def _sweeps_init_from(spec, transfer_keys: list[str]) -> bool:
+    """Whether the grid has more than one ``init_from`` (the key may be ``train.init_from``)."""
+    key = next((k for k in transfer_keys if k.split(".")[-1] == "init_from"), None)
+    return key is not None and len({str(c.params.get(key)) for c in spec.cells}) > 1
+
+
 def compression_setting(train: dict) -> tuple[float, int, str]:
     """``(prune, prune_finetune_epochs, quantize)`` of a resolved ``[train]`` (off when left out)."""
     return (float(train.get("prune") or 0.0), int(train.get("prune_finetune_epochs") or 0), str(train.get("quantize") or "none"))
@@ -321,7 +415,7 @@ def model_labels(rows: pd.DataFrame, size_keys: list[str]) -> pd.Series:
 
 def _roles(spec) -> dict[str, list[str]]:
     """Grid keys by role (module docstring), from where each lands in a cell's configuration."""
-    roles: dict[str, list[str]] = {"size": [], "data": [], "quality": [], "replicate": [], "compression": [], "setting": []}
+    roles: dict[str, list[str]] = {"size": [], "data": [], "quality": [], "replicate": [], "compression": [], "transfer": [], "setting": []}
     cell = spec.cells[0] if spec.cells else None
     for key in spec.grid_keys:
         name = key.split(".")[-1]
@@ -334,12 +428,18 @@ def _roles(spec) -> dict[str, list[str]]:
             roles["quality"].append(key)
         elif name in COMPRESSION_KEYS and section == "train":
             roles["compression"].append(key)
+        elif name in TRANSFER_KEYS and section == "train":
+            roles["transfer"].append(key)
         elif section == "model":
             roles["size"].append(key)
         elif section == "data" and name != "validation_split":
             roles["data"].append(key)
         else:
             roles["setting"].append(key)
+    if roles["transfer"] and not _sweeps_init_from(spec, roles["transfer"]):
+        # Every cell starts the same way: freeze or head_lr are training settings like any other.
+        roles["setting"] = [k for k in spec.grid_keys if k in (*roles["setting"], *roles["transfer"])]
+        roles["transfer"] = []
     return roles
 
 

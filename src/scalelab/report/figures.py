@@ -430,6 +430,128 @@ def compression(data: ReportData, points: pd.DataFrame | None) -> Figure | None:
                           "points no smaller, or faster, point beats.")  # fmt: skip
 
 
+TRANSFER_REACH = 10.0  # the from-scratch law is drawn out to D_E, at most this many times its largest run
+
+
+def transfer_figure(data: ReportData, result) -> Figure | None:
+    """Fine-tuning against training from scratch. Left: the target against target training
+    samples, per model size (colour) its from-scratch runs (dots), their law and its band,
+    and the fine-tuned means (dashed, hollow markers). Right: D_T against D_F with intervals,
+    and the fitted D_T = k·D_F^α·N^β. Points with D_T ≤ 0 or infinite are left off the
+    right panel (a log axis), and the caption says how many."""
+    from scalelab.report.analysis import transfer_model
+
+    rows = data.transfer_runs
+    if result is None or rows is None or not result.points:
+        return None
+    scratch = rows[rows["init_from"] == "none"]
+    scratch = scratch[scratch["model"].isin(list(result.laws))]
+    models = list(result.laws)
+    sizes = {}
+    for model in models:
+        values = pd.to_numeric(scratch.loc[scratch["model"] == model, "n_params"], errors="coerce") if "n_params" in scratch.columns else pd.Series(dtype=float)
+        sizes[model] = float(values.mean()) if values.notna().any() else math.nan
+    norm = _size_norm(list(sizes.values()))
+    colour = {m: _colour(norm, v) if np.isfinite(v) else f"C{i}" for i, (m, v) in enumerate(sizes.items())}
+    by_line: dict[tuple[str, str], list] = {}
+    for p in result.points:
+        by_line.setdefault(transfer_model(p, result.laws), []).append(p)
+    settings = list(dict.fromkeys(setting for _, setting in by_line))
+    marker = {s: LEVEL_MARKERS[(i + 1) % len(LEVEL_MARKERS)] for i, s in enumerate(settings)}
+    y = data.y_col
+    level = result.level
+    drawn = [p for p in result.points if np.isfinite(p.d_t) and p.d_t > 0]
+    left_out = len(result.points) - len(drawn)
+    with rc_context(STYLE):
+        fig, (left, right) = _figure(2, ncols=2, panel=(4.4, 3.4), extra_width=1.0)
+        # Left: the from-scratch runs and law, and the fine-tuned means at each fraction.
+        y_values = [*scratch[y].astype(float), *(p.y_finetuned for p in result.points)]
+        x_values = [*scratch["n_train"].astype(float)]
+        for model in models:
+            model_rows = scratch[scratch["model"] == model]
+            if not len(model_rows):
+                continue
+            law = result.laws[model]
+            d = model_rows["n_train"].astype(float)
+            lo_x, hi_x = float(d.min()), float(d.max())
+            reach = [p.d_e for p in result.points if transfer_model(p, result.laws)[0] == model and np.isfinite(p.d_e)]
+            far = min(max([hi_x, *reach]), hi_x * TRANSFER_REACH)
+            with np.errstate(over="ignore", invalid="ignore"):
+                for xs, style, alpha in ((np.geomspace(lo_x, hi_x, 50), "-", 0.2), (np.geomspace(hi_x, far, 30) if far > hi_x * 1.01 else None, ":", 0.1)):
+                    if xs is None:
+                        continue
+                    band_lo, band_hi = law.interval(xs, level)
+                    left.fill_between(xs, band_lo, band_hi, color=colour[model], alpha=alpha, lw=0)
+                    left.plot(xs, law.predict(xs), style, color=colour[model], lw=1.5)
+                    x_values.append(float(xs[-1]))
+            left.plot(d, model_rows[y].astype(float), "o", color=colour[model], ms=3.2, mec="black", mew=0.3, alpha=0.8, zorder=3)
+        for (model, setting), points in by_line.items():
+            points = sorted(points, key=lambda p: p.d_f)
+            left.plot([p.d_f for p in points], [p.y_finetuned for p in points], ls="--", marker=marker[setting], mfc="white",
+                      color=colour.get(model, "C0"), ms=4.5, lw=1.5, zorder=4)  # fmt: skip
+        _log_axis(left, "x", x_values)
+        _y_axis(left, y_values, y, error_rate=data.is_error_rate, limits=_limits(y_values, ceiling=1.0 if data.is_error_rate else None))
+        left.set_xlabel("target training samples")
+        left.set_title("fine-tuned and from scratch")
+        # Right: D_T against D_F, each point's interval clipped at the panel's edges.
+        if drawn:
+            spans = [v for p in drawn for v in (p.d_t, p.d_t_lo, p.d_t_hi) if np.isfinite(v) and v > 0]
+            bottom, top = min(spans) / 1.6, max(spans) * 1.6
+            for (model, setting), points in by_line.items():
+                points = sorted((p for p in points if np.isfinite(p.d_t) and p.d_t > 0), key=lambda p: p.d_f)
+                if not points:
+                    continue
+                d_f = np.array([p.d_f for p in points])
+                d_t = np.array([p.d_t for p in points])
+                lo = np.array([p.d_t_lo if np.isfinite(p.d_t_lo) and p.d_t_lo > 0 else bottom for p in points])
+                hi = np.array([min(p.d_t_hi, top) if not np.isnan(p.d_t_hi) else p.d_t for p in points])
+                right.errorbar(d_f, d_t, yerr=np.vstack([d_t - lo, hi - d_t]).clip(min=0), fmt=marker[setting], mfc="white",
+                               color=colour.get(model, "C0"), ms=4.5, lw=0.9, capsize=2, zorder=3)  # fmt: skip
+            fit = result.fit
+            xs = np.geomspace(min(p.d_f for p in drawn) / 1.2, max(p.d_f for p in drawn) * 1.2, 40)
+            if fit is not None:
+                for model in dict.fromkeys(m for m, _ in by_line):
+                    n = sizes.get(model, math.nan)
+                    if fit.beta is not None and not np.isfinite(n):
+                        continue
+                    line = fit.k * xs**fit.alpha * (n**fit.beta if fit.beta is not None else 1.0)
+                    right.plot(xs, line, "-", color=colour.get(model, "0.3") if fit.beta is not None else "0.3", lw=1.3, alpha=0.8)
+                    if fit.beta is None:
+                        break
+            _log_axis(right, "x", xs)
+            _log_axis(right, "y", [bottom, top])
+            right.set_ylim(bottom, top)
+        else:
+            right.text(0.5, 0.5, "no point with a finite,\npositive D_T", transform=right.transAxes, ha="center", va="center", color="0.35")
+        right.set_xlabel("target training samples D_F")
+        right.set_ylabel("data transferred D_T")
+        right.set_title("D_T = D_E − D_F")
+        if any(np.isfinite(v) for v in sizes.values()):
+            _colourbar(fig, [left, right], norm, "model parameters", ticks=[v for v in sizes.values() if np.isfinite(v)])
+        handles = [Line2D([], [], ls="", marker="o", color="0.4", mec="black", mew=0.3, ms=4),
+                   Line2D([], [], ls="-", color="0.4", lw=1.5)]  # fmt: skip
+        labels = ["from scratch: runs", "from scratch: law"]
+        for setting in settings:
+            handles.append(Line2D([], [], ls="--", marker=marker[setting], mfc="white", color="0.4", ms=4.5, lw=1.5))
+            labels.append("fine-tuned" + (f": {plain(setting)}" if setting else "") + " (mean)")
+        if drawn and result.fit is not None:
+            handles.append(Line2D([], [], ls="-", color="0.3", lw=1.3))
+            labels.append("fit: " + plain(result.fit.formula()))
+        _legend_below(fig, [left, right], handles, labels)
+    omitted = (f" {left_out} of {len(result.points)} points have D_T ≤ 0 (the checkpoint did not help) or an infinite D_T "
+               "(the from-scratch law never gets as good) and cannot go on the log axis: they are left off the right "
+               "panel; the table lists them.") if left_out else ""  # fmt: skip
+    return render(fig, id="fig-transfer", title="Transfer learning",
+                  caption=f"Left: {label_of(y)} against target training samples, one colour per model size (parameters): "
+                          f"the runs from scratch (dots) with their law and its {level:.0%} interval (band; dotted beyond "
+                          "the largest run, out to where D_E is read off), and the fine-tuned runs' mean at each target "
+                          "fraction (dashed, hollow markers). Right: the data the checkpoint was worth, D_T = D_E − D_F, "
+                          f"against the target samples D_F, with its {level:.0%} interval (bars clipped at the panel's "
+                          "edges where it reaches 0 or infinity)" + (" and the fitted D_T = k·D_F^α·N^β (lines)"
+                                                                     if drawn and result.fit is not None else "")
+                          + "." + omitted)  # fmt: skip
+
+
 # -- figures of the laws -----------------------------------------------------------------
 def law_axes(ax, law, x, y, *, level: float, error_rate: bool, colour="C0", title: str | None = None) -> None:
     """One law over its data on ``ax``: solid inside, dashed beyond, with its interval band."""
@@ -633,6 +755,7 @@ def all_figures(data: ReportData, analysis) -> list[Figure]:
         data_quality(data),
         fairness(data),
         compression(data, analysis.compression),
+        transfer_figure(data, analysis.transfer),
         law_fits(data, analysis.laws, level=analysis.level),
         backtest_figure(data, analysis.backtests, level=analysis.level),
         isoflop(analysis.plans, data=data),
