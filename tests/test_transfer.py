@@ -335,3 +335,20 @@ def test_the_transfer_example_runs_and_fine_tuning_beats_scratch_at_the_smallest
     assert report.returncode == 0, report.stderr
     html = (tmp_path / "transfer.html").read_text()
     assert 'id="fig-transfer"' in html and "Transfer learning" in html
+
+
+def test_a_metric_that_rises_with_data_is_refused():
+    runs = synthetic_runs(lambda d, n: 100.0)
+    runs["test_accuracy"] = 1 - runs["test_loss"]
+    with pytest.raises(InputError, match="test_accuracy rises with more data"):
+        transfer_analysis(runs, y_col="test_accuracy", group_keys=["width"], n_boot=50)
+
+
+def test_one_seed_and_too_few_positive_points_are_said_not_hidden():
+    runs = synthetic_runs(lambda d, n: 100.0 if d < 300 else -0.5 * d)
+    runs = runs[runs["seed"] == 0]
+    result = transfer_analysis(runs, y_col="test_loss", group_keys=["width"], n_boot=50)
+    assert all(p.n_seeds == 1 for p in result.points)
+    assert any("one fine-tuned seed" in note for note in result.notes)
+    assert result.fit is None  # 2 points with D_T > 0; D_T = k·D_F^α needs 3
+    assert any("No D_T = k·D_F^α fit: it needs 3 points" in note for note in result.notes)

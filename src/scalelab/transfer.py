@@ -9,9 +9,12 @@ fractions of the target data. For a fine-tuned model trained on D_F target sampl
 * D_T = D_E − D_F is the data the pretraining was worth. It is negative when the
   checkpoint hurt (negative transfer).
 
-The interval of D_T pairs each bootstrap replicate of the from-scratch law with a
-resample of the fine-tuned runs (seeds drawn with replacement), so it carries both the
-law's uncertainty and the seeds' scatter. A fine-tuned mean better than anything the
+The interval of D_T pairs each bootstrap replicate of the from-scratch law (with the
+drift beyond the data that the law's own intervals add) with a resample of the
+fine-tuned runs (seeds drawn with replacement), so it carries both the law's uncertainty
+and the seeds' scatter. It is a percentile interval: with few runs it can be narrow,
+and need not be centred on the point estimate, which is read off the law itself.
+The metric must fall with more data (a loss or an error rate). A fine-tuned mean better than anything the
 from-scratch law reaches within ``REACH`` times the largest D makes D_E unbounded: the
 point and the upper end are then reported as infinite. D_E beyond the data is an
 extrapolation of the law, and is flagged.
@@ -34,7 +37,7 @@ from scalelab.errors import InputError
 # The grid keys that say how a cell starts (from scratch, or from which checkpoint and how).
 TRANSFER_KEYS = ("init_from", "freeze", "head_lr")
 SCRATCH = "none"
-REPLICATE_KEYS = ("seed", "subsample_seed", "split_seed")
+REPLICATE_KEYS = ("seed", "subsample_seed", "split_seed", "generator_seed")  # as the report reads them
 DATA_KEY = "data_fraction"
 REACH = 1000.0  # how far beyond the largest from-scratch D the law is inverted
 _GRID_POINTS = 600
@@ -170,6 +173,9 @@ def transfer_analysis(
         except InputError as exc:
             notes.append(f"{law_label}: no from-scratch law ({exc}); its fine-tuned runs are left out.")
             continue
+        by_size = model_scratch.groupby("n_train")[y_col].mean()
+        if len(by_size) > 1 and by_size.iloc[-1] > by_size.iloc[0]:
+            raise InputError(f"{label}: {y_col} rises with more data ({law_label}); D_E is read off a falling law, so compare a loss or an error rate")
         laws[law_label] = law
         n_params = float(pd.to_numeric(model_scratch.get("n_params"), errors="coerce").median()) if "n_params" in model_scratch else math.nan
         d_max = float(model_scratch["n_train"].max())
@@ -205,7 +211,12 @@ def transfer_analysis(
         notes.append(f"D_E = inf: the fine-tuned runs did better than the from-scratch law reaches within {REACH:g}× the largest from-scratch data.")
     if any(p.extrapolated and math.isfinite(p.d_e) for p in points):
         notes.append("Points marked extrapolated read D_E off the from-scratch law beyond its largest run.")
-    return TransferAnalysis(metric=y_col, level=level, points=points, fit=_fit_power(points, np.array(replicate_dt), level), laws=laws, notes=notes)
+    if any(p.n_seeds == 1 for p in points):
+        notes.append("Points with one fine-tuned seed: their intervals carry only the from-scratch law's uncertainty, not the seeds' scatter.")
+    fit, fit_note = _fit_power(points, np.array(replicate_dt), level)
+    if fit_note:
+        notes.append(fit_note)
+    return TransferAnalysis(metric=y_col, level=level, points=points, fit=fit, laws=laws, notes=notes)
 
 
 def _interval(draws: np.ndarray, level: float) -> tuple[float, float]:
@@ -235,9 +246,9 @@ def _invert(curves: np.ndarray, grid: np.ndarray, targets: np.ndarray) -> np.nda
     return out
 
 
-def _fit_power(points: list[TransferPoint], draws: np.ndarray, level: float) -> TransferFit | None:
+def _fit_power(points: list[TransferPoint], draws: np.ndarray, level: float) -> tuple[TransferFit | None, str | None]:
     """Least squares of log D_T on log D_F (and log N with several sizes), over the points
-    with a finite, positive D_T; None when too few."""
+    with a finite, positive D_T, and a note on what was left out; (None, why) when too few."""
     d_f = np.array([p.d_f for p in points])
     n = np.array([p.n_params for p in points])
     d_t = np.array([p.d_t for p in points])
@@ -245,18 +256,24 @@ def _fit_power(points: list[TransferPoint], draws: np.ndarray, level: float) -> 
     with_n = sizes > 1 and np.all(np.isfinite(n))
     columns = [np.ones_like(d_f), np.log(d_f)] + ([np.log(n)] if with_n else [])
     design = np.column_stack(columns)
+    formula = "D_T = k·D_F^α·N^β" if with_n else "D_T = k·D_F^α"
 
     def solve(values: np.ndarray):
         usable = np.isfinite(values) & (values > 0)
         if usable.sum() < design.shape[1] + 1 or len(set(d_f[usable])) < 2:
-            return None
+            return None, usable
         coef, *_ = np.linalg.lstsq(design[usable], np.log(values[usable]), rcond=None)
-        return coef
+        return coef, usable
 
-    coef = solve(d_t)
+    coef, usable = solve(d_t)
     if coef is None:
-        return None
-    replicas = [c for c in (solve(draws[:, k]) for k in range(draws.shape[1])) if c is not None]
+        return None, f"No {formula} fit: it needs {design.shape[1] + 1} points with a finite D_T > 0 at 2 or more D_F; {int(usable.sum())} have one."
+    replicas, partial = [], 0
+    for k in range(draws.shape[1]):
+        replica, kept = solve(draws[:, k])
+        if replica is not None:
+            replicas.append(replica)
+            partial += int(kept.sum() < usable.sum())
     names = ["k", "alpha", "beta"][: design.shape[1]]
     tail = (1 - level) / 2
     intervals = {}
@@ -266,9 +283,15 @@ def _fit_power(points: list[TransferPoint], draws: np.ndarray, level: float) -> 
         for i, name in enumerate(names):
             lo, hi = np.quantile(stacked[:, i], [tail, 1 - tail])
             intervals[name] = (float(lo), float(hi))
-    usable = int((np.isfinite(d_t) & (d_t > 0)).sum())
-    return TransferFit(k=float(math.exp(coef[0])), alpha=float(coef[1]), beta=float(coef[2]) if with_n else None,
-                       intervals=intervals, n_points=usable)  # fmt: skip
+    fit = TransferFit(k=float(math.exp(coef[0])), alpha=float(coef[1]), beta=float(coef[2]) if with_n else None,
+                      intervals=intervals, n_points=int(usable.sum()))  # fmt: skip
+    notes = []
+    if usable.sum() < len(points):
+        notes.append(f"{len(points) - int(usable.sum())} of {len(points)} points have D_T ≤ 0 or infinite and are left out of it")
+    if partial or len(replicas) < draws.shape[1]:
+        notes.append(f"{partial + draws.shape[1] - len(replicas)} of {draws.shape[1]} bootstrap refits left out points whose D_T "
+                     "was ≤ 0 or infinite in that draw, so its intervals are approximate")  # fmt: skip
+    return fit, (f"The {formula} fit: " + "; ".join(notes) + ".") if notes else None
 
 
 def _groups(rows: pd.DataFrame, keys: list[str]):

@@ -131,37 +131,52 @@ class FittedLaw:
         return lo, hi
 
     def curve_draws(self, x) -> tuple[np.ndarray, np.ndarray]:
-        """The law's curve under each bootstrap replicate at each x, shape (K, m), with each
-        row's weight (they sum to 1): every averaged form's replicates, weighted by the form.
+        """Draws of the law's *mean* curve at each x, shape (K, m), with each row's weight
+        (they sum to 1): every averaged form's bootstrap replicates, weighted by the form,
+        each with the misspecification drift beyond the data that :meth:`interval` adds,
+        but without the scatter of single runs. What a quantity read off the law (the data
+        a target needs, say) is uncertain by.
 
-        These are draws of the *mean* curve, without the scatter of single runs: what a
-        quantity read off the law (the data a target needs, say) is uncertain by.
+        A draw's drift is one standard normal per row, scaled by the spread at each x, so
+        each row is a smooth curve rather than independent noise at each point.
         """
         x = self._as_x(x)
         members = [(self._members[n], w) for n, w in self.weights.items()] if self._members else [(self, 1.0)]
-        curves = [m._form.predict(m.bootstrap_params(), x, m.data.ceiling) for m, _ in members]
+        curves = []
+        for member, _ in members:
+            drawn = member._with_drift(member._form.predict(member.bootstrap_params(), x, member.data.ceiling), x,
+                                       np.random.default_rng(2), per_curve=True)  # fmt: skip
+            curves.append(drawn if member.data.ceiling is None else np.minimum(drawn, member.data.ceiling))
         weights = [np.full(len(block), w / len(block)) for block, (_, w) in zip(curves, members)]
         return np.vstack(curves), np.concatenate(weights)
 
-    def _samples(self, x: np.ndarray) -> np.ndarray:
-        """Draws of a new run's value at each x, shape (n_boot, m), for this single form."""
-        curves = self._form.predict(self.bootstrap_params(), x, self.data.ceiling)  # (B, m)
-        # Each replicate also draws one run's scatter around the law (log residuals) and,
-        # beyond the data, a misspecification error that grows with the distance in
-        # e-folds, at the rate the form's inner backtests showed: bootstrapping the
-        # parameters alone trusts the form's shape far outside the data.
-        rng = np.random.default_rng(1)
-        residuals = self.residuals()
-        scatter = rng.choice(residuals, size=curves.shape)
+    def _with_drift(self, curves: np.ndarray, x: np.ndarray, rng: np.random.Generator, *, per_curve: bool) -> np.ndarray:
+        """Bootstrap ``curves`` (n_boot, m) at each x with the drift beyond the data: a
+        misspecification error that grows with the distance in e-folds, at the rate the
+        form's inner backtests showed (bootstrapping the parameters alone trusts the form's
+        shape far outside the data). ``per_curve``: one standard normal per curve (a smooth
+        curve), else one per point."""
         scale = x if x.ndim == 1 else x.prod(axis=1)
         beyond = np.maximum(0.0, np.log(scale / self.data.scale.max()))
         # The spread is measured net of the runs' scatter; it still holds the parameters'
         # uncertainty, which the bootstrap draws: the drift adds only what that misses.
         with np.errstate(divide="ignore", invalid="ignore"):
             boot_var = np.nanvar(np.log(curves), axis=0)
-        missing = (self.extrapolation_spread() * beyond) ** 2 - boot_var
-        drift = np.sqrt(np.maximum(missing, 0.0))[None, :] * rng.standard_normal(curves.shape)
-        samples = curves * np.exp(-scatter + drift)
+        missing = np.maximum((self.extrapolation_spread() * beyond) ** 2 - boot_var, 0.0)
+        if per_curve:
+            # Growing with the distance, the missing spread is monotone in x: the running
+            # maximum keeps a drawn curve from bending back up where boot_var happens to rise.
+            missing = np.maximum.accumulate(missing)
+        normal = rng.standard_normal((len(curves), 1) if per_curve else curves.shape)
+        return curves * np.exp(np.sqrt(missing)[None, :] * normal)
+
+    def _samples(self, x: np.ndarray) -> np.ndarray:
+        """Draws of a new run's value at each x, shape (n_boot, m), for this single form: a
+        bootstrap curve with its drift (:meth:`_with_drift`) and one run's scatter around the law."""
+        curves = self._form.predict(self.bootstrap_params(), x, self.data.ceiling)  # (B, m)
+        rng = np.random.default_rng(1)
+        scatter = rng.choice(self.residuals(), size=curves.shape)
+        samples = self._with_drift(curves, x, rng, per_curve=False) * np.exp(-scatter)
         if self.data.ceiling is not None:
             samples = np.minimum(samples, self.data.ceiling)
         return samples
