@@ -510,6 +510,9 @@ def cmd_demo(args) -> int:
     status = _run_and_report(study, workers=args.workers, retry_failed=False, quiet=False)
     if status == EXIT_INTERRUPTED:
         return status
+    if not study.status()["done"]:
+        _console().print("No cell finished, so there are no results, laws or report to show.")
+        return status
     print_demo_results(study, _console())
     path = write_demo_report(study, Path(args.out))
     _console().print(f"Report: {path}")

@@ -13,7 +13,7 @@ diverges (NaN) does not touch the others.
 
 Results match separate runs within float tolerance (batched matrix products may sum in a
 different order). Evaluation and every recorded metric go through the same functions as
-a separate run; timings are the group's, shared out equally among its seeds.
+a separate run; timings are the group's, shared out among its seeds by the samples each trained on.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from scalelab.train.torch_trainer import (
     resolve_device,
     resolve_precision,
     run_metrics,
+    samples_seen,
     synchronize,
     train_cell,
 )
@@ -142,8 +143,12 @@ def train_seed_group(configs: list[dict], dataset: Dataset) -> list[CellOutcome]
             _evaluate_seed(outcomes[s], models[s], params, s, views[s], autocast=autocast, steps=finished_at[s][1])
     wall_s = time.perf_counter() - started
     n_params = count_parameters(models[0])
+    seen = [samples_seen(n_train, batch_size, steps) for _, steps in finished_at]
     for s, outcome in enumerate(outcomes):
         seed_epochs, seed_steps = finished_at[s]
+        # The group's time, shared by the samples each seed trained on (a seed that diverged
+        # early trained on fewer), so every seed reports the group's rate of useful samples.
+        share = seen[s] / (sum(seen) or 1)
         outcome.metrics.update(
             run_metrics(
                 train_loss=train_loss[s],
@@ -155,9 +160,8 @@ def train_seed_group(configs: list[dict], dataset: Dataset) -> list[CellOutcome]
                 batch_size=batch_size,
                 flops_per_sample=flops_per_sample,
                 eval_flops_per_sample=eval_flops_per_sample,
-                # The group's time, shared equally: what each seed cost in this run.
-                train_s=group_train_s / n_seeds,
-                wall_s=wall_s / n_seeds,
+                train_s=group_train_s * share,
+                wall_s=wall_s * share,
                 device=device,
                 precision=precision,
             ),

@@ -371,8 +371,8 @@ def run_metrics(
     precision: str,
 ) -> dict:
     """The metrics every torch run records: sizes, measured FLOPs, timings, environment."""
-    samples_seen = _samples_seen(n_train, batch_size, steps)
-    flops = flops_per_sample * samples_seen
+    seen = samples_seen(n_train, batch_size, steps)
+    flops = flops_per_sample * seen
     return dict(
         train_loss=train_loss,
         n_params=n_params,
@@ -384,7 +384,7 @@ def run_metrics(
         eval_flops=float(eval_flops_per_sample * n_test),
         train_s=train_s,
         wall_s=wall_s,
-        samples_per_s=samples_seen / train_s if train_s > 0 else float("nan"),
+        samples_per_s=seen / train_s if train_s > 0 else float("nan"),
         flops_per_s=flops / train_s if train_s > 0 else float("nan"),
         compute=float(flops),
         compute_unit="flops",
@@ -427,7 +427,7 @@ def planned_epochs(n_train: int, batch_size: int, train_cfg: dict) -> int:
     return max(int(train_cfg["epochs"]), math.ceil(train_cfg.get("min_steps", 0) / steps_per_epoch))
 
 
-def _samples_seen(n_train: int, batch_size: int, steps: int) -> int:
+def samples_seen(n_train: int, batch_size: int, steps: int) -> int:
     """Training samples processed in ``steps`` steps of epochs over ``n_train`` samples."""
     steps_per_epoch = math.ceil(n_train / batch_size)
     full_epochs, extra_steps = divmod(steps, steps_per_epoch)
