@@ -40,15 +40,18 @@ def _worker_main(conn: Connection, threads: int, parent_pid: int, preload: list[
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     exit_when_parent_dies(parent_pid)  # the coordinator is gone (kill -9): nobody will read our results
-    # stop() sends SIGTERM: exit through Python, so cleanups run (a data-parallel cell
-    # stops its ranks and removes its rendezvous directory).
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     import torch
 
     torch.set_num_threads(threads)
     from scalelab.execute.work import CellWorker
 
     worker = CellWorker(preload=preload)
+    # stop() sends SIGTERM: from here on, exit through Python, so cleanups run (a
+    # data-parallel cell stops its ranks and removes its rendezvous directory). Not
+    # before: a SystemExit raised inside torch's import aborts the process with a C++
+    # error on the coordinator's stderr, and until a cell arrives there is nothing to
+    # clean up, so the default (a quiet exit) is right.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     while True:
         try:
             task = conn.recv()
