@@ -168,18 +168,24 @@ def _compression_means(runs: pd.DataFrame) -> pd.DataFrame:
     return numbers.groupby([rows["width"], rows["train.prune"], rows["quantize"]]).mean()
 
 
+def section_parts(report, name: str, heading: str):
+    """The figure and the one table of the report's section ``name``, after checking that
+    the page has the section, its figure ``fig-NAME``, its table ``NAME-table`` and heading."""
+    assert f"fig-{name}" in report.figure_ids
+    html = report.html
+    assert f'id="{name}"' in html and f'id="fig-{name}"' in html and f'id="{name}-table"' in html
+    assert heading in [t for t in parse(html).text if t.strip()]
+    figure = next(f for f in report.figures if f.id == f"fig-{name}")
+    (table,) = next(s for s in report.sections if s["id"] == name)["tables"]
+    return figure, table
+
+
 def test_a_compression_sweep_gets_the_compression_figure_and_table(tmp_path):
     study = fake_study(tmp_path / "compressed", grid=COMPRESSION_GRID, name="compressed", per_class=True, groups=True, sizes=True)
     report = build_report(study, **FAST)
-    assert "fig-compression" in report.figure_ids
+    figure, table = section_parts(report, "compression", "Compression")
     html = report.html
-    assert 'id="compression"' in html and 'id="fig-compression"' in html and 'id="compression-table"' in html
-    assert "Compression" in [t for t in parse(html).text if t.strip()]
-    figure = next(f for f in report.figures if f.id == "fig-compression")
     assert "colour: prune ratio; marker: quantisation" in figure.caption and "Pareto frontier" in figure.caption
-
-    section = next(s for s in report.sections if s["id"] == "compression")
-    (table,) = section["tables"]
     cells = {(row[0], row[1]): dict(zip(table["columns"], row)) for row in table["rows"]}
     means = _compression_means(study.runs())
     assert len(cells) == len(means) == 3 * 4
@@ -246,17 +252,13 @@ def _transfer_means(runs: pd.DataFrame) -> pd.DataFrame:
 def test_a_transfer_sweep_gets_the_transfer_figure_section_and_table(transfer_study, transfer_report):
     report = transfer_report
     html = report.html
-    assert "fig-transfer" in report.figure_ids
-    assert 'id="transfer"' in html and 'id="fig-transfer"' in html and 'id="transfer-table"' in html
-    assert "Transfer learning" in [t for t in parse(html).text if t.strip()]
+    figure, table = section_parts(report, "transfer", "Transfer learning")
+    html = report.html
     # After the compression section, as the issue places it.
     ids = [s["id"] for s in report.sections]
     assert ids.index("transfer") == ids.index("compression") + 1, ids
-    figure = next(f for f in report.figures if f.id == "fig-transfer")
     assert "D_T = D_E − D_F" in figure.caption and "fitted D_T = k·D_F^α·N^β" in figure.caption
 
-    section = next(s for s in report.sections if s["id"] == "transfer")
-    (table,) = section["tables"]
     rows = {(row[0], row[1]): dict(zip(table["columns"], row)) for row in table["rows"]}
     means = _transfer_means(transfer_study.runs())
     assert len(rows) == len(means) == 3 * 4
