@@ -119,10 +119,16 @@ def test_diverging_seeds_record_the_step_a_separate_run_records(digits):
 
 @pytest.mark.parametrize(
     "train",
-    [pytest.param({}, id="all-finish"), pytest.param({"optimizer": "sgd", "lr": 1e6, "momentum": 0.0}, id="diverging")],
+    [
+        pytest.param({}, id="all-finish"),
+        # Seeds 1 and 2 of this group diverge at different steps; 0 and 3 train to the end.
+        pytest.param({"optimizer": "sgd", "lr": 3e4, "momentum": 0.9}, id="some-diverge-early"),
+    ],
 )
 def test_a_group_shares_its_time_by_the_samples_each_seed_trained_on(digits, train):
-    batched = run_seed_group(configs_of(study(train=train, grid={"seed": [0, 1, 2]})), digits)
+    batched = run_seed_group(configs_of(study(train=train, grid={"seed": [0, 1, 2, 3]})), digits)
+    if train:
+        assert len({o.metrics["steps"] for o in batched}) > 1, "the seeds must stop at different steps for this case to mean anything"
     group_s = {o.metrics["group_train_s"] for o in batched}
     assert len(group_s) == 1
     (group_s,) = group_s

@@ -114,7 +114,7 @@ def test_changing_the_pretraining_changes_the_fine_tuned_cells_ids_only():
         pytest.param({"pretrain": {"data": {"name": "digits", "colour": 1}}}, "pretrain.data.colour: unknown key", id="unknown-data-key"),
         pytest.param({"pretrain": {"data": {"name": "digits"}, "train": {"lr": -1}}}, "pretrain.train.lr = -1", id="bad-lr"),
         pytest.param({"pretrain": {"data": {"name": "digits"}, "epochs": 2}}, "pretrain.epochs: unknown key", id="unknown-section-key"),
-        pytest.param({"model": {"family": "tree"}}, "scikit-learn estimator; only torch models start from a checkpoint", id="sklearn"),
+        pytest.param({"model": {"family": "tree"}}, "the scikit-learn family 'tree' ignores [train] settings other than seed", id="sklearn"),
     ],
 )
 def test_bad_pretraining_settings_are_clear_errors(changes, message):
@@ -352,3 +352,82 @@ def test_one_seed_and_too_few_positive_points_are_said_not_hidden():
     assert any("one fine-tuned seed" in note for note in result.notes)
     assert result.fit is None  # 2 points with D_T > 0; D_T = k·D_F^α needs 3
     assert any("No D_T = k·D_F^α fit: it needs 3 points" in note for note in result.notes)
+
+
+def test_runs_from_different_checkpoints_are_separate_settings():
+    runs = synthetic_runs(lambda d, n: 4.0 * d)
+    other = synthetic_runs(lambda d, n: -0.5 * d)
+    other = other[other["init_from"] == "pretrain"].assign(init_from="other.pt")
+    result = transfer_analysis(pd.concat([runs, other]), y_col="test_loss", group_keys=["width"], n_boot=50)
+    by_start = {}
+    for point in result.points:
+        by_start.setdefault(point.model.rsplit("init_from ", 1)[-1], []).append(point)
+    assert set(by_start) == {"pretrain", "other.pt"} and all(p.n_seeds == 3 for p in result.points)
+    assert all(p.d_t == pytest.approx(4.0 * p.d_f, rel=0.05) for p in by_start["pretrain"])
+    assert all(p.d_t == pytest.approx(-0.5 * p.d_f, rel=0.05) for p in by_start["other.pt"])
+
+
+def test_the_model_size_term_needs_positive_d_t_from_two_sizes():
+    # The small model's checkpoint hurts (D_T < 0), the large one's helps: only one size is
+    # left for the fit, so N^β would be arbitrary and is left out, with a note.
+    runs = synthetic_runs(lambda d, n: 20.0 * d**0.5 if n > 5e3 else -0.5 * d, sizes=(1e3, 1e4))
+    result = transfer_analysis(runs, y_col="test_loss", group_keys=["width"], n_boot=50)
+    assert result.fit is not None and result.fit.beta is None
+    assert result.fit.alpha == pytest.approx(0.5, abs=0.05) and result.fit.k == pytest.approx(20.0, rel=0.2)
+    assert any("N^β is left out" in note for note in result.notes)
+
+
+def test_the_command_and_the_report_read_a_head_lr_sweep_alike(tmp_path):
+    from report_fixtures import fake_study
+
+    from scalelab.report import build_report
+    from scalelab.transfer import study_transfer
+
+    pretrain = '\n[pretrain.data]\nname = "digits"\nlabel_noise = 0.1\n'
+    grid = 'width = [0.5, 1]\ndata_fraction = [0.25, 0.5, 1.0]\nseed = [0, 1]\ninit_from = ["none", "pretrain"]\nhead_lr = [0.01, 0.1]'
+    study = fake_study(tmp_path / "head", grid=grid, name="head", extra=pretrain)
+    command = study_transfer(study, n_boot=60)
+    report = build_report(study, n_boot=60)
+    # One from-scratch level of head_lr (the smallest: neither is the default); each
+    # fine-tuned level its own setting; the same means on both sides.
+    assert {p.model for p in command.points} == {f"width {w}, head_lr {h}" for w in ("0.5", "1") for h in ("0.01", "0.1")}
+    assert [(p.model, p.d_f, p.y_finetuned, p.y_scratch) for p in command.points] == [
+        (p.model, p.d_f, p.y_finetuned, p.y_scratch) for p in report.analysis.transfer.points
+    ]
+
+
+def test_crossing_init_from_with_freeze_leaves_out_frozen_cells_trained_from_scratch():
+    grid = {"init_from": ["none", "pretrain"], "freeze": ["none", "backbone"], "seed": [0, 1]}
+    cells = parse_spec(raw_study(grid=grid)).cells
+    assert sorted((c.params["init_from"], c.params["freeze"]) for c in cells if c.params["seed"] == 0) == [
+        ("none", "none"), ("pretrain", "backbone"), ("pretrain", "none")
+    ]
+    # Set outside the grid, freezing without a checkpoint is still an error.
+    fixed = raw_study(train={"freeze": "backbone"}, grid={"seed": [0]})
+    del fixed["pretrain"]
+    with pytest.raises(InputError, match='train.freeze = "backbone" needs train.init_from'):
+        parse_spec(fixed)
+
+
+def test_a_scikit_learn_family_beside_a_checkpoint_ignores_it_as_before(tmp_path):
+    checkpoint = tmp_path / "ck.pt"
+    checkpoint.write_bytes(b"any file")
+    raw = {"name": "s", "data": {"name": "digits"}, "model": {}, "train": {"init_from": str(checkpoint)},
+           "grid": {"family": ["mlp", "tree"]}}  # fmt: skip
+    cells = {c.params["family"]: c for c in parse_spec(raw).cells}
+    assert "init_from" in cells["mlp"].config["train"] and cells["tree"].config["train"] == {"seed": 0}
+
+
+def test_every_data_shape_that_shares_a_checkpoint_is_checked_before_running():
+    from scalelab.estimate import preflight
+
+    def spec(widths):
+        return parse_spec({
+            "name": "shapes", "data": {"name": "synthetic", "n_samples": 300}, "model": {"family": "mlp"}, "train": {"epochs": 1},
+            "pretrain": {"data": {"name": "synthetic", "n_samples": 300, "n_features": 20}},
+            "grid": {"init_from": ["none", "pretrain"], "n_features": widths},
+        }, source="shapes.toml")  # fmt: skip
+
+    preflight(spec([20]))
+    with pytest.raises(InputError, match=r"\[pretrain\] data of shape \(20,\) .* on data of shape \(30,\)"):
+        preflight(spec([20, 30]))  # the first cell fits; the second does not

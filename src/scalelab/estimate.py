@@ -107,14 +107,18 @@ def _check_pretraining(spec, shapes: dict[str, CellShape]) -> None:
     from scalelab.spec import pretrain_id
     from scalelab.train.checkpoints import apply_weights
 
-    checked: set[str] = set()
+    checked: set[tuple] = set()
     sources = {c.cell_id: c for c in pretraining_cells(spec)}
     for cell in spec.cells:
         checkpoint_id = pretrain_id(cell.config)
-        if checkpoint_id is None or checkpoint_id in checked:
+        if checkpoint_id is None:
             continue
         source = sources[f"pretrain:{checkpoint_id}"]
         source_shape, shape = shapes[source.cell_id], shapes[cell.cell_id]
+        # Cells sharing a checkpoint may still differ in their data's shape (a swept option).
+        key = (checkpoint_id, shape.input_shape, shape.n_classes)
+        if key in checked:
+            continue
         pretrained = _build_checked(spec, source, source_shape)
         try:
             apply_weights(_build_checked(spec, cell, shape), pretrained.state_dict(), source="pretrained checkpoint")
@@ -123,7 +127,7 @@ def _check_pretraining(spec, shapes: dict[str, CellShape]) -> None:
                 f"{spec.source}: [pretrain] data of shape {source_shape.input_shape} gives a model whose weights do not fit "
                 f"the cells' model on data of shape {shape.input_shape} ({exc})"
             ) from None
-        checked.add(checkpoint_id)
+        checked.add(key)
 
 
 def estimate_grid(spec, shapes: dict[str, CellShape], *, workers: int, calibrate_s: float = 10.0, cells=None) -> list[CellEstimate]:

@@ -259,12 +259,15 @@ def parse_spec(raw: dict, *, source: str = "<study>") -> StudySpec:
 
     cells: list[Cell] = []
     seen: set[str] = set()
+    swept = {(section, name) for _, section, name, _ in routed}
     for combo in itertools.product(*(values for *_, values in routed)):
         sections = {"data": dict(top.data), "model": dict(top.model), "train": dict(top.train)}
         params = {}
         for (key, section, name, _), value in zip(routed, combo):
             sections[section][name] = value
             params[key] = value
+        if _frozen_from_scratch(sections["train"], swept):
+            continue  # init_from x freeze: a model trained from scratch has no backbone to freeze
         config = _resolve(sections, source=source, grid_keys={(s, n): k for k, s, n, _ in routed}, params=params, pretrain=top.pretrain)
         cell_id = cell_id_of(config)
         if cell_id in seen:
@@ -289,6 +292,13 @@ def parse_spec(raw: dict, *, source: str = "<study>") -> StudySpec:
         raw=raw,
         resources=top.resources.model_dump(),
     )
+
+
+def _frozen_from_scratch(train: dict, swept: set[tuple[str, str]]) -> bool:
+    """A grid crossing ``init_from`` (with ``"none"``) and ``freeze``: the from-scratch cells
+    with a frozen backbone mean nothing, and are left out of the grid rather than refused."""
+    crossed = {("train", "init_from"), ("train", "freeze")} <= swept
+    return crossed and train.get("init_from") in (None, "none") and train.get("freeze", "none") != "none"
 
 
 def _flatten_sections(grid: dict) -> dict:
@@ -362,11 +372,12 @@ def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict, pret
     if train.batch_seeds:
         _check_seed_batching(model.family, train, source)
     _check_compression(train, source)
-    _check_initialisation(train, model.family, source)
+    _check_initialisation(train, source)
     data_dict = data_section("data", data_raw, train.seed)
     train_dict = _train_config(train)
     config = {"data": data_dict, "model": {"family": model.family, "knobs": knobs.model_dump(mode="json")}, "train": train_dict}
-    if train.init_from == PRETRAIN:
+    sklearn = family_entry(model.family).framework == "sklearn"
+    if train.init_from == PRETRAIN and not sklearn:  # a scikit-learn estimator ignores [train] but its seed
         if pretrain is None:
             raise InputError(f'{source}: train.init_from = "pretrain" needs a [pretrain] section (the data and training to pretrain on)')
         refused = next((name for name in pretrain.train if name in _PRETRAIN_TRAIN_REFUSED), None)
@@ -380,10 +391,10 @@ def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict, pret
             raise fail("pretrain.train", exc) from None
         # The whole source task joins the cell's configuration, so its id changes with it.
         config["pretrain"] = {"data": data_section("pretrain.data", pretrain.data, train.seed), "train": _train_config(pretrain_train)}
-    elif train.init_from is not None:
+    elif train.init_from not in (None, PRETRAIN):
         # The weights' content, not only the path, decides what the cell is.
         train_dict["init_from_sha256"] = _checkpoint_sha256(train.init_from, source)
-    if family_entry(model.family).framework == "sklearn":
+    if sklearn:
         # Only the seed means anything to a scikit-learn estimator; the torch settings are
         # dropped so that sweeping one of them is caught as a repeated configuration.
         config["train"] = {"seed": train_dict["seed"]}
@@ -460,9 +471,7 @@ def _first_on(train: TrainFields, names: tuple[str, ...]) -> str | None:
     return None
 
 
-def _check_initialisation(train: TrainFields, family: str, source: str) -> None:
-    if train.init_from is not None and family_entry(family).framework == "sklearn":
-        raise InputError(f"{source}: train.init_from: model family {family!r} is a scikit-learn estimator; only torch models start from a checkpoint")
+def _check_initialisation(train: TrainFields, source: str) -> None:
     if train.freeze != "none" and train.init_from is None:
         raise InputError(f'{source}: train.freeze = "{train.freeze}" needs train.init_from (a checkpoint to start from)')
     if train.batch_seeds and (train.init_from is not None or train.head_lr is not None):

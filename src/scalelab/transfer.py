@@ -132,8 +132,9 @@ def transfer_analysis(
 
     ``runs`` needs ``init_from`` (``"none"`` from scratch), ``n_train`` and ``y_col``.
     ``group_keys`` name one model each (family, width, ...): each gets its own
-    from-scratch law. ``variant_keys`` (``freeze``, ``head_lr``) split the fine-tuned
-    runs of a model into settings compared against the same law.
+    from-scratch law. ``variant_keys`` (``freeze``, ``head_lr``), and ``init_from`` when
+    the fine-tuned runs start from more than one checkpoint, split the fine-tuned runs of
+    a model into settings compared against the same law.
 
     Raises :class:`InputError` when there is nothing to compare: no fine-tuned or no
     from-scratch runs, or a model whose from-scratch law cannot be fitted.
@@ -149,7 +150,7 @@ def transfer_analysis(
     done = runs[runs["state"] == "done"].copy() if "state" in runs.columns else runs.copy()
     done[y_col] = pd.to_numeric(done[y_col], errors="coerce")
     done["n_train"] = pd.to_numeric(done["n_train"], errors="coerce")
-    done = done[np.isfinite(done[y_col]) & (done["n_train"] > 0)]
+    done = done[np.isfinite(done[y_col]) & (done["n_train"] > 0)].reset_index(drop=True)  # rows are picked by label below
     start = done["init_from"].fillna(SCRATCH).astype(str)
     scratch, tuned = done[start == SCRATCH], done[start != SCRATCH]
     if not len(tuned) or not len(scratch):
@@ -184,7 +185,12 @@ def transfer_analysis(
         draws, weights = law.curve_draws(grid)
         chosen = rng.choice(len(draws), size=n_boot, p=weights / weights.sum())
         draws = draws[chosen]
-        for variant, variant_rows in _groups(model_tuned, [k for k in variant_keys if k in model_tuned.columns]):
+        # Fine-tuned runs from different checkpoints (init_from = ["none", "pretrain", "a.pt"])
+        # are different settings, as a swept freeze or head_lr is.
+        splits = [k for k in variant_keys if k in model_tuned.columns]
+        if model_tuned["init_from"].astype(str).nunique() > 1:
+            splits = ["init_from", *splits]
+        for variant, variant_rows in _groups(model_tuned, splits):
             name = ", ".join(filter(None, [model, variant]))
             by_fraction = variant_rows.groupby("n_train", sort=True)
             for d_f, rows in by_fraction:
@@ -252,15 +258,17 @@ def _fit_power(points: list[TransferPoint], draws: np.ndarray, level: float) -> 
     d_f = np.array([p.d_f for p in points])
     n = np.array([p.n_params for p in points])
     d_t = np.array([p.d_t for p in points])
-    sizes = len({v for v in n if np.isfinite(v)})
-    with_n = sizes > 1 and np.all(np.isfinite(n))
+    positive = np.isfinite(d_t) & (d_t > 0)
+    # N^β only when the points it is fitted to come from two or more model sizes; with one,
+    # log N is the intercept again and β would be arbitrary.
+    with_n = bool(np.all(np.isfinite(n))) and len(set(n[positive])) > 1
     columns = [np.ones_like(d_f), np.log(d_f)] + ([np.log(n)] if with_n else [])
     design = np.column_stack(columns)
     formula = "D_T = k·D_F^α·N^β" if with_n else "D_T = k·D_F^α"
 
     def solve(values: np.ndarray):
         usable = np.isfinite(values) & (values > 0)
-        if usable.sum() < design.shape[1] + 1 or len(set(d_f[usable])) < 2:
+        if usable.sum() < design.shape[1] + 1 or np.linalg.matrix_rank(design[usable]) < design.shape[1]:
             return None, usable
         coef, *_ = np.linalg.lstsq(design[usable], np.log(values[usable]), rcond=None)
         return coef, usable
@@ -268,6 +276,10 @@ def _fit_power(points: list[TransferPoint], draws: np.ndarray, level: float) -> 
     coef, usable = solve(d_t)
     if coef is None:
         return None, f"No {formula} fit: it needs {design.shape[1] + 1} points with a finite D_T > 0 at 2 or more D_F; {int(usable.sum())} have one."
+    if not with_n and len(set(n[np.isfinite(n)])) > 1:
+        notes_n = "N^β is left out: the points with a finite D_T > 0 come from one model size"
+    else:
+        notes_n = None
     replicas, partial = [], 0
     for k in range(draws.shape[1]):
         replica, kept = solve(draws[:, k])
@@ -285,7 +297,7 @@ def _fit_power(points: list[TransferPoint], draws: np.ndarray, level: float) -> 
             intervals[name] = (float(lo), float(hi))
     fit = TransferFit(k=float(math.exp(coef[0])), alpha=float(coef[1]), beta=float(coef[2]) if with_n else None,
                       intervals=intervals, n_points=int(usable.sum()))  # fmt: skip
-    notes = []
+    notes = [notes_n] if notes_n else []
     if usable.sum() < len(points):
         notes.append(f"{len(points) - int(usable.sum())} of {len(points)} points have D_T ≤ 0 or infinite and are left out of it")
     if partial or len(replicas) < draws.shape[1]:
@@ -335,9 +347,21 @@ def _json_number(value):
     return value
 
 
+def _other_head_lr(runs: pd.DataFrame) -> pd.Series:
+    """From-scratch rows at a ``head_lr`` other than the one the from-scratch law is read
+    at: the default (unset) when the grid has it, else the smallest (as the report does)."""
+    scratch = runs["init_from"].fillna(SCRATCH).astype(str) == SCRATCH
+    levels = pd.to_numeric(runs["head_lr"], errors="coerce")
+    if levels[scratch].isna().any():
+        return scratch & levels.notna()
+    return scratch & (levels != levels[scratch].min())
+
+
 def study_transfer(study, *, y: str | None = None, level: float = 0.8, n_boot: int = 1000, chance: float | None = None) -> TransferAnalysis:
     """:func:`transfer_analysis` of a study: its runs, one law per model (every grid key
-    but ``init_from``, ``freeze``, ``head_lr``, ``data_fraction`` and the seeds)."""
+    but ``init_from``, ``freeze``, ``head_lr``, ``data_fraction`` and the seeds). With
+    ``head_lr`` swept, the from-scratch law uses one level of it (the default, or the
+    smallest), and each fine-tuned level is its own setting."""
     from scalelab.fitting import default_chance
 
     spec = study.spec
@@ -348,6 +372,8 @@ def study_transfer(study, *, y: str | None = None, level: float = 0.8, n_boot: i
     runs = runs.rename(columns={k: k.split(".")[-1] for k in spec.grid_keys if k.split(".")[-1] in TRANSFER_KEYS})
     group_keys = [k for k in spec.grid_keys if k.split(".")[-1] not in (*TRANSFER_KEYS, *REPLICATE_KEYS, DATA_KEY)]
     variant_keys = [k.split(".")[-1] for k in spec.grid_keys if k.split(".")[-1] in TRANSFER_KEYS[1:]]
+    if "head_lr" in variant_keys:
+        runs = runs[~_other_head_lr(runs)]
     if chance is None and y_col in runs.columns:
         chance = default_chance(runs, y_col)
     return transfer_analysis(runs, y_col=y_col, group_keys=group_keys, variant_keys=variant_keys, label=spec.name,

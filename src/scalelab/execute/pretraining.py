@@ -48,6 +48,7 @@ class PretrainStage:
         held = store.checkpoint_ids()
         self._queue = [cid for cid in self._configs if cid not in held]
         self._missing = set(self._queue)
+        self._failed: set[str] = set()
         self._attempts: dict[str, int] = {}
         self._files: dict[str, bytes] = {}  # init_from checkpoint files, read once
         self.trained = 0
@@ -59,8 +60,10 @@ class PretrainStage:
         return len(self._queue)
 
     def waiting_cells(self) -> set[str]:
-        """Cells whose checkpoint is not in the store yet: not to be claimed."""
-        return {cell_id for checkpoint_id in self._missing for cell_id in self._users[checkpoint_id]}
+        """Cells whose checkpoint is not in the store: not to be claimed. Those whose
+        pretraining failed stay here for the rest of the run, even if another process
+        makes them pending again (``--retry-failed``): a later run trains it again."""
+        return {cell_id for checkpoint_id in self._missing | self._failed for cell_id in self._users[checkpoint_id]}
 
     def next_tasks(self, slots: int) -> list[list[tuple[str, dict]]]:
         """Up to ``slots`` pretraining tasks, each one run (task id, configuration)."""
@@ -96,6 +99,7 @@ class PretrainStage:
         else:
             what = event.state if event.state != "done" else "gave no torch weights (a scikit-learn model cannot be fine-tuned)"
         self._missing.discard(checkpoint_id)
+        self._failed.add(checkpoint_id)
         reason = f"its pretraining run (checkpoint {checkpoint_id}) {what}" + (f": {event.reason}" if event.reason else "")
         return self._users[checkpoint_id], reason
 

@@ -127,16 +127,28 @@ def run_study_cells(
             if idle:
                 tasks: dict[str, list[tuple[str, dict]]] = {}
                 claimed = store.claim(spec.name, owner, limit=idle, lease_s=lease_s, group_of=group_of, skip=pretraining.waiting_cells())
-                for cell in claimed:
-                    attempts[cell.cell_id] = cell.attempts
-                    tasks.setdefault(group_of.get(cell.cell_id) or cell.cell_id, []).append((cell.cell_id, pretraining.prepared(cell.config)))
-                for task in tasks.values():
-                    executor.submit(task)
+                submitted: set[str] = set()
+                try:
+                    for cell in claimed:
+                        attempts[cell.cell_id] = cell.attempts
+                        tasks.setdefault(group_of.get(cell.cell_id) or cell.cell_id, []).append((cell.cell_id, pretraining.prepared(cell.config)))
+                    for task in tasks.values():
+                        executor.submit(task)
+                        submitted.update(cell_id for cell_id, _ in task)
+                except BaseException:
+                    # Claimed but never handed to a worker (a checkpoint file changed, say):
+                    # back to pending now, not left running until the lease expires.
+                    store.release([c.cell_id for c in claimed if c.cell_id not in submitted], owner)
+                    raise
             if not executor.in_flight():
                 break
             for event in executor.wait(timeout=0.5):
                 if stop_signal and isinstance(event, WorkerLost):
-                    break  # a group-wide SIGTERM killed the worker too; the cell goes back to pending below
+                    # A group-wide SIGTERM killed the worker too: its cell goes back to pending
+                    # (it has left the executor's in-flight list); later results still count.
+                    if not pretraining.owns(event.cell_id):
+                        store.release([event.cell_id], owner)
+                    continue
                 if pretraining.owns(event.cell_id):
                     blocked, reason = pretraining.record(event)
                     failed = store.fail_pending(blocked, reason) if blocked else 0
