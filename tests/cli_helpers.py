@@ -225,6 +225,15 @@ def cell_rows(db: Path, study: str) -> dict[str, dict]:
 
 
 # -- studies and outputs -----------------------------------------------------------------
+def cpu_digits_mlp_study(name: str, *, grid: str, train: str = "", model: str = "") -> str:
+    """A study file: an MLP on bundled digits, on the CPU, with extra ``[train]`` and
+    ``[model]`` lines and the ``[grid]`` lines given."""
+    return (
+        f'name = "{name}"\n\n[data]\nname = "digits"\n\n[model]\nfamily = "mlp"\n{model}\n\n'
+        f'[train]\ndevice = "cpu"\n{train}\n\n[grid]\n{grid}\n'
+    )
+
+
 def write_study(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path

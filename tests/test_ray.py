@@ -29,6 +29,7 @@ from cli_helpers import (
     cell_rows,
     cell_states,
     cli_env,
+    cpu_digits_mlp_study,
     expected_cell_ids,
     kill_group,
     read_store,
@@ -50,10 +51,7 @@ VARYING = {"wall_s", "train_s", "samples_per_s", "flops_per_s", "inference_sampl
 
 
 def digits_study(name: str, *, epochs: int, grid: str) -> str:
-    return (
-        f'name = "{name}"\n[data]\nname = "digits"\n[model]\nfamily = "mlp"\n'
-        f'[train]\nepochs = {epochs}\nbatch_size = 32\ndevice = "cpu"\n[grid]\n{grid}\n'
-    )
+    return cpu_digits_mlp_study(name, train=f"epochs = {epochs}\nbatch_size = 32", grid=grid)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from cli_helpers import (
     cell_states,
     children_of,
     cli_env,
+    cpu_digits_mlp_study,
     expected_cell_ids,
     run_cli,
     runs_json,
@@ -190,10 +191,7 @@ def test_claim_takes_whole_seed_groups_and_counts_groups_against_the_limit(tmp_p
 
 # -- end to end ------------------------------------------------------------------------
 def digits_study(name: str, *, train: str, grid: str) -> str:
-    return (
-        f'name = "{name}"\n\n[data]\nname = "digits"\n\n[model]\nfamily = "mlp"\nwidth = 0.5\n\n'
-        f'[train]\ndevice = "cpu"\n{train}\n\n[grid]\n{grid}\n'
-    )
+    return cpu_digits_mlp_study(name, model="width = 0.5", train=train, grid=grid)
 
 
 @pytest.fixture
