@@ -13,13 +13,21 @@ before anything trains. Per class, in the seeded order of
    the class's prefix), leaving at least one training sample per class.
 4. ``duplicate_fraction`` spends that share of the remaining training budget on exact
    copies of the class's first rows instead of new ones.
-5. ``label_noise`` replaces that share of the distinct training labels (and, separately,
-   of the validation labels) by a different class, uniformly at random. Copies keep the
-   label of the row they copy.
+5. ``label_noise`` replaces that share of each class's labels by a different class,
+   uniformly at random. Copies keep the label of the row they copy.
 
 Every distinct training row is a prefix of its class's order, so with the same seed and
 settings the rows of a smaller ``data_fraction`` lie inside those of a larger one. The
 test split is never touched. All randomness is seeded by the cell's subsample seed.
+
+Noise nests as the rows do: whether a row's label is noisy, the class it gets, and the
+feature noise added to it (:func:`feature_noise`) depend only on the row (its index in
+the training split) and the subsample seed, never on the fraction or the other settings.
+So the rows that a 1/4 and a 1/2 subset share carry the same noisy labels and features,
+and a learning curve under noise varies the amount of data alone. Label noise marks
+evenly spaced positions of each class's seeded order, so every prefix (every fraction's
+training rows) and every stretch of it (the validation rows) holds the requested share
+of noisy labels, to within one sample per class.
 """
 
 from __future__ import annotations
@@ -28,11 +36,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scalelab.data.preprocess import mean_and_std
 from scalelab.data.subsample import class_order, class_share
 from scalelab.errors import DatasetError
 
 # Independent random streams per transform, keyed beside the seed (classes use [seed, class]).
-_DUPLICATES, _LABEL_NOISE = 1, 2
+_DUPLICATES, _LABEL_NOISE, _FEATURE_NOISE = 1, 2, 3
+# Feature noise is drawn for fixed blocks of rows, each from its own stream, so a row's noise
+# is fixed by its index and a cell only draws the blocks that hold its rows.
+_NOISE_BLOCK = 1024
 
 
 @dataclass(frozen=True)
@@ -125,8 +137,53 @@ def plan_rows(y: np.ndarray, *, n_classes: int, quality: DataQuality) -> RowPlan
 
     labels = y.astype(np.int64)  # a copy: the dataset's own labels are never changed
     if q.label_noise > 0:
-        rng = np.random.default_rng([q.seed, 0, _LABEL_NOISE])
-        for rows in (np.unique(train_rows), val_rows):
-            noisy = rows[rng.choice(len(rows), size=round(q.label_noise * len(rows)), replace=False)]
-            labels[noisy] = (labels[noisy] + rng.integers(1, n_classes, size=len(noisy))) % n_classes
+        noisy = noisy_label_rows(y, rate=q.label_noise, seed=q.seed)
+        # The class each row would get, drawn for every row of the split so it depends on the row alone.
+        shift = np.random.default_rng([q.seed, 0, _LABEL_NOISE]).integers(1, n_classes, size=len(y))
+        labels[noisy] = (labels[noisy] + shift[noisy]) % n_classes
     return RowPlan(train_rows=train_rows, train_labels=labels[train_rows], val_rows=val_rows, val_labels=labels[val_rows])
+
+
+def noisy_label_rows(y: np.ndarray, *, rate: float, seed: int) -> np.ndarray:
+    """A mask over the training split: the rows whose label ``label_noise = rate`` replaces.
+
+    In each class's seeded order (:func:`~scalelab.data.subsample.class_order`), position
+    ``p`` is noisy when ``round((p + 1) * rate)`` exceeds ``round(p * rate)``: the first
+    ``n`` positions hold ``round(n * rate)`` noisy rows for every ``n``. Because cells
+    take prefixes of this order, every fraction gets the requested share, and a row is
+    noisy in all of them or in none. The order is a seeded shuffle, so which rows are
+    noisy is random.
+
+    Examples
+    --------
+    >>> y = np.repeat(np.arange(2), 10)
+    >>> int(noisy_label_rows(y, rate=0.3, seed=0).sum())
+    6
+    """
+    noisy = np.zeros(len(y), dtype=bool)
+    for cls in np.unique(y).tolist():
+        order = class_order(y, cls, seed=seed)
+        prefix_counts = np.floor(np.arange(len(order) + 1) * rate + 0.5)  # noisy rows among the first n
+        noisy[order[np.diff(prefix_counts) > 0]] = True
+    return noisy
+
+
+def feature_noise(X: np.ndarray, rows: np.ndarray, *, quality: DataQuality) -> np.ndarray:
+    """The Gaussian noise ``feature_noise`` adds to ``rows`` of the training split ``X``.
+
+    Per feature, the noise's standard deviation is ``quality.feature_noise`` times that
+    feature's standard deviation over the whole training split ``X``: a property of the
+    dataset, not of the cell's subset, so a row gets the same noise at every fraction.
+    The standard-normal draws of row ``r`` come from the stream of its block of rows,
+    seeded by the subsample seed. Returns float32, shaped ``(len(rows), *X.shape[1:])``.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    sample_shape = X.shape[1:]
+    noise = np.empty((len(rows), *sample_shape), dtype=np.float32)
+    blocks = rows // _NOISE_BLOCK
+    for block in np.unique(blocks).tolist():
+        draws = np.random.default_rng([quality.seed, block, _FEATURE_NOISE]).standard_normal((_NOISE_BLOCK, *sample_shape), dtype=np.float32)
+        mine = np.flatnonzero(blocks == block)
+        noise[mine] = draws[rows[mine] % _NOISE_BLOCK]
+    noise *= (mean_and_std(X, axes=(0,))[1][0] * quality.feature_noise).astype(np.float32)
+    return noise

@@ -15,10 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from scalelab.data.dataset import Dataset
-from scalelab.data.preprocess import fit_preprocessor, mean_and_std
-from scalelab.data.quality import DataQuality, plan_rows
-
-_FEATURE_NOISE = 3  # random stream beside the seed (see scalelab.data.quality)
+from scalelab.data.preprocess import fit_preprocessor
+from scalelab.data.quality import DataQuality, feature_noise, plan_rows
 
 
 @dataclass(frozen=True)
@@ -69,7 +67,10 @@ def training_view(dataset: Dataset, data_config: dict) -> TrainingView:
     X_distinct = dataset.X_train[distinct].astype(np.float32, copy=False)  # indexing already copied
     X_val = dataset.X_train[plan.val_rows].astype(np.float32, copy=False)
     if quality.feature_noise > 0:
-        _add_feature_noise(X_distinct, X_val, relative_std=quality.feature_noise, seed=quality.seed)
+        # Each row's own noise (see scalelab.data.quality), so shared rows agree across fractions.
+        noise = feature_noise(dataset.X_train, np.concatenate([distinct, plan.val_rows]), quality=quality)
+        X_distinct += noise[: len(distinct)]
+        X_val += noise[len(distinct) :]
     # Exact duplicates: a copy repeats its row after the noise, as a duplicate in the wild would.
     X_train = X_distinct if len(distinct) == len(plan.train_rows) else X_distinct[copy_of]
 
@@ -90,11 +91,3 @@ def training_view(dataset: Dataset, data_config: dict) -> TrainingView:
         preprocess=method,
         groups_test=dataset.groups_test,
     )
-
-
-def _add_feature_noise(X_train: np.ndarray, X_val: np.ndarray, *, relative_std: float, seed: int) -> None:
-    """Add Gaussian noise, per feature ``relative_std`` times that feature's training std, in place."""
-    rng = np.random.default_rng([seed, 0, _FEATURE_NOISE])
-    std = (mean_and_std(X_train, axes=(0,))[1][0] * relative_std).astype(np.float32)
-    for X in (X_train, X_val):
-        X += rng.standard_normal(X.shape, dtype=np.float32) * std
