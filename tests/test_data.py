@@ -144,6 +144,22 @@ def test_mnist1d_shape_and_cache(private_cache_dir: Path):
     np.testing.assert_array_equal(again.y_train, ds.y_train)
 
 
+def test_mnist1d_split_follows_split_seed_and_is_stratified(private_cache_dir: Path):
+    def load(split_seed):
+        return load_dataset(data_config(name="mnist1d", n_samples=600, test_size=0.25, split_seed=split_seed))
+
+    def every_sample(ds):
+        return np.sort(flat(np.concatenate([ds.X_train, ds.X_test])), axis=0)
+
+    a, b = load(0), load(1)
+    assert not np.array_equal(a.X_test, b.X_test)
+    np.testing.assert_array_equal(every_sample(a), every_sample(b))  # the same samples, split otherwise
+    for ds in (a, b):  # 60 samples per class, a quarter of each class in the test split
+        assert np.bincount(ds.y_test, minlength=10).tolist() == [15] * 10
+        assert np.bincount(ds.y_train, minlength=10).tolist() == [45] * 10
+    np.testing.assert_array_equal(load(1).X_test, b.X_test)  # and it is deterministic
+
+
 def test_mnist1d_generation_leaves_global_numpy_rng_alone():
     np.random.seed(123)
     expected = np.random.random_sample(3)

@@ -35,47 +35,43 @@ def load_digits(*, test_size: float, split_seed: int) -> Dataset:
     return checked_dataset("digits", X_train, y_train, X_test, y_test, n_classes=10)
 
 
-def load_mnist1d(*, n_samples: int, test_size: float, generator_seed: int, **generation: float) -> Dataset:
+def load_mnist1d(*, n_samples: int, test_size: float, split_seed: int, generator_seed: int, **generation: float) -> Dataset:
     """MNIST-1D (Greydanus 2020) generated offline with ``mnist1d.data.make_dataset``.
 
     Inputs are (1, 40) signals, 10 classes. ``generation`` overrides the generator's
     published arguments (``shear_scale``, ``iid_noise_scale``, ...), which makes related
-    but shifted tasks, such as a transfer study's source. The generated arrays are cached under
-    :func:`cache_dir` keyed by the generation arguments, because generating tens of
-    thousands of samples takes seconds and every worker would otherwise repeat it.
+    but shifted tasks, such as a transfer study's source. The generator makes every
+    sample; the train/test split is then scalelab's own, stratified by class and seeded
+    by ``split_seed`` like every other dataset's (the generator's split is a fixed cut,
+    blind to both). The generated samples are cached under :func:`cache_dir` keyed by the
+    generation arguments, because generating tens of thousands of samples takes seconds
+    and every worker would otherwise repeat it.
     """
     from mnist1d.data import get_dataset_args, make_dataset
     from mnist1d.utils import ObjectView
 
     args = get_dataset_args(as_dict=True)
     args.pop("url", None)  # never used: scalelab only generates, it does not download
-    args.update(num_samples=int(n_samples), train_split=1.0 - float(test_size), seed=int(generator_seed), **generation)
+    # train_split 1.0: every sample comes back in "x"; which become test samples is decided below.
+    args.update(num_samples=int(n_samples), train_split=1.0, seed=int(generator_seed), **generation)
     key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "mnist1d" / f"{key}.npz"
     if path.exists():
         with np.load(path) as cached:
-            arrays = {k: cached[k] for k in ("x", "y", "x_test", "y_test")}
+            X, y = cached["x"], cached["y"]
     else:
         state = np.random.get_state()  # make_dataset reseeds numpy's global generator
         try:
             generated = make_dataset(ObjectView(args))
         finally:
             np.random.set_state(state)
-        arrays = {k: np.asarray(generated[k]) for k in ("x", "y", "x_test", "y_test")}
-        arrays["x"] = arrays["x"].astype(np.float32)
-        arrays["x_test"] = arrays["x_test"].astype(np.float32)
+        X, y = np.asarray(generated["x"], dtype=np.float32), np.asarray(generated["y"])
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
+        np.savez(tmp, x=X, y=y)
         os.replace(tmp, path)  # atomic, so concurrent workers never read a half-written file
-    return checked_dataset(
-        "mnist1d",
-        arrays["x"][:, None, :],
-        arrays["y"],
-        arrays["x_test"][:, None, :],
-        arrays["y_test"],
-        n_classes=10,
-    )
+    X_train, X_test, y_train, y_test = stratified_split(X[:, None, :], y, test_size=test_size, split_seed=split_seed, name="mnist1d")
+    return checked_dataset("mnist1d", X_train, y_train, X_test, y_test, n_classes=10)
 
 
 def load_synthetic(

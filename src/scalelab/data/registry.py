@@ -115,7 +115,9 @@ def _mnist1d(options, *, test_size, split_seed):
     from scalelab.data.builtin import load_mnist1d
 
     generation = {name: value for name, value in options.model_dump().items() if name in MNIST1D_GENERATION and value is not None}
-    return load_mnist1d(n_samples=options.n_samples, test_size=test_size, generator_seed=options.generator_seed, **generation)
+    return load_mnist1d(
+        n_samples=options.n_samples, test_size=test_size, split_seed=split_seed, generator_seed=options.generator_seed, **generation
+    )
 
 
 def _synthetic(options, *, test_size, split_seed):
