@@ -81,6 +81,46 @@ def prepare(x, y, *, x_names=None, y_name: str = "y", ceiling: float | None = No
     return LawData(x=x, y=y, x_names=x_names, y_name=y_name, ceiling=ceiling, notes=notes)
 
 
+@dataclass(frozen=True)
+class Cells:
+    """A dataset's points pooled by x: the fit's view of seed replicates.
+
+    Each distinct x (or (N, D) pair) is one cell; its target is the mean of log y over
+    the cell's runs and its weight their count. Summing the loss over cells so weighted
+    keeps the objective of distinct points unchanged, but makes it well posed with
+    replicates: a robust loss with a small δ is nearly L1, and over two seeds at one x
+    an L1 loss is flat anywhere between them, so the optimiser stopped at a start value.
+    """
+
+    x: np.ndarray  # (C,) or (C, 2), sorted
+    log_y: np.ndarray  # (C,)
+    counts: np.ndarray  # (C,) runs per cell, as floats (they weight the loss)
+    index: np.ndarray  # (n,) the cell of each point
+
+    @property
+    def y(self) -> np.ndarray:
+        return np.exp(self.log_y)
+
+    def pool(self, log_y: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cell weights and weighted mean log targets for point weights ``weights`` (B, n):
+        two arrays (B, C). A cell no replicate drew keeps its own mean (its weight is 0)."""
+        onehot = np.zeros((len(self.index), len(self.counts)))
+        onehot[np.arange(len(self.index)), self.index] = 1.0
+        total = weights @ onehot
+        summed = (weights * log_y[None, :]) @ onehot
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = np.where(total > 0, summed / total, self.log_y[None, :])
+        return total, mean
+
+
+def cells(x: np.ndarray, y: np.ndarray) -> Cells:
+    """Pool the points of ``(x, y)`` by distinct x (see :class:`Cells`)."""
+    distinct, index, counts = np.unique(x, axis=0, return_inverse=True, return_counts=True)
+    index = index.ravel()
+    log_y = np.bincount(index, weights=np.log(y), minlength=len(counts)) / counts
+    return Cells(distinct, log_y, counts.astype(float), index)
+
+
 def resolve_form(name: str, data: LawData) -> Form:
     if name not in FORMS:
         raise InputError(f"unknown form {name!r}; known: auto, {', '.join(FORMS)}")
@@ -104,12 +144,39 @@ def fit_forms(datas: list[LawData], form: Form, *, delta: float = DEFAULT_DELTA,
             raise problem
     if not datas:
         return []
-    return fit_datasets(form, [(d.x, d.y) for d in datas], datas[0].ceiling, delta, polished=polished)
+    pooled = [cells(d.x, d.y) for d in datas]
+    return fit_datasets(form, [(c.x, c.y, c.counts) for c in pooled], datas[0].ceiling, delta, polished=polished)
+
+
+def bounds_hit(form: Form, data: LawData, u: np.ndarray) -> dict[str, str]:
+    """The parameters of internal ``u`` that rest on a bound of ``form`` for ``data``:
+    name -> "lower" or "upper" (empty when none)."""
+    pooled = cells(data.x, data.y)
+    lower, upper = (form.to_internal(b) for b in form.bounds(pooled.x, pooled.y, data.ceiling))
+    lower = np.where(np.isfinite(lower), lower, -700.0)  # as the optimiser keeps the box
+    tolerance = 1e-6 * np.maximum(upper - lower, 1e-12)
+    hit = {}
+    for name, value, lo, hi, tol in zip(form.params, u, lower, upper, tolerance):
+        if value <= lo + tol:
+            hit[name] = "lower"
+        elif value >= hi - tol:
+            hit[name] = "upper"
+    return hit
+
+
+def bounds_that_matter(form: Form, hit: dict[str, str]) -> dict[str, str]:
+    """Of the bounds ``hit``, those that are limits of the search rather than part of the
+    law (:attr:`Form.natural_bounds`): the fit wanted a value the box forbids."""
+    return {name: side for name, side in hit.items() if (name, side) not in form.natural_bounds}
 
 
 def too_few_points(data: LawData, form: Form) -> InputError | None:
-    """The error for a dataset with fewer points than the form has parameters, else None."""
+    """The error for a dataset with fewer points, or fewer distinct x, than the form has
+    parameters (seeds at one x pin down nothing more than their mean), else None."""
     if len(data.y) < form.n_params:
         return InputError(f"form {form.name!r} has {form.n_params} parameters but only {len(data.y)} points were given")
+    n_cells = len(np.unique(data.x, axis=0))
+    if n_cells < form.n_params:
+        return InputError(f"form {form.name!r} has {form.n_params} parameters but the {len(data.y)} points have only {n_cells} distinct x values")
     return None
 

@@ -33,6 +33,10 @@ class Form:
     _predict: Callable[[np.ndarray, np.ndarray, float | None], np.ndarray]
     _bounds: Callable[[np.ndarray, np.ndarray, float | None], dict]
     _starts: Callable[[np.ndarray, np.ndarray, float | None], dict[str, np.ndarray]]
+    # Bounds that are part of the law, not limits of the search: a floor of zero, a flat
+    # exponent, a break beyond the data. A fit resting on one is a simpler law of the same
+    # family; a fit resting on any other bound wanted a value the box forbids.
+    natural_bounds: tuple[tuple[str, str], ...] = ()
 
     @property
     def n_params(self) -> int:
@@ -223,17 +227,21 @@ def _m4_starts(x, y, ceiling):
 # -- bnsl: y = E + b x^-c0 (1 + (x/d1)^(1/f1))^(-c1 f1) ---------------------------------------
 def _bnsl_predict(t, x, ceiling):
     E, b, c0, c1, d1, f1 = (t[:, [i]] for i in range(6))
-    return E + b * x**-c0 * (1.0 + (x / d1) ** (1.0 / f1)) ** (-c1 * f1)
+    # f1·log(1 + (x/d1)^(1/f1)) as a logaddexp: a sharp break (small f1) would overflow.
+    smooth = f1 * np.logaddexp(0.0, np.log(x / d1) / f1)
+    return E + b * np.exp(-c0 * np.log(x) - c1 * smooth)
 
 
 def _bnsl_bounds(x, y, ceiling):
     return {
         "E": _floor_bounds(y),
         "b": (1e-30, 1e30),
-        "c0": (0.0, 5.0),
-        "c1": (-5.0, 5.0),
+        # Wide: a sharp break on a real curve wants slopes and sharpness far past the
+        # values of smooth ones (c1 = 5 once stopped a fit that extrapolated 4x better free).
+        "c0": (0.0, 10.0),
+        "c1": (-50.0, 50.0),
         "d1": (float(np.min(x)) / 100.0, float(np.max(x)) * 100.0),
-        "f1": (0.05, 20.0),
+        "f1": (1e-3, 100.0),
     }
 
 
@@ -245,6 +253,15 @@ def _bnsl_starts(x, y, ceiling):
     grid["b"] = _median_ratios(y - grid["E"][column], shape)
     grid["f1"] = np.ones_like(grid["E"])
     return grid
+
+
+# -- compute: the saturating law in training FLOPs, with gamma for beta --------------------------
+def _compute_bounds(x, y, ceiling):
+    return {"E": _floor_bounds(y), "B": (1e-30, 1e30), "gamma": (0.0, 5.0)}
+
+
+def _compute_starts(x, y, ceiling):
+    return {"gamma" if k == "beta" else k: v for k, v in _sat_starts(x, y, ceiling).items()}
 
 
 # -- chinchilla: L(N, D) = E + A / N^alpha + B / D^beta -------------------------------------
@@ -274,34 +291,34 @@ def _chin_starts(x, y, ceiling):
 FORMS: dict[str, Form] = {
     f.name: f
     for f in (
-        Form("power", ("B", "beta"), ("B",), 1, "y = B·x^-β", "power law (M1)", _power_predict, _power_bounds, _power_starts),
+        Form("power", ("B", "beta"), ("B",), 1, "y = B·x^-β", "power law (M1)", _power_predict, _power_bounds, _power_starts,
+             (("beta", "lower"),)),
         Form(
             "saturating", ("E", "B", "beta"), ("B",), 1, "y = E + B·x^-β", "saturating power law (M2)",
-            _sat_predict, _sat_bounds, _sat_starts,
+            _sat_predict, _sat_bounds, _sat_starts, (("E", "lower"), ("beta", "lower")),
         ),
         Form(
             "m3", ("B", "gamma", "beta"), ("B", "gamma"), 1, "y = B·(1/x + γ)^β", "Alabdulmohsin et al. 2022, M3",
-            _m3_predict, _m3_bounds, _m3_starts,
+            _m3_predict, _m3_bounds, _m3_starts, (("gamma", "lower"), ("beta", "lower")),
         ),
         Form(
             "m4", ("E", "B", "alpha", "beta", "y0"), ("B",), 1, "(y − E)/(y0 − y)^α = B·x^-β",
             "Alabdulmohsin et al. 2022, M4; y0 is the chance level when known",
-            _m4_predict, _m4_bounds, _m4_starts,
+            _m4_predict, _m4_bounds, _m4_starts, (("E", "lower"), ("alpha", "lower"), ("beta", "lower")),
         ),
         Form(
             "bnsl", ("E", "b", "c0", "c1", "d1", "f1"), ("b", "d1", "f1"), 1,
             "y = E + b·x^-c0·(1 + (x/d1)^(1/f1))^(-c1·f1)", "Caballero et al. 2022, one break",
-            _bnsl_predict, _bnsl_bounds, _bnsl_starts,
+            _bnsl_predict, _bnsl_bounds, _bnsl_starts, (("E", "lower"), ("c0", "lower"), ("d1", "lower"), ("d1", "upper")),
         ),
         Form(
             "chinchilla", ("E", "A", "B", "alpha", "beta"), ("A", "B"), 2, "L(N, D) = E + A/N^α + B/D^β",
             "Hoffmann et al. 2022", _chin_predict, _chin_bounds, _chin_starts,
+            (("E", "lower"), ("alpha", "lower"), ("beta", "lower")),
         ),
         Form(
             "compute", ("E", "B", "gamma"), ("B",), 1, "y = E + B·C^-γ (C: training FLOPs)", "compute law",
-            lambda t, x, c: _sat_predict(t, x, c),
-            lambda x, y, c: {"E": _floor_bounds(y), "B": (1e-30, 1e30), "gamma": (0.0, 5.0)},
-            lambda x, y, c: {"gamma" if k == "beta" else k: v for k, v in _sat_starts(x, y, c).items()},
+            _sat_predict, _compute_bounds, _compute_starts, (("E", "lower"), ("gamma", "lower")),
         ),
     )
 }  # fmt: skip

@@ -7,20 +7,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scalelab.errors import InputError
-from scalelab.laws.bootstrap import bootstrap_internal
+from scalelab.laws.bootstrap import bootstrap_many
 from scalelab.laws.core import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_DELTA,
     ONE_X_AUTO,
     TWO_X_AUTO,
     LawData,
+    bounds_hit,
+    bounds_that_matter,
     fit_forms,
     prepare,
     resolve_form,
     too_few_points,
 )
 from scalelab.laws.forms import FORMS, Form, specialise
-from scalelab.laws.optimize import Problem
 from scalelab.laws.select import Choice, choose_forms, extrapolation_spread
 
 # Log-scale error per e-fold of extrapolation assumed when the data is too small to
@@ -56,6 +57,8 @@ class FittedLaw:
     _spread: float | None = field(default=None, repr=False)
     weights: dict[str, float] | None = None
     _members: dict[str, FittedLaw] = field(default_factory=dict, repr=False)
+    # Parameters that rest on a bound of the form: name -> "lower" | "upper".
+    at_bound: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_points(self) -> int:
@@ -100,10 +103,10 @@ class FittedLaw:
         return self._form.predict(theta, x, self.data.ceiling)[0]
 
     def bootstrap_params(self) -> np.ndarray:
-        """Natural parameters of each bootstrap replicate, shape (n_boot, n_params); computed once."""
+        """Natural parameters of each bootstrap replicate, shape (n_boot, n_params); computed once
+        (:func:`compute_bootstraps` computes those of many laws together)."""
         if self._boot is None:
-            problem = Problem(self._form, self.data.x, self.data.y, self.data.ceiling, self.delta)
-            self._boot = self._form.to_natural(bootstrap_internal(problem, self._u, n_boot=self.n_boot))
+            compute_bootstraps([self])
         return self._boot
 
     def extrapolation_spread(self) -> float:
@@ -210,7 +213,8 @@ class FittedLaw:
 
     def to_dict(self, *, predict=None, level: float = 0.8) -> dict:
         """The JSON shape of ``scalelab fit --format json`` for one group (without ``group``)."""
-        out = {"form": self.form, "params": {k: float(v) for k, v in self.params.items()}, "n_points": self.n_points}
+        out = {"form": self.form, "params": {k: float(v) for k, v in self.params.items()}, "n_points": self.n_points,
+               "at_bound": dict(self.at_bound)}  # fmt: skip
         if predict is not None and len(predict):
             points = self._as_x(predict)
             y = self.predict(points)
@@ -228,6 +232,30 @@ class FittedLaw:
         if self.data.notes:
             out["notes"] = list(self.data.notes)
         return out
+
+
+def compute_bootstraps(laws: list[FittedLaw]) -> None:
+    """Fill the bootstrap replicates of every law (and of every form an averaged law
+    holds) in batched solves: all replicates of one form, over all the laws, are refitted
+    together. Each law gets exactly the replicates it would compute alone; laws that
+    already have theirs are left as they are.
+
+    Call it once on the laws of many groups before asking them for intervals: each law
+    alone pays a batched solve of its own, and a thousand small ones cost far more than
+    one large one.
+    """
+    singles: dict[int, FittedLaw] = {}
+    for law in laws:
+        for single in (law._members.values() if law._members else [law]):
+            if single._boot is None:
+                singles.setdefault(id(single), single)
+    kinds: dict[tuple, list[FittedLaw]] = {}
+    for single in singles.values():
+        kinds.setdefault((single._form, single.data.ceiling, single.delta), []).append(single)
+    for (form, ceiling, delta), members in kinds.items():
+        jobs = [(m.data.x, m.data.y, m._u, m.n_boot) for m in members]
+        for member, internal in zip(members, bootstrap_many(form, ceiling, delta, jobs)):
+            member._boot = form.to_natural(internal)
 
 
 def _weighted_quantiles(samples: np.ndarray, weights: np.ndarray, levels) -> list[np.ndarray]:
@@ -345,14 +373,28 @@ def fit_prepared(
                 params = dict(zip(chosen.params, (float(v) for v in chosen.to_natural(u))))
                 fitted[i, name] = FittedLaw(
                     form=name, params=params, data=datas[i], loss=loss, n_boot=n_boot, delta=delta, _form=chosen, _u=u,
-                    _spread=plans[i].spreads.get(name),
+                    _spread=plans[i].spreads.get(name), at_bound=bounds_hit(chosen, datas[i], u),
                 )  # fmt: skip
         for i, plan in plans.items():
             if results[i] is not None:
                 continue
-            law = fitted[i, plan.best.name]
-            if form == "auto":
-                law.selection, law.weights = plan.scores, dict(plan.weights)
-                law._members = {name: fitted[i, name] for name in plan.weights}
+            if form != "auto":
+                results[i] = fitted[i, plan.best.name]
+                continue
+            weights = _without_forms_at_bounds(plan.weights, {name: fitted[i, name] for name in plan.weights})
+            law = fitted[i, max(weights, key=lambda n: (weights[n], -forms[n].n_params))]
+            law.selection, law.weights = plan.scores, weights
+            law._members = {name: fitted[i, name] for name in weights}
             results[i] = law
     return results
+
+
+def _without_forms_at_bounds(weights: dict[str, float], members: dict[str, FittedLaw]) -> dict[str, float]:
+    """``weights`` without the forms whose fit rests on a bound that matters (a limit of
+    the search, not of the law: their extrapolation is the box's, not the data's),
+    renormalised. When every form is at such a bound the weights stay as they are."""
+    kept = {name: w for name, w in weights.items() if not bounds_that_matter(members[name]._form, members[name].at_bound)}
+    total = sum(kept.values())
+    if not kept or total <= 0:
+        return dict(weights)
+    return {name: w / total for name, w in kept.items()}

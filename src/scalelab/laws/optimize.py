@@ -1,8 +1,10 @@
 """Robust fitting of one form: Huber loss on log residuals, summed.
 
-The objective for parameters θ is  Σ_i w_i · huber_δ(log f(x_i; θ) − log y_i),  summed
-rather than averaged (averaging shrinks the gradients and stops L-BFGS early). Scales
-are optimised in log space. Fitting is:
+The objective for parameters θ is  Σ_c n_c · huber_δ(log f(x_c; θ) − mean_c log y),  over
+the distinct x values c (cells) with n_c runs each (:class:`scalelab.laws.core.Cells`),
+summed rather than averaged (averaging shrinks the gradients and stops L-BFGS early).
+With one run per x it is the plain sum over points. Scales are optimised in log space.
+Fitting is:
 
 1. evaluate the objective on the form's grid of starting points (one vectorised call);
 2. refine the best few with a batched Levenberg–Marquardt on iteratively reweighted
@@ -122,8 +124,8 @@ def refine(
         system = A + (damping[idx, None] * (diag + 1e-9))[:, :, None] * eye[None, :, :]
         try:
             step = -np.linalg.solve(system, g[:, :, None])[:, :, 0]
-        except np.linalg.LinAlgError:  # a singular row: solve each row alone, by least squares
-            step = -np.stack([np.linalg.lstsq(m, v, rcond=None)[0] for m, v in zip(system, g)])
+        except np.linalg.LinAlgError:  # a singular row (a parameter without effect): pseudo-inverse, batched
+            step = -(np.linalg.pinv(system) @ g[:, :, None])[:, :, 0]
         U_new = sub.clip(Ua + step)
         r_new = sub.residuals(U_new)
         F_new = problem.loss(r_new, wa)
@@ -168,9 +170,11 @@ def polish(problem: Problem, U: np.ndarray, weights: np.ndarray) -> tuple[np.nda
 
 
 def fit_datasets(
-    form: Form, datasets: list[tuple[np.ndarray, np.ndarray]], ceiling: float | None, delta: float, *, polished: bool = True, n_refine: int = 8
+    form: Form, datasets: list[tuple[np.ndarray, np.ndarray, np.ndarray]], ceiling: float | None, delta: float, *, polished: bool = True,
+    n_refine: int = 8,
 ) -> list[tuple[np.ndarray, float]]:
-    """Fit ``form`` to each ``(x, y)`` dataset; ``(internal parameters, loss)`` per dataset.
+    """Fit ``form`` to each ``(x, y, w)`` dataset (w: each point's weight, a cell's run
+    count); ``(internal parameters, loss)`` per dataset.
 
     Each dataset gets its own grid of starts and bounds; the best few starts of every
     dataset are then refined together in one batched Levenberg–Marquardt solve (datasets
@@ -185,12 +189,12 @@ def fit_datasets(
 
 def _fit_datasets(form, datasets, ceiling, delta, *, polished, n_refine):
     keep = n_refine if polished else max(1, n_refine // 3)
-    singles = [Problem(form, x, y, ceiling, delta) for x, y in datasets]
+    singles = [Problem(form, x, y, ceiling, delta) for x, y, _ in datasets]
     grids = [s.clip(form.to_internal(form.starts(s.x, s.y, ceiling))) for s in singles]
-    width = max(len(y) for _, y in datasets)
-    X = np.stack([_pad(x, width) for x, _ in datasets])
-    Y = np.stack([_pad(y, width) for _, y in datasets])
-    W = np.stack([_pad(np.ones(len(y)), width, fill=0.0) for _, y in datasets])
+    width = max(len(y) for _, y, _ in datasets)
+    X = np.stack([_pad(x, width) for x, _, _ in datasets])
+    Y = np.stack([_pad(y, width) for _, y, _ in datasets])
+    W = np.stack([_pad(np.asarray(w, float), width, fill=0.0) for _, _, w in datasets])
     lower = np.stack([s.lower for s in singles])
     upper = np.stack([s.upper for s in singles])
 
