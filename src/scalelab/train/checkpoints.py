@@ -10,6 +10,11 @@ The model's classifier head (its last Linear layer) may differ from the checkpoi
 since a fine-tuning target usually has other classes: a head whose shape does not match
 keeps its fresh initialisation. Any other missing, unexpected or mis-shaped weight means
 the checkpoint is of another architecture, an input error naming the first of them.
+
+A frozen backbone (``freeze = "backbone"``) is fixed as a whole: its weights get no
+gradient, and its batch-norm layers stay in eval mode while the head trains
+(:func:`train_mode`), so they normalise with the checkpoint's running statistics and
+never overwrite them with the fine-tuning data's.
 """
 
 from __future__ import annotations
@@ -108,3 +113,20 @@ def parameter_groups(model: torch.nn.Module, *, freeze: str, lr: float, head_lr:
             parameter.requires_grad_(False)
         return [{"params": head_params, "lr": head_lr or lr}]
     return [{"params": backbone, "lr": lr}, {"params": head_params, "lr": head_lr or lr}]
+
+
+def train_mode(model: torch.nn.Module, *, freeze: str) -> None:
+    """Put ``model`` in training mode for its cell's steps, honouring ``freeze``.
+
+    With ``freeze = "backbone"`` the batch-norm layers outside the head stay in eval
+    mode. Freezing their weights alone is not enough: in training mode batch norm would
+    still normalise each batch by its own statistics and update its running mean and
+    variance, so the "frozen" features would drift with the fine-tuning data.
+    """
+    model.train()
+    if freeze != "backbone":
+        return
+    head = head_prefix(model)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not (name == head or name.startswith(head + ".")):
+            module.eval()

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from scalelab.data import Dataset, training_view
 from scalelab.models import build_model, count_parameters
 from scalelab.train import compress
-from scalelab.train.checkpoints import apply_weights, load_weights, parameter_groups, state_dict_bytes
+from scalelab.train.checkpoints import apply_weights, load_weights, parameter_groups, state_dict_bytes, train_mode
 from scalelab.train.class_metrics import prediction_metrics
 from scalelab.train.flops import forward_flops, training_step_flops
 from scalelab.train.outcome import CellOutcome
@@ -159,7 +159,7 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
     steps = 0
     train_loss = float("nan")
 
-    model.train()
+    train_mode(model, freeze=train_cfg.get("freeze", "none"))
     synchronize(device)
     train_started = time.perf_counter()
     # A named range, so a profile of a whole cell can single out the training steps.
@@ -443,7 +443,12 @@ def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, *, autoca
 
 @torch.inference_mode()
 def evaluate_with_predictions(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, *, autocast=None):
-    """Mean cross-entropy, error rate, and the predicted classes (a NumPy array)."""
+    """Mean cross-entropy, error rate, and the predicted classes (a NumPy array).
+
+    Every module's training flag is restored afterwards, so layers a cell keeps in eval
+    mode (a frozen backbone's batch norm) stay there for any further training.
+    """
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     loss_sum = torch.zeros((), device=X.device, dtype=torch.float64)
     predicted = torch.empty(len(y), dtype=torch.int64, device=X.device)
@@ -453,6 +458,7 @@ def evaluate_with_predictions(model: torch.nn.Module, X: torch.Tensor, y: torch.
             logits = model(xb)
         loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
         predicted[start : start + len(yb)] = logits.argmax(dim=1)
-    model.train()
+    for module, training in modes:
+        module.training = training
     wrong = int((predicted != y).sum())
     return float(loss_sum) / len(y), wrong / len(y), predicted.cpu().numpy()
