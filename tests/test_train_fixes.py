@@ -1,5 +1,6 @@
 """The torch trainer's measurements and fine-tuning leave alone what they must leave alone:
-a frozen backbone's batch norm, a model whose FLOPs are counted."""
+a frozen backbone's batch norm, a model whose FLOPs are counted; ``precision = "auto"``
+picks bf16 only where a GPU runs it natively; every run names the device it ran on."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from scalelab.data import load_dataset
 from scalelab.models import build_model
 from scalelab.spec import parse_spec
+from scalelab.train.cell import run_cell, run_seed_group
 from scalelab.train.flops import forward_flops, training_step_flops
-from scalelab.train.torch_trainer import train_cell
+from scalelab.train.torch_trainer import cpu_name, device_name, resolve_precision, train_cell
 
 RESNET = {"family": "resnet", "width": 0.25, "depth": 1}
 
@@ -133,3 +135,50 @@ def test_flops_of_a_frozen_backbone_count_only_the_gradients_it_needs(digits):
     for parameter in list(model.parameters())[:-2]:  # all but the head's weight and bias
         parameter.requires_grad_(False)
     assert 0 < training_step_flops(model, X, y) < full
+
+
+# ---------------------------------------------------------------------------------------------
+# precision = "auto" on GPUs
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "capability, expected",
+    [((6, 0), "fp32"), ((7, 0), "fp32"), ((7, 5), "fp32"), ((8, 0), "bf16"), ((8, 9), "bf16"), ((9, 0), "bf16")],
+)
+def test_auto_precision_uses_bf16_only_on_gpus_that_run_it_natively(monkeypatch, capability, expected):
+    # torch's own check counts emulated bf16 as supported on every GPU since Volta; it must not decide.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    cuda = torch.device("cuda", 0)
+    assert resolve_precision("auto", cuda) == expected
+    assert resolve_precision("bf16", cuda) == "bf16" and resolve_precision("fp32", cuda) == "fp32"
+
+
+# ---------------------------------------------------------------------------------------------
+# device_name
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_cpu_run_records_the_processor_it_ran_on(digits):
+    metrics = train_cell(configs()[0], digits).metrics
+    assert isinstance(metrics["device_name"], str) and metrics["device_name"].strip()
+    assert metrics["device_name"] == cpu_name()
+    assert metrics["device"] == "cpu"  # the existing field is unchanged
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and "model name" in cpuinfo.read_text():
+        assert metrics["device_name"] in cpuinfo.read_text()
+
+
+def test_seed_groups_and_scikit_learn_runs_record_the_device_name_too(digits):
+    group = configs(batch_seeds=True, grid={"seed": [0, 1]})
+    for outcome in run_seed_group(group, digits):
+        assert outcome.metrics["device_name"] == cpu_name()
+    (tree,) = configs(model={"family": "tree"})
+    metrics = run_cell(tree, digits).metrics
+    assert metrics["device_name"] == cpu_name() and metrics["device"] == "cpu"
+
+
+def test_a_cuda_device_is_named_as_cuda_reports_it(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    assert device_name(torch.device("cuda", 0)) == "NVIDIA H100 80GB HBM3"

@@ -68,6 +68,7 @@ def train_cell(config: dict, dataset: Dataset, *, model=None, threads: int | Non
         compute=train_s,
         compute_unit="seconds",
         device="cpu",
+        device_name=_cpu_name(),
         dtype="float32",
         seed=seed,
         threads=threads,
@@ -86,6 +87,14 @@ def train_cell(config: dict, dataset: Dataset, *, model=None, threads: int | Non
 
 def _flat(X: np.ndarray) -> np.ndarray:
     return X.reshape(len(X), math.prod(X.shape[1:]))  # explicit width: -1 fails on an empty array
+
+
+def _cpu_name() -> str:
+    """The processor's model, found as the torch trainer finds it (imported here, on use,
+    so that importing this module stays free of torch)."""
+    from scalelab.train.torch_trainer import cpu_name
+
+    return cpu_name()
 
 
 def _worker_threads() -> int:

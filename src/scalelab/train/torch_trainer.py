@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
+import platform
 import time
 from dataclasses import dataclass
 import torch
@@ -38,13 +40,23 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    """``auto`` means bf16 where the hardware runs it natively (CUDA with bf16 support, or a
-    CPU with AVX-512 BF16 or AMX), else fp32; ``fp32`` and ``bf16`` are taken as given."""
+    """``auto`` means bf16 where the hardware runs it natively (a CUDA GPU of compute
+    capability 8.0 or later, or a CPU with AVX-512 BF16 or AMX), else fp32; ``fp32`` and
+    ``bf16`` are taken as given."""
     if requested != "auto":
         return requested
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if cuda_has_native_bf16(device) else "fp32"
     return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """Whether this GPU has bf16 tensor cores (Ampere, compute capability 8.0, and later).
+
+    Not ``torch.cuda.is_bf16_supported()``: it also counts the emulation older GPUs
+    (Volta, Turing) can run, which is slower than their fp32.
+    """
+    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -53,6 +65,29 @@ def cpu_has_native_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without oneDNN
         return False
+
+
+def device_name(device: torch.device) -> str:
+    """The model of the device a run trained on, as MFU needs it: the GPU's name as CUDA
+    reports it (``NVIDIA H100 80GB HBM3``), or the CPU's (:func:`cpu_name`)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_name()
+
+
+@functools.cache
+def cpu_name() -> str:
+    """This machine's processor model: ``model name`` in ``/proc/cpuinfo`` (Linux), else
+    :func:`platform.processor`, else ``"cpu"``; read once per process."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:  # not Linux, or no /proc
+        pass
+    return platform.processor().strip() or "cpu"
 
 
 def _uses_channels_last(model: torch.nn.Module, X: torch.Tensor) -> bool:
@@ -389,6 +424,7 @@ def run_metrics(
         compute=float(flops),
         compute_unit="flops",
         device=str(device),
+        device_name=device_name(device),
         dtype="bfloat16" if precision == "bf16" else "float32",
         precision=precision,
         threads=torch.get_num_threads(),
