@@ -16,7 +16,9 @@ Nothing is mocked and nothing is timed: timeouts are only safety nets.
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -309,9 +311,17 @@ def test_quick_demo_prints_the_test_error_table_and_writes_the_report(tmp_path, 
     assert (out / "scalelab.db").is_file()
     report = out / "report.html"
     assert report.is_file() and f"Report: {report}" in cli.stdout.replace("\n", ""), cli.stdout
-    assert 'id="fig-learning-curves"' in report.read_text(encoding="utf-8")
+    page = report.read_text(encoding="utf-8")
+    assert 'id="fig-learning-curves"' in page
     status = status_json("demo-quick", store=out / "scalelab.db", env=env, cwd=tmp_path)
     assert status["done"] + status["diverged"] == status["total"] > 0, status
+    # The demo prints the numbers of its report: one analysis feeds both.
+    text = " ".join(cli.stdout.split())
+    verdicts = re.findall(r"At the best run \(.*?(?:pays more\.|from (?:more data|a bigger model)\.)", text)
+    assert len(verdicts) == 2, text  # one per family: does more data or a bigger model pay more
+    for verdict in verdicts:
+        assert html.escape(verdict, quote=False) in " ".join(page.split()), verdict
+    assert text.count("On one H100 (bf16): about") == 2 and "40% MFU" in text
 
 
 # -- (g) failures and --retry-failed -----------------------------------------------------------

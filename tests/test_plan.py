@@ -27,6 +27,7 @@ import pytest
 from cli_helpers import assert_one_line_error, cli_env, nonempty_lines, run_cli
 
 from scalelab import plan
+from scalelab.hardware import GPU_PEAKS, device_class
 from scalelab.errors import InputError
 from scalelab.laws import fit
 
@@ -222,24 +223,39 @@ def test_two_times_compute_spent_optimally_beats_two_times_data_or_parameters(jo
 
 
 # -- hours_on ------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["a100", "h100", "H200"])
+@pytest.mark.parametrize("name", ["a100", "h100", "H200", "l4", "rtx4090"])
 def test_hours_on_a_named_accelerator(name):
     flops, util = 3.7e22, 0.35
-    expected = flops / (plan.HARDWARE_PEAK[name.lower()] * util) / 3600.0
+    expected = flops / (GPU_PEAKS[name.lower()]["bf16"] * util) / 3600.0
     assert plan.hours_on(flops, hardware=name, utilisation=util) == pytest.approx(expected, rel=1e-12)
     assert plan.hours_on(2 * flops, hardware=name, utilisation=util) == pytest.approx(2 * expected, rel=1e-12)
+    fp32 = flops / (GPU_PEAKS[name.lower()]["fp32"] * util) / 3600.0
+    assert plan.hours_on(flops, hardware=name, utilisation=util, precision="fp32") == pytest.approx(fp32, rel=1e-12)
 
 
 def test_the_accelerator_table_holds_the_issues_parts_at_their_data_sheet_peaks():
-    assert {"a100", "h100", "h200"} <= set(plan.HARDWARE_PEAK)
-    assert plan.HARDWARE_PEAK["a100"] == pytest.approx(312e12)
-    assert plan.HARDWARE_PEAK["h100"] == pytest.approx(989e12)
+    assert {"a100", "h100", "h200", "l4", "rtx4090"} <= set(GPU_PEAKS)
+    for name in ("a100", "h100", "h200", "l4", "rtx4090"):
+        assert {"fp32", "tf32", "bf16"} <= set(GPU_PEAKS[name]), name
+        assert GPU_PEAKS[name]["fp32"] <= GPU_PEAKS[name]["tf32"] < GPU_PEAKS[name]["bf16"], name
+    assert GPU_PEAKS["a100"]["bf16"] == pytest.approx(312e12)
+    assert GPU_PEAKS["h100"]["bf16"] == pytest.approx(989.4e12)
+    assert GPU_PEAKS["h100"]["tf32"] == pytest.approx(494.7e12)
 
 
 def test_an_unknown_accelerator_is_an_input_error_naming_it():
     with pytest.raises(InputError, match="tpu-v9") as caught:
         plan.hours_on(1e21, hardware="tpu-v9", utilisation=0.4)
     assert "h100" in str(caught.value)  # and says what is known
+
+
+def test_a_device_name_maps_to_its_class_in_the_peak_table():
+    assert device_class("cuda:0", "NVIDIA H100 80GB HBM3") == "h100"
+    assert device_class("cuda:0", "NVIDIA A100-SXM4-40GB") == "a100"
+    assert device_class("cuda", "NVIDIA GeForce RTX 4090") == "rtx4090"
+    assert device_class("cuda:1", "NVIDIA L4") == "l4"
+    assert device_class("cuda:0", "NVIDIA L40S") is None  # not an L4, and not in the table
+    assert device_class("cpu", "AMD EPYC 7763") == "cpu"
 
 
 # -- scalelab plan, end to end -------------------------------------------------------------
@@ -264,9 +280,14 @@ BASE = ("--x", "N", "--x", "D", "--y", "loss", "--bootstrap", "100")
 
 
 def plan_json(*args, env, cwd) -> dict:
+    """The one plan of an ungrouped CSV."""
     cli = run_cli("plan", *args, "--format", "json", env=env, cwd=cwd)
     assert cli.returncode == EXIT_OK, cli.describe()
-    return json.loads(cli.stdout)
+    out = json.loads(cli.stdout)
+    assert set(out) == {"plans", "skipped"} and out["skipped"] == [], out.keys()
+    (one,) = out["plans"]
+    assert one["group"] is None
+    return one
 
 
 def test_cli_budget_plan_assumes_six_flops_per_parameter_sample_and_says_so(chinchilla_csv, env, tmp_path):
@@ -327,20 +348,34 @@ def test_cli_target_reachable_and_not(chinchilla_csv, env, tmp_path):
 def test_cli_hardware_estimate_at_a_given_and_an_assumed_utilisation(chinchilla_csv, env, tmp_path):
     out = plan_json(chinchilla_csv, *BASE, "--budget", "1e21", "--hardware", "h100", "--utilisation", "0.5", env=env, cwd=tmp_path)
     h = out["hardware"]
-    assert h["name"] == "h100" and h["utilisation"] == 0.5 and "--utilisation" in h["utilisation_source"]
-    assert h["hours"] == pytest.approx(1e21 / (989e12 * 0.5) / 3600, rel=1e-9)
-    # No measured throughput in the file: an assumption, and the result says which.
+    assert h["name"] == "h100" and h["precision"] == "bf16" and h["mfu"] == 0.5 and "--utilisation" in h["mfu_source"]
+    assert h["hours"] == pytest.approx(1e21 / (989.4e12 * 0.5) / 3600, rel=1e-9)
+    assert h["hours_range"] == pytest.approx([h["hours"], h["hours"]])
+    # No runs on an A100 in the file: the documented default MFU, and its range carried into the hours.
     out = plan_json(chinchilla_csv, *BASE, "--budget", "1e21", "--hardware", "a100", env=env, cwd=tmp_path)
     h = out["hardware"]
-    assert "assumed" in h["utilisation_source"]
-    assert h["hours"] == pytest.approx(1e21 / (312e12 * h["utilisation"]) / 3600, rel=1e-9)
+    assert "assumed 40%" in h["mfu_source"] and h["mfu"] == 0.4 and h["mfu_range"] == [0.25, 0.55]
+    assert h["hours"] == pytest.approx(1e21 / (312e12 * 0.4) / 3600, rel=1e-9)
+    assert h["hours_range"] == pytest.approx([1e21 / (312e12 * 0.55) / 3600, 1e21 / (312e12 * 0.25) / 3600], rel=1e-9)
+    fp32 = plan_json(chinchilla_csv, *BASE, "--budget", "1e21", "--hardware", "a100", "--precision", "fp32", env=env, cwd=tmp_path)
+    assert fp32["hardware"]["hours"] == pytest.approx(h["hours"] * 312 / 19.5, rel=1e-9)
+
+
+def test_cli_target_plan_gives_the_compute_with_an_interval(chinchilla_csv, env, tmp_path):
+    t = plan_json(chinchilla_csv, *BASE, "--target", "2.0", env=env, cwd=tmp_path)["target"]
+    lo, hi = t["extras"]["flops_range"]
+    assert lo <= t["flops"] <= hi or hi is None
+    cli = run_cli("plan", chinchilla_csv, *BASE, "--target", "2.0", env=env, cwd=tmp_path)
+    assert cli.returncode == EXIT_OK, cli.describe()
+    row = next(line for line in cli.stdout.splitlines() if "training compute" in line)
+    assert "[" in row and "80% interval" in cli.stdout, cli.stdout
 
 
 def test_cli_table_output_states_the_plan(chinchilla_csv, env, tmp_path):
     cli = run_cli("plan", chinchilla_csv, *BASE, "--budget", "1e21", env=env, cwd=tmp_path)
     assert cli.returncode == EXIT_OK, cli.describe()
     assert "Compute-optimal split of 1e+21 FLOPs" in cli.stdout and "6·N·D" in cli.stdout
-    budget = json.loads(run_cli("plan", chinchilla_csv, *BASE, "--budget", "1e21", "--format", "json", env=env, cwd=tmp_path).stdout)["budget"]
+    budget = plan_json(chinchilla_csv, *BASE, "--budget", "1e21", env=env, cwd=tmp_path)["budget"]
     row = next(line for line in cli.stdout.splitlines() if "parameters N" in line)
     assert f"{budget['n_params']:.3g}" in row  # the table shows the same answer as the JSON
     assert "2x compute, optimal split" in cli.stdout
@@ -361,7 +396,8 @@ BAD_PLANS = {
     "missing-y-column": (["--x", "N", "--x", "D", "--y", "perplexity", "--budget", "1e21"], "perplexity"),
     "missing-x-column": (["--x", "N", "--x", "tokens", "--y", "loss", "--budget", "1e21"], "tokens"),
     "missing-flops-column": (["--x", "N", "--x", "D", "--y", "loss", "--flops", "train_flops", "--budget", "1e21"], "train_flops"),
-    "unknown-hardware": (["--x", "N", "--x", "D", "--y", "loss", "--budget", "1e21", "--hardware", "tpu-v9"], "tpu-v9"),
+    "unknown-hardware": (["--x", "N", "--x", "D", "--y", "loss", "--budget", "1e21", "--hardware", "tpu-v9"], ("tpu-v9", "h100")),
+    "tf32-on-cpu": (["--x", "N", "--x", "D", "--y", "loss", "--budget", "1e21", "--hardware", "cpu", "--precision", "tf32"], "tf32"),
     "csv-without-columns": (["--budget", "1e21"], "--x"),
 }
 

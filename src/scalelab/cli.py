@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from scalelab.errors import InputError
-from scalelab.formatting import format_seconds
+from scalelab.formatting import format_hours, format_seconds
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -102,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--x", action="append", metavar="COL", help="parameters column, then data column (study default: n_params, samples)")
     plan.add_argument("--y", metavar="COL", help="target column (study default: its [target] metric)")
     plan.add_argument("--flops", metavar="COL", help="measured training FLOPs column (study default: flops)")
-    plan.add_argument("--hardware", metavar="NAME", help="estimate wall-clock time on: cpu (measured now), a100, h100, h200")
-    plan.add_argument("--utilisation", type=_unit_interval, metavar="U", help="fraction of peak assumed (default: observed in the runs)")
+    plan.add_argument("--group", metavar="COL", help="plan per value of this column as well (a study plans per family by default)")
+    plan.add_argument("--hardware", metavar="NAME", help="estimate wall-clock hours on one: cpu (this store's measured peak), a100, h100, h200, l4, rtx4090, v100")
+    plan.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default=None, help="precision of the planned run (default: bf16 on a GPU, fp32 on the CPU)")
+    plan.add_argument("--utilisation", type=_unit_interval, metavar="U", help="MFU assumed (default: the runs' own on that device, else 40%%)")
     plan.add_argument("--level", type=_unit_interval, default=0.8, help="interval level (default 0.8)")
     plan.add_argument("--chance", type=float, default=None, metavar="LEVEL", help="chance level of an error-rate target")
     plan.add_argument("--bootstrap", type=_positive_int, default=1000, metavar="N", help="bootstrap replicates (default 1000)")
@@ -278,7 +280,7 @@ def cmd_status(args) -> int:
             store.study_info(name)  # a study never run on this store is an input error, not zeros
         counts = {name: store.state_counts(name) for name in names}
     if args.format == "json":
-        print(json.dumps({"studies": [{"study": n, **c, "total": sum(c.values())} for n, c in counts.items()]}))
+        _print_json({"studies": [{"study": n, **c, "total": sum(c.values())} for n, c in counts.items()]})
         return EXIT_OK
     table = Table(title=f"cells by state in {args.store}")
     table.add_column("study")
@@ -302,7 +304,7 @@ def cmd_runs(args) -> int:
     with RunStore.open_existing(args.store) as store:
         columns, rows = runs_records(store, spec_name)
     if args.format == "json":
-        print(json.dumps([{k: _json_value(row[k]) for k in columns} for row in rows], indent=None))
+        _print_json([{k: row[k] for k in columns} for row in rows])
     elif args.format == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
@@ -323,166 +325,212 @@ def cmd_runs(args) -> int:
 
 
 # -- laws ------------------------------------------------------------------------------
-def _law_inputs(args):
-    """The table, its label, and the x and y columns (study defaults filled in)."""
-    from scalelab.fitting import load_table
+def _law_source(args, *, default_x=("n_train",), what="--x COL and --y COL"):
+    """The rows to fit (a CSV's, or a study's runs on its curves) and the x and y columns."""
+    from scalelab.fitting import default_chance, load_source
 
-    table, label, target = load_table(args.source, store=args.store)
-    x_cols = args.x or (["n_train"] if target else None)
-    y_col = args.y or target
+    src = load_source(args.source, store=args.store, x_cols=args.x, y_col=args.y, group=args.group, default_x=default_x)
+    x_cols = args.x or (list(default_x) if src.target else None)
+    y_col = args.y or src.target
     if not x_cols or not y_col:
-        raise InputError(f"{label}: give --x COL and --y COL for a CSV file")
+        raise InputError(f"{src.label}: give {what} for a CSV file")
     if len(x_cols) > 2:
         raise InputError(f"--x was given {len(x_cols)} times; a law takes one x, or two (N, D)")
     if args.chance is None:
-        from scalelab.fitting import default_chance
+        args.chance = default_chance(src.table, y_col)
+    return src, x_cols, y_col
 
-        args.chance = default_chance(table, y_col)
-    return table, label, x_cols, y_col
+
+def _print_curves(out, src) -> None:
+    """On a study: what the curves split on, what they hold fixed and what they left out."""
+    from rich.markup import escape
+
+    if src.curves is not None:
+        for line in src.curves.summary():
+            out.print(escape(line), highlight=False)
+
+
+def _curves_json(src) -> dict:
+    return {} if src.curves is None else {"curves": src.curves.to_dict()}
 
 
 def cmd_fit(args) -> int:
-    from scalelab.fitting import fit_groups
+    from rich.markup import escape
 
-    table, label, x_cols, y_col = _law_inputs(args)
-    results = fit_groups(
-        table, label=label, x_cols=x_cols, y_col=y_col, group=args.group, form=args.form,
-        predict=args.predict, level=args.level, chance=args.chance, n_boot=args.bootstrap,
-    )  # fmt: skip
+    from scalelab.fitting import fit_source
+
+    src, x_cols, y_col = _law_source(args)
+    results = fit_source(src, x_cols=x_cols, y_col=y_col, form=args.form, predict=args.predict, level=args.level,
+                         chance=args.chance, n_boot=args.bootstrap)  # fmt: skip
     if args.format == "json":
-        print(json.dumps({"groups": [{k: _json_value(v) for k, v in r.items() if k != "_law"} for r in results]}))
+        _print_json({"groups": [{k: v for k, v in r.items() if k != "_law"} for r in results], **_curves_json(src)})
         return EXIT_OK
     from rich.table import Table
 
-    table_out = Table(title=f"{label}: {y_col} vs {' and '.join(x_cols)}", caption=f"intervals: {args.level:.0%} bootstrap over runs")
-    for name in (["group"] if args.group else []) + ["form", "parameters", "points", "predictions"]:
+    grouped = src.group is not None
+    table_out = Table(title=escape(f"{src.label}: {y_col} vs {' and '.join(x_cols)}"), caption=f"intervals: {args.level:.0%} bootstrap over runs")
+    for name in (["curve" if src.curves is not None else "group"] if grouped else []) + ["form", "parameters", "points", "predictions"]:
         table_out.add_column(name)
+    bounded = False
     for r in results:
         law = r.get("_law")
         if law is None:
-            row = ["—", r.get("error", ""), "", ""]
+            row = ["—", escape(r.get("error", "")), "", ""]
         else:
             spans = law.param_intervals(args.level)
-            params = "\n".join(f"{k} = {_fmt(v)} [{_fmt(spans[k][0])}, {_fmt(spans[k][1])}]" for k, v in law.params.items())
+            at_bound = r.get("at_bound") or {}
+            bounded = bounded or bool(at_bound)
+            params = "\n".join(
+                f"{k} = {_fmt(v)} \\[{_fmt(spans[k][0])}, {_fmt(spans[k][1])}]" + (f" (at its {at_bound[k]} bound)" if k in at_bound else "")
+                for k, v in law.params.items()
+            )  # fmt: skip
             preds = "\n".join(
-                f"{_fmt(p['x']) if not isinstance(p['x'], list) else ','.join(_fmt(v) for v in p['x'])} → {_fmt(p['y'])} [{_fmt(p['lo'])}, {_fmt(p['hi'])}]"
+                f"{_fmt(p['x']) if not isinstance(p['x'], list) else ','.join(_fmt(v) for v in p['x'])} → {_fmt(p['y'])} \\[{_fmt(p['lo'])}, {_fmt(p['hi'])}]"
                 for p in r["predictions"]
             )
             row = [law.form, params, str(law.n_points), preds]
-        table_out.add_row(*([_fmt(r["group"])] if args.group else []), *row)
+        table_out.add_row(*([escape(_fmt(r["group"]))] if grouped else []), *row)
     out = _console()
+    _print_curves(out, src)
     out.print(table_out)
+    if bounded:
+        out.print("A parameter at its bound: the data do not pin it down within the form's range; read the law's other parameters with care.")
     for r in results:
         law = r.get("_law")
         if law is not None and law.selection:
-            prefix = f"group {_fmt(r['group'])}: " if args.group else ""
-            out.print(f"{prefix}{law.selection_summary()}", highlight=False)
-            if args.group and len(results) > 5:
+            prefix = f"{_fmt(r['group'])}: " if grouped else ""
+            out.print(escape(f"{prefix}{law.selection_summary()}"), highlight=False)
+            if grouped and len(results) > 5:
                 out.print("(auto selection shown for the first group only; --format json has every group's scores)")
                 break
     return EXIT_OK
 
 
 def cmd_backtest(args) -> int:
-    from scalelab.fitting import backtest_groups
+    from rich.markup import escape
+
+    from scalelab.fitting import backtest_source
     from scalelab.laws.core import ONE_X_AUTO, TWO_X_AUTO
 
-    table, label, x_cols, y_col = _law_inputs(args)
-    forms = args.form or [*(ONE_X_AUTO if len(x_cols) == 1 else TWO_X_AUTO), "auto"]
     if args.gap < 1:
         raise InputError(f"--gap {args.gap}: must be at least 1")
-    results = backtest_groups(
-        table, label=label, x_cols=x_cols, y_col=y_col, group=args.group, forms=forms,
-        holdout=args.holdout, gap=args.gap, level=args.level, chance=args.chance, n_boot=args.bootstrap,
-    )  # fmt: skip
+    src, x_cols, y_col = _law_source(args)
+    forms = args.form or [*(ONE_X_AUTO if len(x_cols) == 1 else TWO_X_AUTO), "auto"]
+    results = backtest_source(src, x_cols=x_cols, y_col=y_col, forms=forms, holdout=args.holdout, gap=args.gap, level=args.level,
+                              chance=args.chance, n_boot=args.bootstrap)  # fmt: skip
     if args.format == "json":
-        payload = [{"group": g["group"], **({"error": g["error"]} if "error" in g else {}), "forms": [r.to_dict() for r in g["rows"]]} for g in results]
-        print(json.dumps({"groups": payload}, default=_json_value))
+        payload = [{"group": g["group"], **({"curve": g["curve"]} if "curve" in g else {}),
+                    **({"error": g["error"]} if "error" in g else {}), "forms": [r.to_dict() for r in g["rows"]]} for g in results]  # fmt: skip
+        _print_json({"groups": payload, **_curves_json(src)})
         return EXIT_OK
     from rich.table import Table
 
     out = _console()
+    _print_curves(out, src)
     for g in results:
-        title = f"{label}: backtest of {y_col}, holding out the {args.holdout} largest scale(s)"
-        if args.group:
-            title += f" — {args.group} = {_fmt(g['group'])}"
-        t = Table(title=title, caption=f"errors at the held-out points; coverage of the {args.level:.0%} interval")
+        title = f"{src.label}: backtest of {y_col}, holding out the {args.holdout} largest scale(s)"
+        if src.group is not None:
+            title += f" — {_fmt(g['group'])}" if src.curves is not None else f" — {src.group} = {_fmt(g['group'])}"
+        t = Table(title=escape(title), caption=f"errors at the held-out points; coverage of the {args.level:.0%} interval")
         for name in ("form", "fit on", "abs. error", "rel. error", "coverage", "note"):
             t.add_column(name, justify="left" if name in ("form", "note") else "right")
         for r in sorted(g["rows"], key=lambda r: (r.error is not None, r.abs_error)):
             if r.error:
-                t.add_row(r.form, str(r.n_fit), "", "", "", r.error)
+                t.add_row(r.form, str(r.n_fit), "", "", "", escape(r.error))
             else:
                 note = f"chose {r.chosen}" if r.chosen else ""
                 t.add_row(r.form, str(r.n_fit), _fmt(r.abs_error), f"{r.rel_error:.1%}", f"{r.coverage:.0%}", note)
         out.print(t)
         if "error" in g:
-            out.print(f"[red]{g['error']}[/]")
+            out.print(f"[red]{escape(g['error'])}[/]")
     return EXIT_OK
 
 
 def cmd_plan(args) -> int:
-    from scalelab.fitting import load_table, plan_table
+    from rich.markup import escape
 
-    table, label, target = load_table(args.source, store=args.store)
-    x_cols = args.x or (["n_params", "samples"] if target else None)
-    y_col = args.y or target
-    if not x_cols or not y_col:
-        raise InputError(f"{label}: give --x N_COL --x D_COL and --y COL for a CSV file")
-    flops_col = args.flops or ("flops" if target else None)
-    if args.chance is None:
-        from scalelab.fitting import default_chance
+    from scalelab.fitting import plan_source
 
-        args.chance = default_chance(table, y_col)
-    result = plan_table(
-        table, label=label, x_cols=x_cols, y_col=y_col, flops_col=flops_col, budget=args.budget, target=args.target,
-        hardware=args.hardware, utilisation=args.utilisation, level=args.level, chance=args.chance, n_boot=args.bootstrap,
+    if args.hardware is not None:
+        from scalelab.hardware import check_hardware
+
+        check_hardware(args.hardware, args.precision)  # an unknown name fails before any fitting
+    src, x_cols, y_col = _law_source(args, default_x=("n_params", "samples"), what="--x N_COL --x D_COL and --y COL")
+    flops_col = args.flops or ("flops" if src.target else None)
+    result = plan_source(
+        src, x_cols=x_cols, y_col=y_col, flops_col=flops_col, budget=args.budget, target=args.target,
+        hardware=args.hardware, precision=args.precision, utilisation=args.utilisation, level=args.level,
+        chance=args.chance, n_boot=args.bootstrap,
     )  # fmt: skip
     if args.format == "json":
-        print(json.dumps(result, default=_json_value))
+        _print_json({"plans": [{k: v for k, v in p.items() if k != "_law"} for p in result["plans"]], "skipped": result["skipped"],
+                     **_curves_json(src)})  # fmt: skip
         return EXIT_OK
     out = _console()
-    law = result["law"]
-    out.print(f"[bold]{label}[/]: {y_col} ~ E + A/N^α + B/D^β with " + ", ".join(f"{k}={_fmt(v)}" for k, v in law["params"].items()))
-    for note in result["notes"]:
-        out.print(note)
-    lvl = f"{args.level:.0%}"
+    _print_curves(out, src)
+    for skipped in result["skipped"]:
+        out.print(escape(f"{_fmt(skipped['group'])}: not planned: {skipped['why']}."), highlight=False)
+    for plan in result["plans"]:
+        _print_plan(out, plan, label=src.label if plan["group"] is None else f"{src.label}: {_fmt(plan['group'])}", x_cols=x_cols,
+                    y_col=y_col, level=args.level)  # fmt: skip
+    return EXIT_OK
+
+
+def _print_plan(out, result: dict, *, label: str, x_cols, y_col: str, level: float) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
+    law = result["law"]
+    at_bound = law.get("at_bound") or {}
+    out.print(f"[bold]{escape(label)}[/]: {escape(y_col)} ~ E + A/N^α + B/D^β with "
+              + ", ".join(f"{k}={_fmt(v)}" + (f" (at its {at_bound[k]} bound)" if k in at_bound else "") for k, v in law["params"].items()))  # fmt: skip
+    for note in result["notes"]:
+        out.print(escape(note))
+    lvl = f"{level:.0%}"
     if "budget" in result:
         b = result["budget"]
         answer = Table(title=f"Compute-optimal split of {b['flops']:.3g} FLOPs ({lvl} intervals)")
         for name in ("quantity", "value", f"{lvl} interval"):
             answer.add_column(name, justify="left" if name == "quantity" else "right")
-        answer.add_row("parameters N", f"{b['n_params']:.3g}", f"[{b['n_params_range'][0]:.3g}, {b['n_params_range'][1]:.3g}]")
-        answer.add_row("training samples D", f"{b['samples']:.3g}", f"[{b['samples_range'][0]:.3g}, {b['samples_range'][1]:.3g}]")
-        answer.add_row(f"predicted {y_col}", _fmt(b["predicted"]), f"[{_fmt(b['lo'])}, {_fmt(b['hi'])}]")
+        answer.add_row("parameters N", f"{b['n_params']:.3g}", f"\\[{b['n_params_range'][0]:.3g}, {b['n_params_range'][1]:.3g}]")
+        answer.add_row("training samples D", f"{b['samples']:.3g}", f"\\[{b['samples_range'][0]:.3g}, {b['samples_range'][1]:.3g}]")
+        answer.add_row(f"predicted {escape(y_col)}", _fmt(b["predicted"]), f"\\[{_fmt(b['lo'])}, {_fmt(b['hi'])}]")
         out.print(answer)
         near = result["nearest_run"]
         shown = {k: v for k, v in near.items() if k in (*x_cols, y_col, "cell_id", "width", "data_fraction", "family")}
-        out.print("Nearest run in the data: " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
+        out.print(escape("Nearest run in the data: " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items())))
     else:
         t = result["target"]
         if not t["reachable"]:
-            out.print(f"{y_col} = {t['value']:g} is [red]not reachable under this law[/]: {t['why']}.")
+            out.print(f"{escape(y_col)} = {t['value']:g} is [red]not reachable under this law[/]: {escape(t['why'])}.")
         else:
-            answer = Table(title=f"What {y_col} = {t['value']:g} needs, on the compute-optimal frontier")
-            for name in ("quantity", "value"):
+            flops_lo, flops_hi = t["extras"]["flops_range"]
+            answer = Table(title=f"What {escape(y_col)} = {t['value']:g} needs, on the compute-optimal frontier ({lvl} intervals)")
+            for name in ("quantity", "value", f"{lvl} interval"):
                 answer.add_column(name, justify="left" if name == "quantity" else "right")
-            answer.add_row("training compute (FLOPs)", f"{t['flops']:.3g}")
-            answer.add_row("parameters N", f"{t['n_params']:.3g}")
-            answer.add_row("training samples D", f"{t['samples']:.3g}")
+            answer.add_row("training compute (FLOPs)", f"{t['flops']:.3g}", f"\\[{flops_lo:.3g}, {_big(flops_hi)}]")
+            answer.add_row("parameters N", f"{t['n_params']:.3g}", f"\\[{t['n_params_range'][0]:.3g}, {t['n_params_range'][1]:.3g}]")
+            answer.add_row("training samples D", f"{t['samples']:.3g}", f"\\[{t['samples_range'][0]:.3g}, {t['samples_range'][1]:.3g}]")
             out.print(answer)
-    m = Table(title=f"From the best run: what doubling buys ({lvl} intervals)")
-    for name in ("option", "N", "D", f"predicted {y_col}"):
+            if math.isinf(flops_hi):
+                out.print(f"∞: in some bootstrap replicates the law's asymptote is at or above {t['value']:g}, so no compute reaches it.")
+    best = result["best_run"]
+    m = Table(title=f"From the best point (mean of {best['seeds']} run{'s' * (best['seeds'] != 1)}: {_fmt(best['mean'])}): "
+                    f"what doubling buys ({lvl} intervals)")  # fmt: skip
+    for name in ("option", "N", "D", f"predicted {escape(y_col)}"):
         m.add_column(name, justify="left" if name == "option" else "right")
     for name, v in result["marginal"].items():
-        m.add_row(name, f"{v['n_params']:.3g}", f"{v['samples']:.3g}", f"{_fmt(v['predicted'])} [{_fmt(v['lo'])}, {_fmt(v['hi'])}]")
+        m.add_row(name, f"{v['n_params']:.3g}", f"{v['samples']:.3g}", f"{_fmt(v['predicted'])} \\[{_fmt(v['lo'])}, {_fmt(v['hi'])}]")
     out.print(m)
     if "hardware" in result:
         h = result["hardware"]
-        out.print(f"On {h['name']}: about {h['hours']:.3g} hours at {h['utilisation']:.1%} of peak ({h['utilisation_source']}).")
-    return EXIT_OK
+        lo, hi = h["hours_range"]
+        out.print(escape(f"On one {h['name']} in {h['precision']}: about {h['hours']:.3g} hours [{lo:.3g}, {hi:.3g}] ({format_hours(h['hours'])}) at "
+                         f"{h['mfu']:.0%} MFU ({h['mfu_source']}; peak {h['peak_flops']:.3g} FLOP/s)."), highlight=False)  # fmt: skip
+
+
+def _big(value: float) -> str:
+    return "∞" if math.isinf(value) else f"{value:.3g}"
 
 
 # -- report ----------------------------------------------------------------------------
@@ -503,7 +551,7 @@ def cmd_report(args) -> int:
 
 # -- demo ------------------------------------------------------------------------------
 def cmd_demo(args) -> int:
-    from scalelab.demo import prepare_demo, print_demo_results, write_demo_report
+    from scalelab.demo import prepare_demo, print_demo_results
 
     study = prepare_demo(out_dir=Path(args.out), quick=args.quick)
     _console().print(f"Demo study [bold]{study.name}[/]: {len(study.spec.cells)} cells, store {study.store_path}")
@@ -513,14 +561,25 @@ def cmd_demo(args) -> int:
     if not study.status()["done"]:
         _console().print("No cell finished, so there are no results, laws or report to show.")
         return status
-    print_demo_results(study, _console())
-    path = write_demo_report(study, Path(args.out))
+    path = print_demo_results(study, _console(), out_dir=Path(args.out))
     _console().print(f"Report: {path}")
     return status
 
 
 # -- formatting ------------------------------------------------------------------------
-def _json_value(value):
+def _print_json(payload) -> None:
+    """Strict JSON on stdout: NaN and infinities become null (JSON has neither)."""
+    print(json.dumps(strict_json(payload), allow_nan=False))
+
+
+def strict_json(value):
+    """``value`` with every non-finite float as None, NumPy scalars and tuples as plain JSON."""
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -536,7 +595,7 @@ def cmd_transfer(args) -> int:
     study = load_study(args.study, store=args.store)
     result = study_transfer(study, y=args.y, level=args.level, n_boot=args.bootstrap, chance=args.chance)
     if args.format == "json":
-        print(json.dumps(result.to_dict()))
+        _print_json(result.to_dict())
         return EXIT_OK
     lvl = f"{result.level:.0%}"
     table = Table(title=f"{study.name}: data transferred by the checkpoint, on {result.metric} ({lvl} intervals)")

@@ -5,7 +5,10 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from rich.markup import escape
+
 from scalelab.errors import InputError
+from scalelab.formatting import format_hours
 from scalelab.spec import load_spec
 from scalelab.study import Study
 
@@ -33,135 +36,118 @@ def prepare_demo(*, out_dir: Path, quick: bool) -> Study:
     return Study(load_spec(study_file), store=out_dir / "scalelab.db")
 
 
-def clean_runs(study: Study):
-    """The study's done runs on clean data (label_noise 0 when the grid sweeps it)."""
-    runs = study.runs()
-    done = runs[runs["state"] == "done"]
-    if "label_noise" in done.columns:
-        done = done[done["label_noise"] == 0]
-    return done.copy()
+def print_demo_results(study: Study, console, *, out_dir: Path) -> Path:
+    """Build the demo's report, print its numbers (the same ones the page shows: one
+    analysis feeds both), write ``out_dir/report.html`` and return its path."""
+    from scalelab.report import build_report
+
+    console.print("Fitting laws, backtests and plans for the report ...")
+    report = build_report(study)
+    data, analysis = report.data, report.analysis
+    print_error_table(data, console)
+    print_label_noise(data, console)
+    print_forecasts(data, analysis, console)
+    print_backtest(data, analysis, console)
+    print_plans(data, analysis, console)
+    path = report.write(Path(out_dir).expanduser() / "report.html")
+    console.print(f"Study file: {escape(str(study.spec.source))}   store: {escape(str(study.store_path))}")
+    console.print(f"Every run: scalelab runs {escape(study.name)} --store {escape(str(study.store_path))} --format csv")
+    return path
 
 
-def error_table(study: Study):
-    """Mean test error (over seeds) by family and width (rows) and data fraction (columns)."""
-    done = clean_runs(study)
-    return done.pivot_table(index=["family", "width"], columns="data_fraction", values="test_error", aggfunc="mean")
+def print_error_table(data, console) -> None:
+    """Mean test error over seeds by family and width (rows) and data fraction (columns), on the runs the laws use."""
+    from rich.table import Table
+
+    pivot = data.done.pivot_table(index=["family", "width"], columns="data_fraction", values=data.y_col, aggfunc="mean")
+    table = Table(title=f"{escape(data.title)}: {data.y_col} (%), mean over seeds", caption="rows: model family and width; columns: share of the training data")
+    table.add_column("family")
+    table.add_column("width", justify="right")
+    for fraction in pivot.columns:
+        table.add_column(f"{fraction:g}", justify="right")
+    for (family, width), row in pivot.iterrows():
+        table.add_row(escape(str(family)), f"{width:g}", *[("" if v != v else f"{100 * v:.1f}") for v in row])
+    console.print(table)
+    for note in data.notes:
+        console.print(escape(note), highlight=False)
 
 
-def print_label_noise(study: Study, console) -> None:
+def print_label_noise(data, console) -> None:
     """Mean test error at full data by family and label noise, when the grid sweeps it."""
     from rich.table import Table
 
-    runs = study.runs()
-    done = runs[(runs["state"] == "done")]
-    if "label_noise" not in done.columns or done["label_noise"].nunique() < 2:
+    runs = data.quality_runs
+    if runs is None or "label_noise" not in runs.columns or runs["label_noise"].nunique() < 2:
         return
-    full = done[done["data_fraction"] == done["data_fraction"].max()]
-    pivot = full.pivot_table(index="family", columns="label_noise", values="test_error", aggfunc="mean")
+    full = runs[runs["data_fraction"] == runs["data_fraction"].max()]
+    pivot = full.pivot_table(index="family", columns="label_noise", values=data.y_col, aggfunc="mean")
     table = Table(title="Data quality: test error (%) at full data, mean over widths and seeds", caption="columns: share of training labels flipped")
     table.add_column("family")
     for noise in pivot.columns:
         table.add_column(f"{noise:g}", justify="right")
     for family, row in pivot.iterrows():
-        table.add_row(family, *[f"{100 * v:.1f}" for v in row])
+        table.add_row(escape(str(family)), *[f"{100 * v:.1f}" for v in row])
     console.print(table)
-    console.print("The width x data table and the laws use the runs with clean labels (label_noise = 0).")
 
 
-def data_forecasts(study: Study, *, factor: float = 10.0, level: float = 0.8) -> list[dict]:
-    """For each family at its largest width: a data law for test error, and what
-    ``factor``× more training data would give, with a ``level`` interval."""
-    from scalelab.laws import fit
-
-    done = clean_runs(study)
-    forecasts = []
-    for family, rows in done.groupby("family", sort=True):
+def print_forecasts(data, analysis, console, *, level: float = 0.8) -> None:
+    """Each family's widest model: its law and the report's forecast at 10x its largest training set."""
+    by_label = {str(r.group): r for r in analysis.laws}
+    for family, rows in data.done.groupby("family", sort=True):
         widest = rows[rows["width"] == rows["width"].max()]
-        law = fit(widest["n_train"], widest["test_error"], form="auto", x_names=("n_train",), y_name="test_error", error_rate=True)
-        target = float(widest["n_train"].max()) * factor
-        lo, hi = law.interval([target], level)
-        forecasts.append(
-            {"family": family, "width": float(widest["width"].iloc[0]), "law": law, "n_train": target,
-             "y": float(law.predict([target])[0]), "lo": float(lo[0]), "hi": float(hi[0])}
-        )  # fmt: skip
-    return forecasts
-
-
-def print_data_forecasts(study: Study, console, *, factor: float = 10.0, level: float = 0.8) -> None:
-    """Print each family's fitted data law and its forecast for ``factor``× more data."""
-    for f in data_forecasts(study, factor=factor, level=level):
-        law = f["law"]
+        result = by_label.get(str(widest["model"].iloc[0])) if "model" in widest.columns else (analysis.laws[0] if analysis.laws else None)
+        if result is None or result.law is None or result.prediction is None:
+            console.print(escape(f"{family}: no law ({result.error if result is not None else 'not fitted'})"))
+            continue
+        law, p = result.law, result.prediction
         params = ", ".join(f"{k}={v:.3g}" for k, v in law.params.items())
         console.print(
-            f"[bold]{f['family']}[/] (width {f['width']:g}): test error ~ {law.form} law in n_train ({params}); "
-            f"{factor:g}x more data (n_train {f['n_train']:,.0f}) -> test error {100 * f['y']:.1f}% "
-            f"[{100 * f['lo']:.1f}, {100 * f['hi']:.1f}] ({level:.0%} interval)"
+            f"[bold]{escape(str(family))}[/] (width {widest['width'].iloc[0]:g}): test error ~ {law.form} law in n_train ({params}); "
+            f"10x more data (n_train {float(p['x'][0]):,.0f}) -> test error {100 * p['y']:.1f}% "
+            f"\\[{100 * p['lo']:.1f}, {100 * p['hi']:.1f}] ({level:.0%} interval)"
         )
 
 
-def print_backtest(study: Study, console, *, gap: float = 4.0) -> None:
-    """A backtest of each form against auto on the widest CNN's learning curve."""
+def print_backtest(data, analysis, console) -> None:
+    """The report's backtest of each form against auto on the widest CNN's learning curve."""
     from rich.table import Table
 
-    from scalelab.fitting import backtest_groups
-    from scalelab.laws.core import ONE_X_AUTO
-
-    done = clean_runs(study)
-    family = "seed_cnn" if "seed_cnn" in set(done["family"]) else str(done["family"].iloc[0])
-    rows = done[(done["family"] == family) & (done["width"] == done[done["family"] == family]["width"].max())]
-    result = backtest_groups(rows, label=study.name, x_cols=["n_train"], y_col="test_error", forms=[*ONE_X_AUTO, "auto"], gap=gap)
-    table = Table(title=f"Backtest: {family} at its largest width, fitted on n_train ≤ 1/{gap:g} of the largest, predicting the largest")
-    for name in ("form", "abs. error", "rel. error", "80% interval covers"):
+    if not analysis.backtests:
+        return
+    families = set(data.done["family"])
+    family = "seed_cnn" if "seed_cnn" in families else sorted(families)[0]
+    rows = data.done[data.done["family"] == family]
+    label = str(rows[rows["width"] == rows["width"].max()]["model"].iloc[0]) if "model" in rows.columns else None
+    chosen = next((g for g in analysis.backtests if label is None or str(g["group"]) == label), analysis.backtests[0])
+    table = Table(title=escape(f"Backtest: {label or data.title}, fitted below its largest n_train, predicting the largest"))
+    for name in ("form", "abs. error", "rel. error", f"{analysis.level:.0%} interval covers"):
         table.add_column(name, justify="left" if name == "form" else "right")
-    for r in sorted(result[0]["rows"], key=lambda r: (r.error is not None, r.abs_error)):
+    for r in sorted(chosen["rows"], key=lambda r: (r.error is not None, r.abs_error)):
         if r.error:
-            table.add_row(r.form, "", "", r.error)
+            table.add_row(r.form, "", "", escape(r.error))
         else:
             name = f"auto ({r.chosen})" if r.chosen else r.form
             table.add_row(name, f"{100 * r.abs_error:.2f} pts", f"{r.rel_error:.0%}", f"{r.coverage:.0%}")
     console.print(table)
 
 
-def print_plan(study: Study, console, *, factor: float = 10.0) -> None:
-    """One plan: the compute-optimal size and data for 10× the largest run's compute, per family."""
-    from scalelab.fitting import plan_table
-
-    done = clean_runs(study)
-    done["samples"] = done["flops"] / done["flops_per_sample"]
-    for family, rows in done.groupby("family", sort=True):
-        budget = float(rows["flops"].max()) * factor
-        result = plan_table(rows.reset_index(drop=True), label=study.name, x_cols=["n_params", "samples"], y_col="test_error",
-                            flops_col="flops", budget=budget, n_boot=300)  # fmt: skip
-        b, near = result["budget"], result["nearest_run"]
+def print_plans(data, analysis, console) -> None:
+    """The report's plan per family: the compute-optimal split of 10x the largest run, whether
+    more data or a bigger model pays more at the best run, and the hours on an H100."""
+    for p in analysis.plans:
+        a = p.allocation
         console.print(
-            f"[bold]Plan[/] for {family} at {budget:.3g} FLOPs ({factor:g}x the largest run): {b['n_params']:,.0f} parameters "
-            f"[{b['n_params_range'][0]:,.0f}, {b['n_params_range'][1]:,.0f}] trained on {b['samples']:,.0f} samples; "
-            f"predicted test error {100 * b['predicted']:.1f}% [{100 * b['lo']:.1f}, {100 * b['hi']:.1f}]. "
-            f"Nearest grid point: width {near['width']:g}, data_fraction {near['data_fraction']:g}."
+            f"[bold]Plan[/] for {escape(p.label)} at {a.flops:.3g} FLOPs (10x the largest run): {a.n_params:,.0f} parameters "
+            f"\\[{a.n_params_range[0]:,.0f}, {a.n_params_range[1]:,.0f}] trained on {a.samples:,.0f} samples; "
+            f"predicted test error {100 * a.predicted:.1f}% \\[{100 * a.lo:.1f}, {100 * a.hi:.1f}]."
         )
-
-
-def write_demo_report(study: Study, out_dir: Path) -> Path:
-    """The demo's HTML report, ``out_dir/report.html``."""
-    return study.report(Path(out_dir).expanduser() / "report.html")
-
-
-def print_demo_results(study: Study, console) -> None:
-    """Print the test-error table and where the study's files are."""
-    from rich.table import Table
-
-    pivot = error_table(study)
-    table = Table(title=f"{study.name}: test error (%), mean over seeds", caption="rows: model family and width; columns: share of the training data")
-    table.add_column("family")
-    table.add_column("width", justify="right")
-    for fraction in pivot.columns:
-        table.add_column(f"{fraction:g}", justify="right")
-    for (family, width), row in pivot.iterrows():
-        table.add_row(family, f"{width:g}", *[("" if v != v else f"{100 * v:.1f}") for v in row])
-    console.print(table)
-    print_label_noise(study, console)
-    print_data_forecasts(study, console)
-    print_backtest(study, console)
-    print_plan(study, console)
-    console.print(f"Study file: {study.spec.source}   store: {study.store_path}")
-    console.print(f"Every run: scalelab runs {study.name} --store {study.store_path} --format csv")
+        if p.verdict:
+            console.print(escape(p.verdict), highlight=False)
+        if p.hardware:
+            h = p.hardware
+            console.print(escape(f"On one {h['name'].upper()} ({h['precision']}): about {format_hours(h['hours'])} "
+                                 f"[{format_hours(h['hours_range'][0])}, {format_hours(h['hours_range'][1])}] at {h['mfu']:.0%} MFU "
+                                 f"({h['mfu_source']})."),
+                          highlight=False)  # fmt: skip
+    for note in analysis.notes:
+        console.print(escape(note), highlight=False)

@@ -9,30 +9,47 @@ fits, predicts or backtests each group, turning a group that cannot be fitted in
 from __future__ import annotations
 
 import re
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from scalelab.curves import CurveSet
 from scalelab.errors import InputError
 
 
-def load_table(source: str, *, store: str) -> tuple[pd.DataFrame, str, str | None]:
-    """The rows to fit, a label for messages, and the study's target metric (None for CSV).
+@dataclass
+class Source:
+    """The rows a law is fitted to, and where they came from.
 
-    A ``.csv`` path is read as is. Anything else is a study (file or name); only its
-    ``done`` runs are used, and the runs left out are reported on stderr.
+    ``table``: a CSV's rows, or a study's runs on its curves (:mod:`scalelab.curves`),
+    with a ``curve`` column naming each. ``group``: the column that splits them into
+    laws (``curve`` for a study). ``curves``: the study's :class:`~scalelab.curves.CurveSet`
+    (what was grouped by and what was left out), None for a CSV.
     """
+
+    table: pd.DataFrame
+    label: str
+    target: str | None
+    group: str | None
+    curves: CurveSet | None = None
+    store: str | None = None
+
+    def curve_key(self, label) -> dict | None:
+        """The values that identify the curve named ``label`` (None for a CSV group)."""
+        if self.curves is None:
+            return None
+        return next((dict(c.key) for c in self.curves.curves if c.label == label), None)
+
+
+def load_source(source: str, *, store: str, x_cols=None, y_col: str | None = None, group=None, default_x=("n_train",)) -> Source:
+    """A CSV file, read as is (``group`` is a column of it), or a study (file or name):
+    its runs on the curves that :func:`scalelab.curves.study_curves` forms for a law of
+    ``y_col`` (default: the study's target) against ``x_cols`` (default ``default_x``)."""
     path = Path(source).expanduser()
     if path.suffix.lower() == ".csv":
-        if not path.is_file():
-            raise InputError(f"{path}: CSV file not found")
-        try:
-            table = pd.read_csv(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: cannot read as CSV ({str(exc).splitlines()[0]})") from None
-        return table, str(path), None
+        return Source(read_csv(path), str(path), None, group)
     from scalelab.runs import runs_frame
     from scalelab.store import RunStore
     from scalelab.study import resolve_spec
@@ -40,18 +57,29 @@ def load_table(source: str, *, store: str) -> tuple[pd.DataFrame, str, str | Non
     spec = resolve_spec(source, store=store)
     with RunStore.open_existing(store) as opened:
         runs = runs_frame(opened, spec.name)
-    done = runs[runs["state"] == "done"].copy()
-    if "flops" in done and "flops_per_sample" in done:
-        # Training samples processed (n_train x epochs, exactly): the D of a joint law.
-        done["samples"] = pd.to_numeric(done["flops"]) / pd.to_numeric(done["flops_per_sample"])
-    left_out = runs["state"].value_counts().drop("done", errors="ignore")
-    if len(left_out):
-        print(
-            f"scalelab: fitting {len(done)} done runs of {spec.name}; left out "
-            + ", ".join(f"{n} {state}" for state, n in left_out.items()),
-            file=sys.stderr,
-        )
-    return done.reset_index(drop=True), spec.name, spec.target_metric
+    return study_source(spec, runs, x_cols=list(x_cols or default_x), y_col=y_col or spec.target_metric, group=group, store=str(store))
+
+
+def study_source(spec, runs: pd.DataFrame, *, x_cols, y_col: str, group=None, store: str | None = None) -> Source:
+    """A study's runs (its runs table) on the curves of a law of ``y_col`` against ``x_cols``."""
+    from scalelab.curves import study_curves
+
+    if len(x_cols) > 2:
+        raise InputError(f"--x was given {len(x_cols)} times; a law takes one x, or two (N, D)")
+    curves = study_curves(spec, runs, x_cols=x_cols, y_col=y_col, group=group)
+    if not curves.curves:
+        raise InputError(f"{spec.name}: no runs to fit; " + "; ".join(curves.summary()[1:]) if len(curves.left_out) else f"{spec.name}: no runs yet")
+    return Source(curves.frame("curve"), spec.name, spec.target_metric, "curve", curves, store)
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """A CSV file of runs, or an InputError naming it."""
+    if not path.is_file():
+        raise InputError(f"{path}: CSV file not found")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read as CSV ({str(exc).splitlines()[0]})") from None
 
 
 def numeric_column(table: pd.DataFrame, column: str, *, label: str) -> np.ndarray:
@@ -136,6 +164,10 @@ def fit_groups(table, *, label, x_cols, y_col, group=None, form="auto", predict=
             entry["error"] = _group_error(exc, group, label)
         entries.append(entry)
     laws = fit_prepared(datas, form, n_boot=n_boot)
+    if points is not None:  # intervals need every group's bootstrap: one batched solve, not one per group
+        from scalelab.laws.law import compute_bootstraps
+
+        compute_bootstraps([law for law in laws if not isinstance(law, InputError)])
     for entry in entries:
         if "_data" not in entry:
             continue
@@ -148,6 +180,27 @@ def fit_groups(table, *, label, x_cols, y_col, group=None, form="auto", predict=
         except InputError as exc:
             entry["error"] = _group_error(exc, group, label)
     return entries
+
+
+def fit_source(src: Source, *, x_cols, y_col, form="auto", predict=None, level=0.8, chance=None, n_boot=1000) -> list[dict]:
+    """:func:`fit_groups` on a source's groups (a study's curves), each entry with its
+    ``curve`` (the values that identify it) when the source is a study."""
+    results = fit_groups(src.table, label=src.label, x_cols=x_cols, y_col=y_col, group=src.group, form=form, predict=predict,
+                         level=level, chance=chance, n_boot=n_boot)  # fmt: skip
+    if src.curves is not None:
+        for r in results:
+            r["curve"] = src.curve_key(r["group"])
+    return results
+
+
+def backtest_source(src: Source, *, x_cols, y_col, forms, holdout=1, gap=1.0, level=0.8, chance=None, n_boot=1000) -> list[dict]:
+    """:func:`backtest_groups` on a source's groups, each with its ``curve`` on a study."""
+    results = backtest_groups(src.table, label=src.label, x_cols=x_cols, y_col=y_col, group=src.group, forms=forms, holdout=holdout,
+                              gap=gap, level=level, chance=chance, n_boot=n_boot)  # fmt: skip
+    if src.curves is not None:
+        for r in results:
+            r["curve"] = src.curve_key(r["group"])
+    return results
 
 
 def _group_error(exc: InputError, group: str | None, label: str) -> str:
@@ -180,17 +233,59 @@ def backtest_groups(table, *, label, x_cols, y_col, group=None, forms, holdout=1
     return out
 
 
-def plan_table(table, *, label, x_cols, y_col, flops_col=None, budget=None, target=None, hardware=None,
-               utilisation=None, level=0.8, chance=None, n_boot=1000) -> dict:  # fmt: skip
+def plan_source(src: Source, *, x_cols, y_col, flops_col=None, budget=None, target=None, hardware=None, precision=None,
+                utilisation=None, level=0.8, chance=None, n_boot=1000, budget_factor=None) -> dict:  # fmt: skip
+    """One plan per group of ``src`` (per family, for a study): ``{"plans": [...], "skipped": [...]}``.
+
+    Each plan is :func:`plan_table` of the group's rows, with its ``group`` (and ``curve``).
+    A group whose runs have no measured FLOPs (a scikit-learn family) is skipped, with why.
+    ``budget_factor`` plans each group at that many times its largest run's FLOPs instead
+    of one ``budget`` for all.
+    """
+    if hardware is not None:
+        from scalelab.hardware import check_hardware
+
+        check_hardware(hardware, precision)  # before any fitting
+    plans, skipped = [], []
+    for value, rows in grouped(src.table, src.group, label=src.label):
+        name = f"{src.label}: {value}" if value is not None else src.label
+        if flops_col is not None and flops_col in rows.columns:
+            measured = pd.to_numeric(rows[flops_col], errors="coerce") > 0
+            if not measured.any():
+                skipped.append({"group": value, "curve": src.curve_key(value), "why": f"its runs have no measured FLOPs ({flops_col}); a scikit-learn model has none"})
+                continue
+        if budget_factor is not None:
+            budget = budget_factor * float(pd.to_numeric(rows[flops_col]).max())
+        try:
+            result = plan_table(rows.reset_index(drop=True), label=name, x_cols=x_cols, y_col=y_col, flops_col=flops_col, budget=budget,
+                                target=target, hardware=hardware, precision=precision, utilisation=utilisation, level=level,
+                                chance=chance, n_boot=n_boot, store=src.store)  # fmt: skip
+        except InputError as exc:
+            if src.group is None:
+                raise
+            skipped.append({"group": value, "curve": src.curve_key(value), "why": str(exc)})
+            continue
+        plans.append({"group": value, "curve": src.curve_key(value), **result})
+    if not plans:
+        raise InputError(f"{src.label}: nothing to plan: " + "; ".join(f"{s['group']}: {s['why']}" for s in skipped))
+    return {"plans": plans, "skipped": skipped}
+
+
+def plan_table(table, *, label, x_cols, y_col, flops_col=None, budget=None, target=None, hardware=None, precision=None,
+               utilisation=None, level=0.8, chance=None, n_boot=1000, store=None) -> dict:  # fmt: skip
     """Fit the joint law in (N, D) and answer a budget or target question, as a dict.
 
     ``flops_col`` holds each run's measured training FLOPs; k (FLOPs per parameter per
     sample) is their median over N·D. Without it, k = 6 (the dense-transformer rule) and
-    the result says so.
+    the result says so. ``_law`` holds the fitted law (left out of JSON).
     """
     from scalelab import plan
     from scalelab.laws import fit
 
+    if hardware is not None:
+        from scalelab.hardware import check_hardware
+
+        check_hardware(hardware, precision)
     if len(x_cols) != 2:
         raise InputError(f"{label}: planning needs two x columns, parameters and data (--x N --x D)")
     N = numeric_column(table, x_cols[0], label=label)
@@ -210,8 +305,7 @@ def plan_table(table, *, label, x_cols, y_col, flops_col=None, budget=None, targ
     error_rate = is_error_rate(y_col) or chance is not None
     law = fit(np.column_stack([N, D]), y, form="chinchilla", x_names=tuple(x_cols), y_name=y_col,
               ceiling=chance, error_rate=error_rate, n_boot=n_boot)  # fmt: skip
-    out = {"law": law.to_dict(), "flops_per_param_sample": k, "notes": notes}
-    best = int(np.argmin(y))
+    out = {"law": law.to_dict(), "flops_per_param_sample": k, "notes": notes, "_law": law}
     if budget is not None:
         alloc = plan.optimal_allocation(law, budget=budget, flops_per_param_sample=k, level=level)
         out["budget"] = alloc.__dict__
@@ -227,27 +321,13 @@ def plan_table(table, *, label, x_cols, y_col, flops_col=None, budget=None, targ
         else:
             out["target"] = {"value": target, "reachable": True, **alloc.__dict__}
             spend = alloc.flops
-    out["marginal"] = plan.marginal_value(law, n_params=float(N[best]), samples=float(D[best]), flops_per_param_sample=k, level=level)
+    best = plan.best_point(N, D, y)
+    out["best_run"] = best
+    out["marginal"] = plan.marginal_value(law, n_params=best["n_params"], samples=best["samples"], flops_per_param_sample=k, level=level)
     if hardware and spend is not None:
-        if utilisation is None:
-            utilisation, how = _observed_utilisation(table)
-        else:
-            how = "given with --utilisation"
-        out["hardware"] = {"name": hardware, "utilisation": utilisation, "utilisation_source": how,
-                           "hours": plan.hours_on(spend, hardware=hardware, utilisation=utilisation)}  # fmt: skip
+        out["hardware"] = plan.hardware_estimate(spend, hardware=hardware, precision=precision, runs=table,
+                                                 utilisation=utilisation, store=store)  # fmt: skip
     return out
-
-
-def _observed_utilisation(table) -> tuple[float, str]:
-    """Median achieved FLOP/s of the runs over this machine's measured matmul peak."""
-    from scalelab import plan
-
-    if "flops_per_s" in table.columns and table["flops_per_s"].notna().any():
-        achieved = float(pd.to_numeric(table["flops_per_s"], errors="coerce").median())
-        peak = plan.measured_cpu_peak()
-        util = min(1.0, achieved / peak)
-        return util, f"observed in this study's runs: median {achieved:.3g} FLOP/s of this machine's measured {peak:.3g} FLOP/s matmul peak"
-    return 0.4, "assumed 40% (the source has no measured throughput)"
 
 
 def _plain(value):

@@ -17,45 +17,12 @@ Intervals come from the law's bootstrap replicates.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from scalelab.errors import InputError
-
-# Peak dense throughput (FLOP/s) of common accelerators, bf16 tensor cores, from vendor
-# data sheets (SXM parts, no sparsity). "cpu" is measured on this machine when asked.
-HARDWARE_PEAK = {
-    "a100": 312e12,
-    "h100": 989e12,
-    "h200": 989e12,
-}
-
-
-def measured_cpu_peak(seconds: float = 0.5) -> float:
-    """FLOP/s of a large float32 matmul on this machine, with torch's current threads."""
-    import torch
-
-    a = torch.randn(1024, 1024)
-    b = torch.randn(1024, 1024)
-    a @ b  # warm up
-    flops, start = 0.0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        flops += 2 * 1024**3
-    return flops / (time.perf_counter() - start)
-
-
-def hardware_peak(name: str) -> float:
-    """Peak FLOP/s of a named accelerator (``cpu`` is measured now)."""
-    key = name.lower()
-    if key == "cpu":
-        return measured_cpu_peak()
-    if key not in HARDWARE_PEAK:
-        raise InputError(f"--hardware {name!r}: unknown; known: cpu, {', '.join(HARDWARE_PEAK)}")
-    return HARDWARE_PEAK[key]
-
 
 @dataclass
 class Allocation:
@@ -159,7 +126,23 @@ def compute_for_target(law, *, target: float, flops_per_param_sample: float, lev
             f"--target {target:g}: under this law it needs about 10^{log_flops / math.log(10):.0f} FLOPs, "
             f"beyond what can be planned (the fitted asymptote is E = {E:.4g})"
         )
-    return optimal_allocation(law, budget=math.exp(log_flops), flops_per_param_sample=k, level=level)
+    alloc = optimal_allocation(law, budget=math.exp(log_flops), flops_per_param_sample=k, level=level)
+    alloc.extras["flops_range"] = _target_flops_range(law.bootstrap_params(), target, k, (1 - level) / 2, alloc.flops)
+    return alloc
+
+
+def _target_flops_range(params: np.ndarray, target: float, k: float, tail: float, point: float) -> tuple[float, float]:
+    """The bootstrap range of the compute that reaches ``target``, widened to hold the point;
+    a replicate whose asymptote is at or above the target never reaches it (infinite)."""
+    E, A, B, alpha, beta = (params[:, i] for i in range(5))
+    with np.errstate(all="ignore"):
+        G = _split_constant(A, B, alpha, beta)
+        K = A * G**-alpha + B * G**beta
+        gamma = alpha * beta / (alpha + beta)
+        log_flops = np.log(k) + (np.log(K) - np.log(target - E)) / gamma
+    flops = np.where((E < target) & np.isfinite(log_flops), np.exp(np.clip(log_flops, -700, 700)), np.inf)
+    lo, hi = np.quantile(flops, [tail, 1 - tail])
+    return float(min(lo, point)), float(max(hi, point))
 
 
 def data_for_target(law, *, target: float) -> float | None:
@@ -209,6 +192,105 @@ def marginal_value(law, *, n_params: float, samples: float, flops_per_param_samp
     return out
 
 
-def hours_on(flops: float, *, hardware: str, utilisation: float) -> float:
-    """Wall-clock hours to spend ``flops`` on ``hardware`` at the given utilisation of its peak."""
-    return flops / (hardware_peak(hardware) * utilisation) / 3600.0
+def best_point(N: np.ndarray, D: np.ndarray, y: np.ndarray) -> dict:
+    """The grid point (N, D) with the lowest mean over its seeds: where "now" is read.
+
+    A mean, not the single luckiest seed, which the law (a mean curve) would never match.
+    """
+    frame = pd.DataFrame({"N": N, "D": D, "y": y})
+    # Runs of one cell share N exactly; D (samples) may differ in the last digits.
+    frame["D_key"] = np.round(np.log(frame["D"]), 6)
+    means = frame.groupby(["N", "D_key"], sort=False).agg(samples=("D", "mean"), y=("y", "mean"), seeds=("y", "size"), spread=("y", "std"))
+    (n, _), row = next(iter(means.nsmallest(1, "y").iterrows()))
+    return {"n_params": float(n), "samples": float(row["samples"]), "mean": float(row["y"]), "seeds": int(row["seeds"]),
+            "std": None if not np.isfinite(row["spread"]) else float(row["spread"])}  # fmt: skip
+
+
+def marginal_verdict(marginal: dict, *, y_name: str, percent: bool) -> str:
+    """One sentence from :func:`marginal_value`: does 2× data or 2× parameters pay more at
+    the best run, with intervals, and is the difference larger than their overlap."""
+
+    def show(v) -> str:
+        scale, unit = (100.0, "%") if percent else (1.0, "")
+        return f"{scale * v['predicted']:.3g}{unit} [{scale * v['lo']:.3g}, {scale * v['hi']:.3g}]"
+
+    data, size, now = marginal["2x data"], marginal["2x parameters"], marginal["now"]
+    better, other = ("more data", "a bigger model") if data["predicted"] < size["predicted"] else ("a bigger model", "more data")
+    clear = data["hi"] < size["lo"] or size["hi"] < data["lo"]
+    head = f"At the best run ({y_name} {show(now)}), 2x data gives {show(data)} and 2x parameters {show(size)}: "
+    if clear:
+        return head + f"{better} pays more."
+    return head + f"{better} looks better, but the intervals overlap, so the runs cannot tell it from {other}."
+
+
+def hardware_estimate(flops: float, *, hardware: str, precision: str | None = None, runs=None, utilisation: float | None = None,
+                      store: str | None = None) -> dict:  # fmt: skip
+    """Hours to spend ``flops`` on one ``hardware`` device, with the precision and MFU assumed.
+
+    The MFU is ``utilisation`` when given; else the median MFU of ``runs`` that ran on that
+    class of device in that precision (their 10–90% range carried into the hours); else
+    :data:`scalelab.hardware.DEFAULT_MFU` with its documented range. On the CPU the peak is
+    the one measured once and kept in ``store``.
+    """
+    from scalelab import hardware as hw
+
+    device, precision = hw.check_hardware(hardware, precision)
+    cpu_peak = _stored_cpu_peak(store) if device == "cpu" else None
+    peak_note = ""
+    if device == "cpu" and cpu_peak is None:
+        cpu_peak = hw.measure_cpu_peak()
+        peak_note = " (this CPU's peak measured now: the source has no stored one)"
+    mfu, mfu_range, source = _assumed_mfu(runs, device, precision, utilisation, cpu_peak)
+    hours = hw.hours_for(flops, device=device, precision=precision, mfu=mfu, cpu_peak=cpu_peak)
+    hours_range = [hw.hours_for(flops, device=device, precision=precision, mfu=m, cpu_peak=cpu_peak) for m in mfu_range[::-1]]
+    return {"name": device, "precision": precision, "peak_flops": hw.peak_flops(device, precision, cpu_peak=cpu_peak),
+            "mfu": mfu, "mfu_range": list(mfu_range), "mfu_source": source + peak_note, "flops": flops,
+            "hours": hours, "hours_range": hours_range}  # fmt: skip
+
+
+def _assumed_mfu(runs, device: str, precision: str, utilisation, cpu_peak) -> tuple[float, tuple[float, float], str]:
+    from scalelab import hardware as hw
+
+    if utilisation is not None:
+        return float(utilisation), (float(utilisation), float(utilisation)), "given with --utilisation"
+    if runs is not None and len(runs) and "device" in runs.columns:
+        names = runs["device_name"] if "device_name" in runs.columns else pd.Series([None] * len(runs), index=runs.index)
+        on_it = [hw.device_class(d, n) == device for d, n in zip(runs["device"], names)]
+        same = runs[np.array(on_it, dtype=bool)]
+        if "dtype" in same.columns:
+            same = same[[hw.run_precision(d) == precision for d in same["dtype"]]]
+        if "mfu" in same.columns:
+            mfu = pd.to_numeric(same["mfu"], errors="coerce").dropna()
+        else:  # a store from before runs recorded their MFU
+            mfu = pd.Series([hw.run_mfu(r, cpu_peak=cpu_peak) for r in same.to_dict("records")], dtype=float).dropna()
+        mfu = mfu[mfu > 0]
+        if len(mfu):
+            lo, hi = np.quantile(mfu, [0.1, 0.9])
+            return (float(mfu.median()), (float(lo), float(hi)),
+                    f"the median MFU of {len(mfu)} runs of this study on {device} in {precision} (their 10-90% range)")  # fmt: skip
+    lo, hi = hw.DEFAULT_MFU_RANGE
+    return hw.DEFAULT_MFU, (lo, hi), (f"assumed {hw.DEFAULT_MFU:.0%} of peak, range {lo:.0%}-{hi:.0%} (no runs of this study "
+                                      f"on {device} in {precision})")  # fmt: skip
+
+
+def _stored_cpu_peak(store: str | None) -> dict | None:
+    from pathlib import Path
+
+    from scalelab.hardware import CPU_PEAK_KEY
+    from scalelab.store import RunStore, is_store
+
+    if not store or not Path(store).expanduser().is_file() or not is_store(Path(store).expanduser()):
+        return None
+    with RunStore.open_existing(store) as opened:
+        return opened.meta(CPU_PEAK_KEY)
+
+
+def hours_on(flops: float, *, hardware: str, utilisation: float, precision: str | None = None) -> float:
+    """Wall-clock hours to spend ``flops`` on one ``hardware`` device (a GPU of
+    :data:`scalelab.hardware.GPU_PEAKS`) at ``utilisation`` of its peak in ``precision``."""
+    from scalelab import hardware as hw
+
+    device, precision = hw.check_hardware(hardware, precision)
+    if device == "cpu":
+        raise InputError("hours_on: the CPU's peak is per store; use hardware_estimate(..., store=PATH)")
+    return hw.hours_for(flops, device=device, precision=precision, mfu=utilisation)

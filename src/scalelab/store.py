@@ -191,6 +191,16 @@ class RunStore:
                 [(spec.name, c.cell_id, i, costs.get(c.cell_id, 0.0), json.dumps(c.params)) for i, c in enumerate(spec.cells)],
             )
 
+    def meta(self, key: str):
+        """A value kept in the store's ``meta`` table (JSON), or None."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_meta(self, key: str, value) -> None:
+        """Keep ``value`` (JSON) under ``key`` in the store's ``meta`` table."""
+        with _transaction(self._db):
+            self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
+
     def study_names(self) -> list[str]:
         return [row[0] for row in self._db.execute("SELECT name FROM studies ORDER BY name")]
 
@@ -446,6 +456,14 @@ def _check_is_store(path: Path, *, allow_empty: bool) -> None:
         return
     if not {"meta", "studies", "cells", "study_cells"} <= tables:
         raise InputError(f"{path}: is an SQLite database but not a scalelab store; pass another --store")
+
+
+def is_store(path: Path) -> bool:
+    """Whether the file at ``path`` holds a scalelab store's tables (read without writing)."""
+    try:
+        return {"meta", "studies", "cells", "study_cells"} <= _table_names(path)
+    except sqlite3.DatabaseError:
+        return False
 
 
 def _table_names(path: Path) -> set[str]:

@@ -8,7 +8,7 @@ import pandas as pd
 
 from scalelab.errors import InputError
 from scalelab.spec import StudySpec, load_spec, parse_spec, seed_group_key
-from scalelab.store import RunStore
+from scalelab.store import RunStore, is_store
 
 DEFAULT_STORE = "scalelab.db"
 
@@ -69,6 +69,7 @@ class Study:
         from scalelab.estimate import estimate_grid, preflight
         from scalelab.execute.local import LocalExecutor, available_cores
         from scalelab.execute.runner import run_study_cells
+        from scalelab.hardware import CPU_PEAK_KEY, measure_cpu_peak
 
         if workers is not None and workers < 1:
             raise InputError(f"--workers {workers}: must be at least 1")
@@ -82,6 +83,9 @@ class Study:
             pool = RayExecutor(workers=workers, address=address, **self.spec.resources)
         else:
             raise InputError(f"executor {executor!r} is not available; use 'local' or 'ray'")
+        # This machine's matmul peak, for every run's MFU: measured once per store, now,
+        # before any worker competes for the cores (kept when the study is registered).
+        cpu_peak = _stored_cpu_peak(self.store_path) or measure_cpu_peak()
         try:
             if executor == "local":
                 # Start the workers first: each is a new Python process importing torch,
@@ -96,6 +100,8 @@ class Study:
             costs = {e.cell_id: e.flops for e in estimate_grid(self.spec, shapes, workers=workers or available_cores(), calibrate_s=0)}
             with RunStore.open(self.store_path) as store:
                 store.register_study(self.spec, costs=costs)
+                if store.meta(CPU_PEAK_KEY) is None:
+                    store.set_meta(CPU_PEAK_KEY, cpu_peak)
                 return run_study_cells(self.spec, store, pool, retry_failed=retry_failed, progress=progress)
         except BaseException:
             pool.stop()  # the runner stops its pool itself; this covers a failure before it ran
@@ -122,6 +128,64 @@ class Study:
 
         with RunStore.open_existing(self.store_path) as store:
             return runs_frame(store, self.name)
+
+    def curves(self, *, x=("n_train",), y: str | None = None, group=None):
+        """Which runs form each curve of a law of ``y`` (default: the study's target) against
+        ``x``, and which were left out and why: a :class:`~scalelab.curves.CurveSet`, the one
+        that ``fit``, ``backtest``, ``plan``, the CLI and the report all use."""
+        from scalelab.curves import study_curves
+
+        return study_curves(self.spec, self.runs(), x_cols=list(x), y_col=y or self.spec.target_metric, group=group)
+
+    def fit(self, *, x=("n_train",), y: str | None = None, group=None, form: str = "auto", predict=None, level: float = 0.8,
+            chance: float | None = None, n_boot: int = 1000) -> list[dict]:  # fmt: skip
+        """One law per curve (:meth:`curves`), as ``scalelab fit`` fits them: a list of dicts
+        in the JSON shape of ``scalelab fit`` (``group``, ``curve``, ``form``, ``params``,
+        ``at_bound``, ``predictions``, or ``error``), each fitted one with its ``law``
+        (a :class:`~scalelab.laws.FittedLaw`). ``predict``: x values (``"N,D"`` strings, or
+        numbers, for two x)."""
+        from scalelab.fitting import fit_source
+
+        src, y_col, chance = self._source(x, y, group, chance)
+        results = fit_source(src, x_cols=list(x), y_col=y_col, form=form, predict=_as_text(predict), level=level, chance=chance, n_boot=n_boot)
+        return [{("law" if k == "_law" else k): v for k, v in r.items()} for r in results]
+
+    def backtest(self, *, x=("n_train",), y: str | None = None, group=None, forms=None, holdout: int = 1, gap: float = 1.0,
+                 level: float = 0.8, chance: float | None = None, n_boot: int = 1000) -> list[dict]:  # fmt: skip
+        """Each form's extrapolation to the held-out largest scale(s) of every curve, as
+        ``scalelab backtest`` scores it: ``[{"group", "curve", "rows": [BacktestRow, ...]}]``."""
+        from scalelab.fitting import backtest_source
+        from scalelab.laws.core import ONE_X_AUTO, TWO_X_AUTO
+
+        src, y_col, chance = self._source(x, y, group, chance)
+        forms = list(forms or [*(ONE_X_AUTO if len(x) == 1 else TWO_X_AUTO), "auto"])
+        return backtest_source(src, x_cols=list(x), y_col=y_col, forms=forms, holdout=holdout, gap=gap, level=level, chance=chance, n_boot=n_boot)
+
+    def plan(self, *, budget: float | None = None, target: float | None = None, hardware: str | None = None,
+             precision: str | None = None, utilisation: float | None = None, group=None, level: float = 0.8,
+             chance: float | None = None, n_boot: int = 1000) -> dict:  # fmt: skip
+        """A plan per family, as ``scalelab plan`` makes it: ``{"plans": [...], "skipped": [...]}``,
+        each plan with its law (``_law``), the budget's split or the target's needs, the best
+        point and what doubling buys, and with ``hardware`` the hours on one such device."""
+        from scalelab.fitting import plan_source
+
+        if (budget is None) == (target is None):
+            raise InputError("give exactly one of budget and target")
+        if hardware is not None:
+            from scalelab.hardware import check_hardware
+
+            check_hardware(hardware, precision)
+        x = ("n_params", "samples")
+        src, y_col, chance = self._source(x, None, group, chance)
+        return plan_source(src, x_cols=list(x), y_col=y_col, flops_col="flops", budget=budget, target=target, hardware=hardware,
+                           precision=precision, utilisation=utilisation, level=level, chance=chance, n_boot=n_boot)  # fmt: skip
+
+    def _source(self, x, y, group, chance):
+        from scalelab.fitting import default_chance, study_source
+
+        y_col = y or self.spec.target_metric
+        src = study_source(self.spec, self.runs(), x_cols=list(x), y_col=y_col, group=group, store=str(self.store_path))
+        return src, y_col, default_chance(src.table, y_col) if chance is None else chance
 
     def transfer(self, *, y: str | None = None, level: float = 0.8, n_boot: int = 1000):
         """Effective data transferred by fine-tuning (grid ``init_from = ["none", ...]``):
@@ -150,6 +214,23 @@ class Study:
 def load_study(path_or_name: str | Path, *, store: str | Path = DEFAULT_STORE) -> Study:
     """Load a study from its TOML file, or by name from the store."""
     return Study(resolve_spec(path_or_name, store=store), store=store)
+
+
+def _as_text(values) -> list[str] | None:
+    """Prediction points as ``--predict`` takes them (``"N,D"`` for pairs)."""
+    if values is None:
+        return None
+    return [",".join(str(float(v)) for v in value) if isinstance(value, (list, tuple)) else str(value) for value in values]
+
+
+def _stored_cpu_peak(store_path: Path) -> dict | None:
+    """The CPU peak a store already holds, read without writing to it (None for a new store)."""
+    from scalelab.hardware import CPU_PEAK_KEY
+
+    if not store_path.is_file() or store_path.stat().st_size == 0 or not is_store(store_path):
+        return None  # a new store, or a file that RunStore.open refuses with its own message below
+    with RunStore.open_existing(store_path) as store:
+        return store.meta(CPU_PEAK_KEY)
 
 
 def _distinct_datasets(spec: StudySpec) -> list[dict]:

@@ -34,10 +34,8 @@ import pandas as pd
 
 from scalelab.errors import InputError
 
-# The grid keys that say how a cell starts (from scratch, or from which checkpoint and how).
-TRANSFER_KEYS = ("init_from", "freeze", "head_lr")
-SCRATCH = "none"
-REPLICATE_KEYS = ("seed", "subsample_seed", "split_seed", "generator_seed")  # as the report reads them
+from scalelab.curves import SCRATCH, TRANSFER_KEYS, grid_roles, transfer_runs
+
 DATA_KEY = "data_fraction"
 REACH = 1000.0  # how far beyond the largest from-scratch D the law is inverted
 _GRID_POINTS = 600
@@ -347,34 +345,35 @@ def _json_number(value):
     return value
 
 
-def _other_head_lr(runs: pd.DataFrame) -> pd.Series:
-    """From-scratch rows at a ``head_lr`` other than the one the from-scratch law is read
-    at: the default (unset) when the grid has it, else the smallest (as the report does)."""
-    scratch = runs["init_from"].fillna(SCRATCH).astype(str) == SCRATCH
-    levels = pd.to_numeric(runs["head_lr"], errors="coerce")
-    if levels[scratch].isna().any():
-        return scratch & levels.notna()
-    return scratch & (levels != levels[scratch].min())
+def transfer_of_runs(rows: pd.DataFrame, *, spec, y_col: str, label: str, level: float = 0.8, n_boot: int = 1000,
+                     chance: float | None = None) -> TransferAnalysis:  # fmt: skip
+    """:func:`transfer_analysis` of a study's transfer runs (:func:`scalelab.curves.transfer_runs`):
+    one from-scratch law per model (its size keys), ``freeze`` and ``head_lr`` (where swept)
+    splitting a model's fine-tuned runs into settings."""
+    roles = grid_roles(spec)
+    size_keys = [k for k in roles.size if k in rows.columns]
+    # A list value (a factory's hidden sizes) names its model by its text, as the labels do.
+    rows = rows.assign(**{k: rows[k].map(lambda v: str(v) if isinstance(v, (list, tuple)) else v) for k in size_keys})
+    variants = [name for name in TRANSFER_KEYS[1:] if any(k.split(".")[-1] == name for k in roles.transfer)]
+    return transfer_analysis(rows, y_col=y_col, group_keys=size_keys, variant_keys=variants, label=label, level=level,
+                             n_boot=n_boot, chance=chance)  # fmt: skip
 
 
 def study_transfer(study, *, y: str | None = None, level: float = 0.8, n_boot: int = 1000, chance: float | None = None) -> TransferAnalysis:
-    """:func:`transfer_analysis` of a study: its runs, one law per model (every grid key
-    but ``init_from``, ``freeze``, ``head_lr``, ``data_fraction`` and the seeds). With
-    ``head_lr`` swept, the from-scratch law uses one level of it (the default, or the
-    smallest), and each fine-tuned level is its own setting."""
+    """:func:`transfer_of_runs` of a study: the runs :func:`scalelab.curves.transfer_runs`
+    picks (as the report's transfer section does)."""
     from scalelab.fitting import default_chance
 
     spec = study.spec
-    runs = study.runs()
     y_col = y or spec.target_metric
-    if "init_from" not in spec.grid_keys and not any(k.split(".")[-1] == "init_from" for k in spec.grid_keys):
+    if not grid_roles(spec).transfer:
         raise InputError(f'{spec.source}: the grid does not sweep init_from; a transfer study has grid init_from = ["none", "pretrain"] (or a checkpoint path)')
-    runs = runs.rename(columns={k: k.split(".")[-1] for k in spec.grid_keys if k.split(".")[-1] in TRANSFER_KEYS})
-    group_keys = [k for k in spec.grid_keys if k.split(".")[-1] not in (*TRANSFER_KEYS, *REPLICATE_KEYS, DATA_KEY)]
-    variant_keys = [k.split(".")[-1] for k in spec.grid_keys if k.split(".")[-1] in TRANSFER_KEYS[1:]]
-    if "head_lr" in variant_keys:
-        runs = runs[~_other_head_lr(runs)]
-    if chance is None and y_col in runs.columns:
-        chance = default_chance(runs, y_col)
-    return transfer_analysis(runs, y_col=y_col, group_keys=group_keys, variant_keys=variant_keys, label=spec.name,
-                             level=level, n_boot=n_boot, chance=chance)  # fmt: skip
+    runs = study.runs()
+    if y_col not in runs.columns:
+        raise InputError(f"{spec.name}: no column {y_col!r} in its runs (columns: {', '.join(map(str, runs.columns))})")
+    rows = transfer_runs(spec, runs, y_col=y_col)
+    if rows is None:
+        raise InputError(f"{spec.name}: no done runs to compare yet")
+    if chance is None:
+        chance = default_chance(rows, y_col)
+    return transfer_of_runs(rows, spec=spec, y_col=y_col, label=spec.name, level=level, n_boot=n_boot, chance=chance)

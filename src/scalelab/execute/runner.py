@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from scalelab.execute.local import WorkerLost
 from scalelab.execute.pretraining import PretrainStage
 from scalelab.execute.work import CellResult
+from scalelab.hardware import CPU_PEAK_KEY, run_mfu
 from scalelab.spec import seed_group_key
 from scalelab.store import DEFAULT_LEASE_S, RunStore, new_owner_id
 
@@ -97,6 +98,7 @@ def run_study_cells(
     to_run = counts["pending"] + counts["running"]
     summary = RunSummary()
     pretraining = PretrainStage(spec, store, max_attempts=max_attempts)
+    cpu_peak = store.meta(CPU_PEAK_KEY)  # measured once per store, before any worker started
 
     stop_signal: list[int] = []
 
@@ -154,7 +156,10 @@ def run_study_cells(
                     failed = store.fail_pending(blocked, reason) if blocked else 0
                     bar.update(advance=failed, counts=store.state_counts(spec.name), pretraining=pretrain_status())
                 elif isinstance(event, CellResult):
-                    store.finish(event.cell_id, owner, state=event.state, metrics=event.metrics, reason=event.reason)
+                    metrics = event.metrics
+                    if metrics and (mfu := run_mfu(metrics, cpu_peak=cpu_peak)) is not None:
+                        metrics = {**metrics, "mfu": mfu}
+                    store.finish(event.cell_id, owner, state=event.state, metrics=metrics, reason=event.reason)
                     summary.ran += 1
                     bar.update(advance=1, counts=store.state_counts(spec.name), pretraining=pretrain_status())
                 elif isinstance(event, WorkerLost):

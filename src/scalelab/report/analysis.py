@@ -25,7 +25,7 @@ import pandas as pd
 
 from scalelab.errors import InputError
 from scalelab.report.data import COMPRESSION_KEYS, ReportData
-from scalelab.transfer import TransferAnalysis, transfer_analysis
+from scalelab.transfer import TransferAnalysis, transfer_of_runs
 
 EXTRAPOLATE = 10.0  # laws are drawn, and predicted, out to this many times the largest x
 
@@ -56,6 +56,9 @@ class PlanResult:
     frontier: list  # plan.Allocation at each budget of a sweep
     marginal: dict
     runs: pd.DataFrame  # N, D, C, y of the runs the law was fitted on
+    best: dict | None = None  # the best point (mean over seeds), where "now" is read
+    hardware: dict | None = None  # plan.hardware_estimate of the budget on one H100
+    verdict: str = ""  # plan.marginal_verdict: more data or a bigger model, at the best point
 
 
 @dataclass
@@ -139,25 +142,15 @@ def analyse(data: ReportData, *, form: str = "auto", level: float = 0.8, chance:
 def transfer(data: ReportData, *, level, chance, n_boot, notes) -> TransferAnalysis | None:
     """D_E and D_T of every fine-tuned point against its model's from-scratch law; None
     (and a note) when the grid does not sweep init_from or the runs cannot support it.
-
-    One law per model size (the report's size keys), so its points carry the report's model
-    labels; ``freeze`` and ``head_lr`` split a model's fine-tuned runs into settings.
-    """
+    The same analysis as ``scalelab transfer`` (:func:`scalelab.transfer.transfer_of_runs`)."""
     rows = data.transfer_runs
     if rows is None:
         return None
-    size_keys = [k for k in data.size_keys if k in rows.columns]
-    # transfer_analysis names a model "width 0.5" as model_labels does, but a list value
-    # (a factory's hidden sizes) as a tuple: give it the text model_labels shows.
-    rows = rows.assign(**{k: rows[k].map(lambda v: str(v) if isinstance(v, (list, tuple)) else v) for k in size_keys})
-    variants = [name for name in ("freeze", "head_lr") if any(k.split(".")[-1] == name for k in data.transfer_keys)]
     try:
-        result = transfer_analysis(rows, y_col=data.y_col, group_keys=size_keys, variant_keys=variants, label=data.title,
-                                   level=level, n_boot=n_boot, chance=chance)  # fmt: skip
+        return transfer_of_runs(rows, spec=data.spec, y_col=data.y_col, label=data.title, level=level, n_boot=n_boot, chance=chance)
     except InputError as exc:
         notes.append(f"No transfer analysis: {exc}")
         return None
-    return result
 
 
 def fit_laws(data: ReportData, *, form, level, chance, n_boot, notes) -> list[LawResult]:
@@ -226,61 +219,54 @@ def one_x_forms() -> list[str]:
 
 
 def plan_families(data: ReportData, *, level, chance, n_boot, notes) -> list[PlanResult]:
-    """One joint law and compute-optimal frontier per model family (their costs differ)."""
+    """One joint law and compute-optimal frontier per model family (their costs differ),
+    planned as ``scalelab plan`` plans (:func:`scalelab.fitting.plan_source`) at
+    :data:`EXTRAPOLATE` times each family's largest run, with its hours on an H100."""
+    from scalelab import plan
+    from scalelab.fitting import Source, plan_source, study_source
+
     if data.kind == "study":
-        needed = ("n_params", "samples", "flops")
-        if not all(c in data.done.columns for c in needed):
+        x_cols, c_col = ["n_params", "samples"], "flops"
+        if not all(c in data.runs.columns for c in (*x_cols, c_col)):
             notes.append("No plan: the runs have no measured FLOPs.")
             return []
-        rows = data.done[pd.to_numeric(data.done["flops"], errors="coerce") > 0]
-        if len(rows) < len(data.done):
-            notes.append(f"The plan leaves out {len(data.done) - len(rows)} runs without measured FLOPs (scikit-learn models).")
-        n_col, d_col, c_col = needed
-        by = "family" if "family" in rows.columns else None
+        try:
+            src = study_source(data.spec, data.runs, x_cols=x_cols, y_col=data.y_col, store=data.store)
+        except InputError as exc:
+            notes.append(f"No plan: {exc}")
+            return []
     elif len(data.x_cols) == 2:
-        rows = data.done
-        n_col, d_col = data.x_cols
-        c_col = "flops" if "flops" in rows.columns else None
-        by = data.group
+        x_cols = data.x_cols
+        c_col = "flops" if "flops" in data.done.columns else None
+        src = Source(data.done, data.source, None, data.group)
     else:
         return []
+    try:
+        result = plan_source(src, x_cols=x_cols, y_col=data.y_col, flops_col=c_col, budget_factor=EXTRAPOLATE if c_col else None,
+                             budget=None if c_col else EXTRAPOLATE * 6.0 * float(np.max(src.table[x_cols[0]] * src.table[x_cols[1]])),
+                             hardware="h100", level=level, chance=chance, n_boot=n_boot)  # fmt: skip
+    except (InputError, ValueError, FloatingPointError) as exc:
+        notes.append(f"No plan: {exc}")
+        return []
+    for skipped in result["skipped"]:
+        notes.append(f"No plan for {skipped['group']}: {skipped['why']}.")
     out = []
-    for value, group_rows in _groups(rows, by if by and rows[by].nunique() > 1 else None):
-        label = str(value) if value is not None else data.title
-        try:
-            out.append(plan_one(group_rows, label=label, n_col=n_col, d_col=d_col, c_col=c_col, y_col=data.y_col,
-                                level=level, chance=chance, n_boot=n_boot, error_rate=data.is_error_rate))  # fmt: skip
-        except (InputError, ValueError, FloatingPointError) as exc:
-            notes.append(f"No plan for {label}: {exc}")
+    for p in result["plans"]:
+        law, k = p["_law"], p["flops_per_param_sample"]
+        rows = src.table if p["group"] is None else src.table[src.table[src.group] == p["group"]]
+        if c_col is not None:
+            rows = rows[pd.to_numeric(rows[c_col], errors="coerce") > 0]
+        N, D = (pd.to_numeric(rows[c]).to_numpy(float) for c in x_cols)
+        C = pd.to_numeric(rows[c_col]).to_numpy(float) if c_col else k * N * D
+        y = pd.to_numeric(rows[data.y_col]).to_numpy(float)
+        budgets = np.geomspace(float(C.min()), 100 * float(C.max()), 13)
+        frontier = [plan.optimal_allocation(law, budget=float(b), flops_per_param_sample=k, level=level) for b in budgets]
+        label = str(p["group"]) if p["group"] is not None else data.title
+        out.append(PlanResult(label, law, k, p["notes"][0].removeprefix("cost model: "), p["budget"]["flops"], plan.Allocation(**p["budget"]), frontier,
+                              p["marginal"], pd.DataFrame({"N": N, "D": D, "C": C, "y": y}), best=p["best_run"],
+                              hardware=p.get("hardware"),
+                              verdict=plan.marginal_verdict(p["marginal"], y_name=data.y_col, percent=data.is_error_rate)))  # fmt: skip
     return out
-
-
-def plan_one(rows, *, label, n_col, d_col, c_col, y_col, level, chance, n_boot, error_rate) -> PlanResult:
-    from scalelab import plan
-    from scalelab.laws import fit
-
-    N = pd.to_numeric(rows[n_col]).to_numpy(float)
-    D = pd.to_numeric(rows[d_col]).to_numpy(float)
-    y = pd.to_numeric(rows[y_col]).to_numpy(float)
-    if len(np.unique(N)) < 2 or len(np.unique(D)) < 2:
-        raise InputError(f"a joint law in ({n_col}, {d_col}) needs at least two values of each")
-    if c_col is not None:
-        C = pd.to_numeric(rows[c_col]).to_numpy(float)
-        k = float(np.median(C / (N * D)))
-        k_source = f"C = {k:.3g}·N·D FLOPs, the median measured in the runs"
-    else:
-        C = 6.0 * N * D
-        k, k_source = 6.0, "C = 6·N·D FLOPs (no measured FLOPs column)"
-    law = fit(np.column_stack([N, D]), y, form="chinchilla", x_names=(n_col, d_col), y_name=y_col,
-              ceiling=chance, error_rate=error_rate or chance is not None, n_boot=n_boot)  # fmt: skip
-    budget = EXTRAPOLATE * float(C.max())
-    allocation = plan.optimal_allocation(law, budget=budget, flops_per_param_sample=k, level=level)
-    budgets = np.geomspace(float(C.min()), 100 * float(C.max()), 13)
-    frontier = [plan.optimal_allocation(law, budget=float(b), flops_per_param_sample=k, level=level) for b in budgets]
-    best = int(np.argmin(y))
-    marginal = plan.marginal_value(law, n_params=float(N[best]), samples=float(D[best]), flops_per_param_sample=k, level=level)
-    runs = pd.DataFrame({"N": N, "D": D, "C": C, "y": y})
-    return PlanResult(label, law, k, k_source, budget, allocation, frontier, marginal, runs)
 
 
 def gap_trends(data: ReportData) -> list[GapTrend]:

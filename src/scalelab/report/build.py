@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from scalelab.errors import InputError
-from scalelab.formatting import format_seconds
+from scalelab.formatting import format_hours, format_seconds
 from scalelab.report import figures as figs
 from scalelab.report.analysis import (
     EXTRAPOLATE,
@@ -627,10 +627,19 @@ def plan_section(data: ReportData, analysis: Analysis, figures: list, y: Fmt) ->
         ])  # fmt: skip
         m_rows = [[name, num(round(v["n_params"])), num(round(v["samples"])), y.y_interval(v["predicted"], v["lo"], v["hi"])]
                   for name, v in p.marginal.items()]  # fmt: skip
+        best = f" (mean of {p.best['seeds']} runs: {y.y(p.best['mean'])})" if p.best else ""
         tables.append(table(["option", "parameters N", "samples D", f"predicted {data.y_col} [{lvl}]"], m_rows,
-                            numeric=[False, True, True, True], title=f"{p.label}: what doubling buys, from the best run"))  # fmt: skip
+                            numeric=[False, True, True, True], title=f"{p.label}: what doubling buys, from the best point{best}"))  # fmt: skip
     s["paragraphs"] = [(f"A joint law L(N, D) = E + A/N^α + B/D^β per family, and the compute-optimal split of a budget of "
                         f"{EXTRAPOLATE:g}× the largest run's training FLOPs.")]  # fmt: skip
+    for p in analysis.plans:
+        said = [f"{p.label}: {p.verdict}"] if p.verdict else []
+        if p.hardware:
+            h = p.hardware
+            said.append(f"The planned run on one {h['name'].upper()} in {h['precision']}: about {format_hours(h['hours'])} "
+                        f"[{format_hours(h['hours_range'][0])}, {format_hours(h['hours_range'][1])}] at {h['mfu']:.0%} MFU "
+                        f"({h['mfu_source']}).")  # fmt: skip
+        s["paragraphs"].append(" ".join(said))
     s["tables"] = [table(["family" if data.kind == "study" else "group", "budget (FLOPs)", f"parameters N [{lvl}]",
                           f"samples D [{lvl}]", f"predicted {data.y_col} [{lvl}]", "joint law", "cost model"],
                          budget_rows, numeric=[False, True, True, True, True, False, False], nowrap=("joint law",),

@@ -49,11 +49,12 @@ def make_pruning_permanent(model: torch.nn.Module) -> None:
 
 def finetune(model, X, y, *, epochs: int, batch_size: int, train_cfg: dict, autocast, seed: int) -> int:
     """Train ``epochs`` more epochs (the pruning mask held); returns the samples processed."""
+    from scalelab.train.checkpoints import train_mode
     from scalelab.train.torch_trainer import make_optimizer
 
     optimizer = make_optimizer(model.parameters(), train_cfg)
     shuffler = torch.Generator().manual_seed(seed + 1)  # not the training run's own order
-    model.train()
+    train_mode(model, freeze=train_cfg.get("freeze", "none"))  # a frozen backbone's batch norm stays frozen here too
     for _ in range(epochs):
         order = torch.randperm(len(y), generator=shuffler).to(X.device)
         for start in range(0, len(y), batch_size):
