@@ -110,7 +110,7 @@ def test_plan_gives_one_plan_per_family_and_now_holds_the_best_point(mini):
     assert sorted(p["group"] for p in out["plans"]) == ["mlp", "seed_cnn"] and out["skipped"] == []
     assert out["curves"]["by"] == ["family"]
     for p in out["plans"]:
-        assert p["law"]["n_points"] == 32  # 2 widths x 4 fractions x 2 seeds, clean labels
+        assert p["law"]["n_points"] == 16  # 2 widths x 4 fractions x 2 seeds, clean labels
         best, now = p["best_run"], p["marginal"]["now"]
         assert best["seeds"] == 2
         assert now["n_params"] == best["n_params"] and now["samples"] == pytest.approx(best["samples"])
