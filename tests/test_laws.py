@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from scalelab import laws
 from scalelab.errors import InputError
+from scalelab.laws.law import huber_threshold
 
 DELTA = 1e-3  # the documented default Huber threshold on log residuals
 ONE_X_FORMS = ("power", "saturating", "m3", "m4", "bnsl")
@@ -49,7 +50,8 @@ def cell_means(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
 
 def huber_objective(pred: np.ndarray, y: np.ndarray, x: np.ndarray, delta: float = DELTA) -> float:
     """DESIGN.md's objective: Huber on log residuals, summed. Runs at one x (seeds) are
-    pooled into their mean log value, weighted by their count."""
+    pooled into their mean log value, weighted by their count; ``delta`` is the threshold
+    the fit used (``huber_threshold(law)``: the given one raised to the curve's scatter)."""
     _, log_mean, counts = cell_means(x, y)
     _, log_pred, _ = cell_means(x, pred)  # the law's value is the same at every run of a cell
     r = log_pred - log_mean
@@ -220,7 +222,7 @@ def test_saturating_fit_is_never_worse_than_the_truth(log10_E, beta, log10_ratio
     y = noisy(clean, sigma, seed)
     law = laws.fit(X_3DEC, y, form="saturating", delta=DELTA)
     feasible = saturating(X_3DEC, in_the_box(E, y, X_3DEC), B, beta)
-    fitted, true = huber_objective(law.predict(X_3DEC), y, X_3DEC), huber_objective(feasible, y, X_3DEC)
+    fitted, true = huber_objective(law.predict(X_3DEC), y, X_3DEC, huber_threshold(law)), huber_objective(feasible, y, X_3DEC, huber_threshold(law))
     assert fitted <= true * (1 + 1e-6) + 1e-12, (law.params, fitted, true)
     if sigma == 0.0:  # exact data: the law goes through it and extrapolates exactly
         assert law.predict([1e6])[0] == pytest.approx(saturating(1e6, E, B, beta), rel=0.01)
@@ -246,7 +248,7 @@ def test_chinchilla_fit_is_never_worse_than_the_truth(E, alpha, beta, a_ratio, b
     y = noisy(clean, sigma, seed)
     law = laws.fit(x, y, form="chinchilla", delta=DELTA)
     feasible = chinchilla(x, in_the_box(E, y, x), A, B, alpha, beta)
-    fitted, true = huber_objective(law.predict(x), y, x), huber_objective(feasible, y, x)
+    fitted, true = huber_objective(law.predict(x), y, x, huber_threshold(law)), huber_objective(feasible, y, x, huber_threshold(law))
     assert fitted <= true * (1 + 1e-6) + 1e-12, (law.params, fitted, true)
     far = np.array([[1e10, 1e12]])
     assert law.predict(far)[0] > 0
@@ -258,7 +260,8 @@ def test_chinchilla_fit_is_never_worse_than_the_truth(E, alpha, beta, a_ratio, b
 def test_nested_forms_fit_in_sample_at_least_as_well_as_the_forms_they_contain(seed):
     """power ⊂ saturating (E = 0) ⊂ bnsl (c1 = 0), and power ⊂ m3 (γ → 0): a check on the optimiser."""
     y = noisy(saturating(X_3DEC, 0.03, 40.0, 0.6), 0.03, seed)
-    objective = {f: huber_objective(laws.fit(X_3DEC, y, form=f).predict(X_3DEC), y, X_3DEC) for f in ("power", "saturating", "m3", "bnsl")}
+    fits = {f: laws.fit(X_3DEC, y, form=f) for f in ("power", "saturating", "m3", "bnsl")}
+    objective = {f: huber_objective(law.predict(X_3DEC), y, X_3DEC, huber_threshold(law)) for f, law in fits.items()}
     for big, small in (("saturating", "power"), ("bnsl", "saturating"), ("m3", "power")):
         assert objective[big] <= objective[small] * (1 + 1e-4) + 1e-10, (big, small, objective)
 
@@ -407,7 +410,8 @@ def test_auto_chooses_by_backtest_inside_the_data_not_by_in_sample_fit():
     # Pure power-law data with noise. The six-parameter BNSL fits it best in sample
     # (it contains the power law, and chases the noise), but extrapolates worse.
     y = noisy(power(X_3DEC, 3.0, 0.4), 0.03, seed=0)
-    in_sample = {f: huber_objective(laws.fit(X_3DEC, y, form=f).predict(X_3DEC), y, X_3DEC) for f in ONE_X_FORMS}
+    fits = {f: laws.fit(X_3DEC, y, form=f) for f in ONE_X_FORMS}
+    in_sample = {f: huber_objective(law.predict(X_3DEC), y, X_3DEC, huber_threshold(law)) for f, law in fits.items()}
     assert min(in_sample, key=in_sample.get) == "bnsl"  # the premise of this test
 
     law = laws.fit(X_3DEC, y, form="auto")

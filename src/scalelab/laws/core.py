@@ -121,6 +121,31 @@ def cells(x: np.ndarray, y: np.ndarray) -> Cells:
     return Cells(distinct, log_y, counts.astype(float), index)
 
 
+HUBER_K = 1.345  # Huber's threshold in units of the noise: 95% efficiency under normal noise
+
+
+def effective_delta(pooled: Cells, delta: float) -> float:
+    """The Huber threshold for a curve: ``delta``, raised to 1.345 times the scatter of
+    its cell means around a smooth curve.
+
+    A threshold far under the noise (1e-3 against a few percent) makes the loss L1: flat
+    valleys that the optimiser leaves at different points from different starts, and
+    fits that follow a few points. The scatter is estimated without any form, from the
+    pseudo-residuals of Gasser et al. 1986 (each mean against the line through its
+    neighbours in log-log), robustly (their median absolute value), so every form and
+    every bootstrap replicate of a curve shares one threshold. Joint (N, D) data keep
+    ``delta``: Epoch's replication of Hoffmann et al. used 1e-3 on it.
+    """
+    if pooled.x.ndim != 1 or len(pooled.x) < 4:
+        return delta
+    t, v = np.log(pooled.x), pooled.log_y
+    left, right = t[1:-1] - t[:-2], t[2:] - t[1:-1]
+    a, b = right / (left + right), left / (left + right)  # linear interpolation weights
+    pseudo = (a * v[:-2] + b * v[2:] - v[1:-1]) / np.sqrt(a * a + b * b + 1.0)
+    sigma = 1.4826 * float(np.median(np.abs(pseudo)))
+    return max(delta, HUBER_K * sigma)
+
+
 def resolve_form(name: str, data: LawData) -> Form:
     if name not in FORMS:
         raise InputError(f"unknown form {name!r}; known: auto, {', '.join(FORMS)}")
@@ -145,7 +170,8 @@ def fit_forms(datas: list[LawData], form: Form, *, delta: float = DEFAULT_DELTA,
     if not datas:
         return []
     pooled = [cells(d.x, d.y) for d in datas]
-    return fit_datasets(form, [(c.x, c.y, c.counts) for c in pooled], datas[0].ceiling, delta, polished=polished)
+    deltas = [effective_delta(c, delta) for c in pooled]
+    return fit_datasets(form, [(c.x, c.y, c.counts) for c in pooled], datas[0].ceiling, deltas, polished=polished)
 
 
 def bounds_hit(form: Form, data: LawData, u: np.ndarray) -> dict[str, str]:

@@ -16,6 +16,8 @@ from scalelab.laws.core import (
     LawData,
     bounds_hit,
     bounds_that_matter,
+    cells,
+    effective_delta,
     fit_forms,
     prepare,
     resolve_form,
@@ -258,6 +260,12 @@ def compute_bootstraps(laws: list[FittedLaw]) -> None:
             member._boot = form.to_natural(internal)
 
 
+def huber_threshold(law: FittedLaw) -> float:
+    """The Huber threshold a law's fit used: its ``delta`` raised to the curve's scatter
+    (:func:`scalelab.laws.core.effective_delta`)."""
+    return effective_delta(cells(law.data.x, law.data.y), law.delta)
+
+
 def _weighted_quantiles(samples: np.ndarray, weights: np.ndarray, levels) -> list[np.ndarray]:
     """Quantiles of each column of ``samples`` (K, m) where row k carries ``weights[k]``; NaNs skipped."""
     order = np.argsort(samples, axis=0)  # NaNs sort last
@@ -301,7 +309,8 @@ def fit(
         For error rates: values must lie in [0, 1]; predictions never exceed the
         chance level ``ceiling`` (default 1), where M4 saturates.
     delta : float
-        Huber threshold on log residuals.
+        Huber threshold on log residuals, at least; a curve's fit raises it to 1.345
+        times the scatter of its points around a smooth curve (:func:`huber_threshold`).
     n_boot : int
         Bootstrap replicates for intervals (computed on first use).
 
@@ -385,6 +394,7 @@ def fit_prepared(
             law = fitted[i, max(weights, key=lambda n: (weights[n], -forms[n].n_params))]
             law.selection, law.weights = plan.scores, weights
             law._members = {name: fitted[i, name] for name in weights}
+            _share_replicates(law._members, weights, n_boot)
             results[i] = law
     return results
 
@@ -398,3 +408,17 @@ def _without_forms_at_bounds(weights: dict[str, float], members: dict[str, Fitte
     if not kept or total <= 0:
         return dict(weights)
     return {name: w / total for name, w in kept.items()}
+
+
+MIN_MEMBER_BOOT = 200
+
+
+def _share_replicates(members: dict[str, FittedLaw], weights: dict[str, float], n_boot: int) -> None:
+    """Give each averaged form a share of the ``n_boot`` replicates by its weight (at least
+    :data:`MIN_MEMBER_BOOT`). The mixture's intervals weight each form's draws by the form,
+    not by their number, so ``n_boot`` draws in all describe it as well as ``n_boot`` per
+    form, at a fraction of the cost."""
+    if len(members) < 2:
+        return
+    for name, member in members.items():
+        member.n_boot = min(n_boot, max(MIN_MEMBER_BOOT, int(np.ceil(n_boot * weights[name]))))

@@ -43,7 +43,7 @@ class Problem:
     x: np.ndarray
     y: np.ndarray
     ceiling: float | None
-    delta: float
+    delta: float | np.ndarray  # Huber threshold: one, or one per row (R, 1) of a per-row problem
 
     def __post_init__(self) -> None:
         self.log_y = np.log(self.y)
@@ -69,7 +69,8 @@ class Problem:
         """The same problem restricted to some rows (itself when the data is shared)."""
         if not self.per_row:
             return self
-        return Problem.batch(self.form, self.x[index], self.y[index], self.lower[index], self.upper[index], self.ceiling, self.delta)
+        delta = self.delta[index] if np.ndim(self.delta) else self.delta
+        return Problem.batch(self.form, self.x[index], self.y[index], self.lower[index], self.upper[index], self.ceiling, delta)
 
     def residuals(self, U: np.ndarray) -> np.ndarray:
         """Log residuals for each row of internal parameters ``U``: shape (R, n)."""
@@ -116,25 +117,80 @@ def refine(
         shifted = Ua[:, None, :] + FD_STEP * eye[None, :, :]
         r_shift = problem.rows(np.repeat(idx, p)).residuals(shifted.reshape(-1, p)).reshape(len(idx), p, -1)
         J = np.transpose((r_shift - ra[:, None, :]) / FD_STEP, (0, 2, 1))  # (Ra, n, p)
-        omega = wa * np.minimum(1.0, problem.delta / np.maximum(np.abs(ra), 1e-300))
+        omega = wa * np.minimum(1.0, sub.delta / np.maximum(np.abs(ra), 1e-300))
         JtW = np.transpose(J, (0, 2, 1)) * omega[:, None, :]
         A = JtW @ J
         g = (JtW @ ra[:, :, None])[:, :, 0]
-        diag = np.einsum("kii->ki", A)
-        system = A + (damping[idx, None] * (diag + 1e-9))[:, :, None] * eye[None, :, :]
-        try:
-            step = -np.linalg.solve(system, g[:, :, None])[:, :, 0]
-        except np.linalg.LinAlgError:  # a singular row (a parameter without effect): pseudo-inverse, batched
-            step = -(np.linalg.pinv(system) @ g[:, :, None])[:, :, 0]
-        U_new = sub.clip(Ua + step)
+        U_new = sub.clip(Ua + _lm_step(A, g, damping[idx]))
         r_new = sub.residuals(U_new)
-        F_new = problem.loss(r_new, wa)
+        F_new = sub.loss(r_new, wa)
         better = F_new < F[idx]
         gain = np.where(better, (F[idx] - F_new) / np.maximum(F[idx], 1e-300), 0.0)
         U[idx[better]], r[idx[better]], F[idx[better]] = U_new[better], r_new[better], F_new[better]
         damping[idx] = np.where(better, damping[idx] * 0.3, damping[idx] * 10.0)
         # A row is done when a step barely helps, or when no damping makes progress.
         done = (better & (gain < tolerance)) | (damping[idx] > 1e7)
+        active[idx[done]] = False
+    return U, F
+
+
+def _lm_step(A: np.ndarray, g: np.ndarray, damping: np.ndarray) -> np.ndarray:
+    """The damped Gauss–Newton step −(A + λ·diag(A) + ε)⁻¹ g of each row.
+
+    ε, a trillionth of the row's largest curvature, keeps a row solvable when a parameter
+    has no effect there (M4's y0 under a known ceiling's cap, a flat term): LAPACK
+    refuses an exactly singular system, which stopped the whole batch.
+    """
+    p = A.shape[-1]
+    diag = np.einsum("kii->ki", A)
+    ridge = damping[:, None] * (diag + 1e-9) + 1e-12 * np.max(np.abs(diag), axis=1, keepdims=True) + 1e-300
+    system = A + ridge[:, :, None] * np.eye(p)[None, :, :]
+    try:
+        return -np.linalg.solve(system, g[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:  # non-finite curvature: a pseudo-inverse, batched
+        return -(np.linalg.pinv(system) @ g[:, :, None])[:, :, 0]
+
+
+def jacobian(problem: Problem, U: np.ndarray) -> np.ndarray:
+    """Forward-difference Jacobian of the log residuals at each row of ``U``: (R, n, p)."""
+    R, p = U.shape
+    r = problem.residuals(U)
+    shifted = U[:, None, :] + FD_STEP * np.eye(p)[None, :, :]
+    r_shift = problem.rows(np.repeat(np.arange(R), p)).residuals(shifted.reshape(-1, p)).reshape(R, p, -1)
+    return np.transpose((r_shift - r[:, None, :]) / FD_STEP, (0, 2, 1))
+
+
+def refine_chord(
+    problem: Problem, U: np.ndarray, weights: np.ndarray, J: np.ndarray, *, iterations: int = 30, tolerance: float = 1e-7
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`refine` with a fixed Jacobian ``J`` (R, n, p) instead of a fresh one per step.
+
+    Bootstrap replicates start at the full-data optimum and move little, so the Jacobian
+    there serves every replicate of a dataset: a step then costs one evaluation of the
+    law instead of p + 1. What it settles on is not quite the replicate's optimum (the
+    gradient uses the start's Jacobian), so :func:`refine` finishes from it.
+    """
+    U = problem.clip(np.array(U, dtype=float, copy=True))
+    r = problem.residuals(U)
+    F = problem.loss(r, weights)
+    damping = np.full(len(U), 1e-3)
+    active = np.ones(len(U), dtype=bool)
+    for _ in range(iterations):
+        if not active.any():
+            break
+        idx = np.flatnonzero(active)
+        sub = problem.rows(idx)
+        ra, wa, Ja = r[idx], weights[idx], J[idx]
+        omega = wa * np.minimum(1.0, sub.delta / np.maximum(np.abs(ra), 1e-300))
+        JtW = np.transpose(Ja, (0, 2, 1)) * omega[:, None, :]
+        U_new = sub.clip(U[idx] + _lm_step(JtW @ Ja, (JtW @ ra[:, :, None])[:, :, 0], damping[idx]))
+        r_new = sub.residuals(U_new)
+        F_new = sub.loss(r_new, wa)
+        better = F_new < F[idx]
+        gain = np.where(better, (F[idx] - F_new) / np.maximum(F[idx], 1e-300), 0.0)
+        U[idx[better]], r[idx[better]], F[idx[better]] = U_new[better], r_new[better], F_new[better]
+        damping[idx] = np.where(better, damping[idx] * 0.3, damping[idx] * 10.0)
+        done = (better & (gain < tolerance)) | (damping[idx] > 1e4)
         active[idx[done]] = False
     return U, F
 
@@ -170,11 +226,12 @@ def polish(problem: Problem, U: np.ndarray, weights: np.ndarray) -> tuple[np.nda
 
 
 def fit_datasets(
-    form: Form, datasets: list[tuple[np.ndarray, np.ndarray, np.ndarray]], ceiling: float | None, delta: float, *, polished: bool = True,
+    form: Form, datasets: list[tuple[np.ndarray, np.ndarray, np.ndarray]], ceiling: float | None, delta, *, polished: bool = True,
     n_refine: int = 8,
 ) -> list[tuple[np.ndarray, float]]:
     """Fit ``form`` to each ``(x, y, w)`` dataset (w: each point's weight, a cell's run
-    count); ``(internal parameters, loss)`` per dataset.
+    count); ``(internal parameters, loss)`` per dataset. ``delta``: the Huber threshold,
+    one for all or one per dataset.
 
     Each dataset gets its own grid of starts and bounds; the best few starts of every
     dataset are then refined together in one batched Levenberg–Marquardt solve (datasets
@@ -189,7 +246,8 @@ def fit_datasets(
 
 def _fit_datasets(form, datasets, ceiling, delta, *, polished, n_refine):
     keep = n_refine if polished else max(1, n_refine // 3)
-    singles = [Problem(form, x, y, ceiling, delta) for x, y, _ in datasets]
+    deltas = np.broadcast_to(np.asarray(delta, float), (len(datasets),))
+    singles = [Problem(form, x, y, ceiling, float(d)) for (x, y, _), d in zip(datasets, deltas)]
     grids = [s.clip(form.to_internal(form.starts(s.x, s.y, ceiling))) for s in singles]
     width = max(len(y) for _, y, _ in datasets)
     X = np.stack([_pad(x, width) for x, _, _ in datasets])
@@ -199,7 +257,7 @@ def _fit_datasets(form, datasets, ceiling, delta, *, polished, n_refine):
     upper = np.stack([s.upper for s in singles])
 
     def batch(owner: np.ndarray) -> Problem:
-        return Problem.batch(form, X[owner], Y[owner], lower[owner], upper[owner], ceiling, delta)
+        return Problem.batch(form, X[owner], Y[owner], lower[owner], upper[owner], ceiling, deltas[owner][:, None])
 
     # Every dataset's grid of starts in one evaluation; the best few of each are refined.
     grid_owner = np.concatenate([np.full(len(g), d) for d, g in enumerate(grids)])
