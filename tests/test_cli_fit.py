@@ -304,3 +304,21 @@ def test_fit_on_a_study_defaults_to_n_train_and_the_target_metric(env, tmp_path)
     table = run_cli("fit", study, "--store", store, env=env, cwd=tmp_path)
     assert table.returncode == EXIT_OK, table.describe()
     assert "auto " in table.stdout and group["form"] in table.stdout and "backtest" in table.stdout, table.stdout
+
+
+# -- parameters at a bound ---------------------------------------------------------------------
+def test_a_fit_that_hits_a_bound_says_so_in_the_table_and_the_json(env, tmp_path):
+    # A power law that bends down: the saturating form wants a negative floor, and stops at E = 0.
+    x = np.geomspace(100, 1e5, 8)
+    path = write_csv(tmp_path / "bends.csv", {"n": x, "loss": 2 * x**-0.5 * (1 - 0.3 * np.log(x) / np.log(1e5))})
+    (group,) = fit_json(path, "--x", "n", "--y", "loss", "--form", "saturating", env=env, cwd=tmp_path)["groups"]
+    assert group["at_bound"] == {"E": "lower"} and group["params"]["E"] == 0.0
+    cli = run_cli("fit", path, "--x", "n", "--y", "loss", "--form", "saturating", env=env, cwd=tmp_path)
+    assert cli.returncode == 0, cli.describe()
+    row = next(line for line in cli.stdout.splitlines() if "E = " in line)
+    assert "(at its lower bound)" in row
+    assert "A parameter at its bound" in cli.stdout
+    # A clean power law is not at any bound.
+    path = write_csv(tmp_path / "clean.csv", {"n": x, "loss": 2 * x**-0.5})
+    (group,) = fit_json(path, "--x", "n", "--y", "loss", "--form", "power", env=env, cwd=tmp_path)["groups"]
+    assert group["at_bound"] == {}

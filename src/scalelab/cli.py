@@ -378,7 +378,7 @@ def cmd_fit(args) -> int:
             row = ["—", escape(r.get("error", "")), "", ""]
         else:
             spans = law.param_intervals(args.level)
-            at_bound = r.get("at_bound") or {}
+            at_bound = r["at_bound"]
             bounded = bounded or bool(at_bound)
             params = "\n".join(
                 f"{k} = {_fmt(v)} \\[{_fmt(spans[k][0])}, {_fmt(spans[k][1])}]" + (f" (at its {at_bound[k]} bound)" if k in at_bound else "")
@@ -481,7 +481,7 @@ def _print_plan(out, result: dict, *, label: str, x_cols, y_col: str, level: flo
     from rich.table import Table
 
     law = result["law"]
-    at_bound = law.get("at_bound") or {}
+    at_bound = law["at_bound"]
     out.print(f"[bold]{escape(label)}[/]: {escape(y_col)} ~ E + A/N^α + B/D^β with "
               + ", ".join(f"{k}={_fmt(v)}" + (f" (at its {at_bound[k]} bound)" if k in at_bound else "") for k, v in law["params"].items()))  # fmt: skip
     for note in result["notes"]:

@@ -543,7 +543,8 @@ def laws_section(data: ReportData, analysis: Analysis, figure, y: Fmt) -> dict:
             continue
         law = r.law
         spans = r.param_intervals
-        params = [f"{k} = {v:.4g}" + (f" [{spans[k][0]:.3g}, {spans[k][1]:.3g}]" if k in spans else "") for k, v in law.params.items()]
+        params = [f"{k} = {v:.4g}" + (f" [{spans[k][0]:.3g}, {spans[k][1]:.3g}]" if k in spans else "")
+                  + (f" (at its {law.at_bound[k]} bound)" if k in law.at_bound else "") for k, v in law.params.items()]  # fmt: skip
         pred = ""
         if r.prediction is not None:
             px = r.prediction["x"]
