@@ -14,6 +14,10 @@ Prints four tables, absolute seconds and ratios, no assertions:
 4. ``fit --group``: 1000 groups of 8 points, form auto and a fixed form, without
    predictions, in one process (``scalelab.fitting.fit_groups``), and the same CSV through
    the real command line (``python -m scalelab fit ... --group``).
+5. The same 1000 groups with predictions at three sizes (``predict=["1e5", "1e6", "1e7"]``),
+   so every group's bootstrap runs: seconds in all and per group.
+
+    python benchmarks/fit_speed.py --part groups   # parts 4 and 5 only
 """
 
 from __future__ import annotations
@@ -34,11 +38,12 @@ from scalelab import laws
 from scalelab.fitting import fit_groups
 
 REPO = Path(__file__).resolve().parents[1]
-CHINCHILLA_PATHS = (REPO / "tests" / "data" / "chinchilla_svg_extracted.csv", REPO.parent / "shared" / "data" / "chinchilla_svg_extracted.csv")
+CHINCHILLA_PATHS = (REPO.parent / "shared" / "data" / "chinchilla_svg_extracted.csv",)
 EPOCH = {"E": 1.817, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
 EPOCH_95 = {"E": (1.769, 1.871), "A": (285.2, 743.6), "B": (1042.4, 5810.3), "alpha": (0.317, 0.373), "beta": (0.331, 0.415)}
 HUBER_DELTA = 1e-3
 N_BOOT = 1000
+PREDICT = ["1e5", "1e6", "1e7"]
 
 
 def timed(fn, *args, **kwargs):
@@ -114,11 +119,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer baseline replicates and groups")
     parser.add_argument("--groups", type=int, default=None, help="groups for the --group benchmark (default 1000)")
+    parser.add_argument("--part", choices=["all", "groups"], default="all", help="groups: only the fit --group timings (parts 4 and 5)")
     args = parser.parse_args()
     n_naive = 10 if args.quick else 50
     n_groups = args.groups or (200 if args.quick else 1000)
     print(f"scalelab fit speed — {os.cpu_count()} CPUs visible, numpy {np.__version__}, python {sys.version.split()[0]}")
     print(f"load average before: {os.getloadavg()[0]:.2f} (a busy machine slows every timing; ratios are measured side by side)")
+    if args.part == "groups":
+        run_groups(n_groups)
+        print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+        return
 
     # 1. Chinchilla ------------------------------------------------------------------------
     x, y = chinchilla_points()
@@ -168,7 +178,12 @@ def main() -> None:
         _, t_b = timed(fitted.interval, [1e6], 0.8)
         print(f"{form:<12}{fitted.form:<12}{t_f:>8.3f}{t_b:>13.3f}{t_b / t_f:>12.1f}")
 
-    # 4. groups ----------------------------------------------------------------------------------
+    run_groups(n_groups)
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
+def run_groups(n_groups: int) -> None:
+    """Parts 4 and 5: many small groups through ``fit_groups``, without and with predictions."""
     table = synthetic_groups(n_groups)
     rule(f"4. fit with --group: {n_groups} groups x 8 points, no predictions, one process")
     print(f"{'how':<56}{'form':<12}{'seconds':>9}{'ms / group':>12}{'errors':>8}  forms chosen")
@@ -187,14 +202,15 @@ def main() -> None:
             t_cli = time.perf_counter() - begin
             note = "" if proc.returncode == 0 else f"  exit {proc.returncode}: {proc.stderr.strip()[:80]}"
             print(f"{'python -m scalelab fit CSV --group g (whole command)':<56}{form:<12}{t_cli:>9.2f}{t_cli / n_groups * 1000:>12.1f}{'':>8}{note}")
-    # With --predict every group also pays for its bootstrap: measured on a sample.
-    sample = table[table["g"] < 20]
-    results, t_p = timed(fit_groups, sample, label="bench", x_cols=["n"], y_col="loss", group="g", form="auto", predict=["1e5"])
-    print(
-        f"{'fit_groups with --predict 1e5 (bootstrap), 20 groups':<56}{'auto':<12}{t_p:>9.2f}{t_p / 20 * 1000:>12.1f}{'':>8}"
-        f"  -> about {t_p / 20 * n_groups:.0f} s for {n_groups} groups"
-    )
-    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+    # With predictions every group needs its bootstrap (1000 replicates): all groups' replicates
+    # are refitted together (scalelab.laws.law.compute_bootstraps), which is what this measures.
+    rule(f"5. fit with --group and --predict at 3 sizes: {n_groups} groups x 8 points, {N_BOOT} bootstrap replicates each")
+    for form in ("auto", "saturating"):
+        results, t_p = timed(fit_groups, table, label="bench", x_cols=["n"], y_col="loss", group="g", form=form,
+                             predict=PREDICT, n_boot=N_BOOT)  # fmt: skip
+        errors = sum("error" in r for r in results)
+        print(f"{'scalelab.fitting.fit_groups, predict ' + ' '.join(PREDICT):<56}{form:<12}{t_p:>9.2f} s{t_p / n_groups * 1000:>10.1f} ms/group"
+              f"{errors:>6} errors   (bar: 1000 groups under 60 s)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -314,9 +314,132 @@ def run_backtest(curves_dir: Path, jobs: int, per_curve: bool) -> None:
     print(f"   ({time.perf_counter() - begin:.0f} s on {jobs} processes)")
 
 
+# -- part 3: calibration and accuracy on real curves at 2x and 8x ------------------------------
+SHARED_CURVES = Path(__file__).resolve().parents[2] / "shared" / "data" / "curves"
+RATIOS = (2.0, 8.0)
+FORM_METHODS = ("power", "saturating", "m3", "m4", "bnsl")
+REAL_METHODS = ("last", *FORM_METHODS, "auto")
+THIN_STEP = 2 ** 0.25  # dense training curves keep one point per quarter octave of tokens
+
+
+def thin_log_spaced(x: np.ndarray, y: np.ndarray, step: float = THIN_STEP) -> tuple[np.ndarray, np.ndarray]:
+    """One point (the nearest, in log x) per node of a geometric grid of ratio ``step``:
+    a dense curve of a training run, as a scaling study would sample it."""
+    order = np.argsort(x)
+    x, y = x[order], y[order]
+    grid = np.exp(np.arange(np.log(x[0]), np.log(x[-1]) + 1e-9, np.log(step)))
+    keep = np.unique(np.abs(np.log(x)[None, :] - np.log(grid)[:, None]).argmin(axis=1))
+    keep = np.union1d(keep, [len(x) - 1])  # the largest point is what 2x and 8x predict
+    return x[keep], y[keep]
+
+
+def real_curves(curves_dir: Path, shared_dir: Path) -> list[tuple[str, str, np.ndarray, np.ndarray, bool]]:
+    """(collection, name, x, y, error_rate) for every real curve: scalelab's own studies and
+    classic classifiers (``benchmarks/curves``), and the language-model pretraining,
+    nanoGPT width and double-descent curves of ``../shared/data/curves`` when present."""
+    out, seen = [], set()
+    for f in sorted(curves_dir.glob("*.csv")):
+        for name, x, y in curves_from_csv(f):
+            key = tuple(sorted(zip(x.tolist(), y.tolist())))
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(("classic classifiers" if name.startswith("curves-classic") else "scalelab studies", name, x, y, True))
+    if not shared_dir.is_dir():
+        print(f"   ({shared_dir} not found: only the curves in {curves_dir})")
+        return out
+    runs = np.load(shared_dir / "colpret.npz", allow_pickle=False)
+    for key in sorted(runs.files):
+        x, y = runs[key][0].astype(float), runs[key][1].astype(float)
+        ok = (x > 0) & np.isfinite(y) & (y > 0)
+        if ok.sum() >= 4:
+            x, y = thin_log_spaced(x[ok], y[ok])
+            out.append(("LM pretraining (colpret)", f"colpret {key}", x, y, False))
+    widths = np.array([6, 12, 24, 48, 96, 192, 384], float)
+    for which in ("min", "final"):
+        table = np.load(shared_dir / f"{which}_val_loss_over_n_embd.npy", allow_pickle=False)
+        for i, row in enumerate(table):
+            out.append(("nanoGPT widths", f"nanoGPT {which} setting {i}", widths, row.astype(float), False))
+    dd = pd.read_csv(shared_dir / "nlp-model-dd.csv")
+    out.append(("double descent", "nlp-model-dd", dd["n"].to_numpy(float), dd["test_error"].to_numpy(float) / 100, True))
+    return out
+
+
+def ratio_case(args) -> dict | None:
+    """One curve at one extrapolation ratio: fit on x <= largest / ratio, predict the largest.
+
+    Every method's relative error of the point prediction against the mean of the runs
+    there, and the share of those runs inside auto's 80% interval. None when fewer than
+    three sizes remain to fit.
+    """
+    collection, name, x, y, error_rate, ratio = args
+    x_max = x.max()
+    fit_mask = x <= x_max / ratio * 1.02  # fractions round per class: 2% slack
+    if len(np.unique(x[fit_mask])) < 3:
+        return None
+    held = y[x == x_max]
+    truth = float(held.mean())
+    out = {"collection": collection, "name": name, "ratio": ratio, "n_fit": int(fit_mask.sum())}
+    for method in REAL_METHODS:
+        try:
+            if method == "last":
+                pred = float(y[fit_mask & (x == x[fit_mask].max())].mean())
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    law = laws.fit(x[fit_mask], y[fit_mask], form=method, error_rate=error_rate, n_boot=N_BOOT)
+                    pred = float(law.predict([x_max])[0])
+                    if method == "auto":
+                        lo, hi = law.interval([x_max], 0.8)
+                        out["covered"] = float(np.mean((lo[0] <= held) & (held <= hi[0])))
+                        out["chosen"] = law.form
+        except InputError:
+            pred = math.nan
+        out[method] = abs(pred - truth) / truth
+    return out
+
+
+def run_real(curves_dir: Path, shared_dir: Path, jobs: int, subsample: int) -> None:
+    curves = real_curves(curves_dir, shared_dir)
+    if subsample > 1:  # every k-th curve of each collection, for a quick look
+        curves = [c for i, c in enumerate(curves) if i % subsample == 0]
+    cases = [(*c, r) for c in curves for r in RATIOS]
+    print(f"\n== 3. real curves: 80% interval coverage and point error at {' and '.join(f'{r:g}x' for r in RATIOS)} extrapolation ==")
+    print(f"   {len(curves)} curves; fit on x <= largest / ratio (at least 3 sizes), predict the largest; "
+          "coverage: runs there inside auto's 80% interval; error: |predicted - truth| / truth, truth the mean of those runs")  # fmt: skip
+    begin = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        rows = [r for r in pool.map(ratio_case, cases, chunksize=1) if r is not None]
+    frame = pd.DataFrame(rows)
+    for ratio in RATIOS:
+        at = frame[frame["ratio"] == ratio]
+        print(f"\n   -- {ratio:g}x: {len(at)} curves")
+        table = at.groupby("collection").agg(curves=("name", "size"), coverage=("covered", "mean"),
+                                              **{m: (m, "median") for m in REAL_METHODS})  # fmt: skip
+        overall = pd.DataFrame({"curves": [len(at)], "coverage": [at["covered"].mean()],
+                                **{m: [at[m].median()] for m in REAL_METHODS}}, index=["all"])  # fmt: skip
+        table = pd.concat([table, overall])
+        fmt = {"coverage": "{:.0%}".format, **{m: "{:.2%}".format for m in REAL_METHODS}}
+        print("   auto's 80% coverage, and each method's median relative error:")
+        print(table.rename(columns={"coverage": "auto 80% cov"}).to_string(formatters={("auto 80% cov" if k == "coverage" else k): v for k, v in fmt.items()}))
+        print("   auto against each method on the curves both could fit: median relative error (auto / method), and curves where auto is closer")
+        for m in REAL_METHODS:
+            if m == "auto":
+                continue
+            both = at[[m, "auto"]].dropna()
+            verdict = "auto better" if both["auto"].median() < both[m].median() else "METHOD BETTER"
+            print(f"     {m:<11} {len(both):>4} curves   auto {both['auto'].median():.2%} / {m} {both[m].median():.2%}   "
+                  f"closer on {int((both['auto'] < both[m]).sum())}   {verdict}")
+        print("   auto's heaviest form: " + ", ".join(f"{k} {v}" for k, v in at["chosen"].value_counts().items()))
+    print(f"\n   ({time.perf_counter() - begin:.0f} s on {jobs} processes)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["coverage", "backtest", "all"], default="all")
+    parser.add_argument("--part", choices=["real", "coverage", "backtest", "all"], default="real",
+                        help="real (default): coverage at 2x and 8x and auto against each form on real curves")
+    parser.add_argument("--shared", type=Path, default=SHARED_CURVES, help=f"the shared real curves (default {SHARED_CURVES})")
+    parser.add_argument("--subsample", type=int, default=1, help="use every k-th real curve (a quick look)")
     parser.add_argument("--curves", type=Path, default=CURVES_DIR, help=f"folder of runs CSVs (default {CURVES_DIR})")
     parser.add_argument("--per-form", type=int, default=24, help="random curves per (form, noise level) for coverage (default 24: 240 in all)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per CPU)")
@@ -324,6 +447,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"scalelab law calibration — {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     print(f"load average before: {os.getloadavg()[0]:.2f} (a busy machine slows every timing; ratios are measured side by side)")
+    if args.part in ("real", "all"):
+        run_real(args.curves, args.shared, args.jobs, args.subsample)
     if args.part in ("coverage", "all"):
         run_coverage(args.per_form, args.jobs)
     if args.part in ("backtest", "all"):

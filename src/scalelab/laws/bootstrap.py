@@ -24,7 +24,7 @@ from scalelab.laws.optimize import Problem, jacobian, refine, refine_chord
 CHUNK_ROWS = 20_000  # replicate rows per solve: bounds the memory of the batched Jacobians
 # Full Levenberg–Marquardt steps (a fresh Jacobian per replicate) after the chord steps:
 # they remove most of the chord's bias; more move the intervals by under a percent.
-EXACT_STEPS = 3
+EXACT_STEPS = 2
 
 
 def resample_weights(x: np.ndarray, n_boot: int, *, seed: int = 0) -> np.ndarray:

@@ -87,8 +87,13 @@ class Choice:
     spreads: dict[str, float | None] = field(default_factory=dict)
 
 
+# 0.5 and 2 were each worse on some extrapolation ratio of benchmarks/law_calibration.py.
+SHARPNESS = 1.0
+
+
 def form_weights(scores: dict[str, float | None], *, floor: float = 1e-3, cutoff: float = 0.01) -> dict[str, float]:
-    """Weights exp(-(s - s_best) / s_best) on the scored forms, those under ``cutoff`` dropped.
+    """Weights exp(-k (s - s_best) / s_best), k = :data:`SHARPNESS`, on the scored forms,
+    those under ``cutoff`` dropped.
 
     The temperature is the best score itself, so the weighting is scale-free: a form
     whose inner-backtest error is twice the best one's gets e^-1 of its weight. When the
@@ -98,7 +103,7 @@ def form_weights(scores: dict[str, float | None], *, floor: float = 1e-3, cutoff
     if not scored:
         return {}
     best = min(scored.values())
-    raw = {k: float(np.exp(-(v - best) / max(best, floor))) for k, v in scored.items()}
+    raw = {k: float(np.exp(-SHARPNESS * (v - best) / max(best, floor))) for k, v in scored.items()}
     total = sum(raw.values())
     kept = {k: w / total for k, w in raw.items() if w / total >= cutoff}
     total = sum(kept.values())
