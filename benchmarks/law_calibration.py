@@ -1,10 +1,16 @@
 """Are scalelab's intervals honest, and does auto beat the fixed forms when extrapolating?
 
-    python benchmarks/law_calibration.py                  # both parts (several minutes on 2 cores)
+    python benchmarks/law_calibration.py                  # real curves at 2x and 8x (about 5 min on 2 cores)
+    python benchmarks/law_calibration.py --part all       # and the two parts below
     python benchmarks/law_calibration.py --part coverage  # or --part backtest
     python benchmarks/law_calibration.py --curves DIR     # learning-curve CSVs elsewhere
 
 Prints tables, no assertions.
+
+0. **Real curves at 2x and 8x** (the default, :func:`run_real`): auto's 80% interval
+   coverage and every method's median relative error on the curves of
+   ``benchmarks/curves`` and ``../shared/data/curves`` (pretraining, nanoGPT widths,
+   double descent), fitting on sizes up to 1/2 or 1/8 of the largest.
 
 1. **Interval coverage on synthetic curves.** Curves drawn from power, saturating, M3,
    M4 (an error rate, chance level 1) and BNSL with random parameters, 3 seeds per size,
