@@ -30,11 +30,10 @@ from cli_helpers import (
     runs_csv,
     write_study,
 )
+from shared_data import chinchilla_csv_path
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
-# A copy of ../shared/data/chinchilla_svg_extracted.csv (see tests/data/README.md).
-CHINCHILLA_CSV = Path(__file__).parent / "data" / "chinchilla_svg_extracted.csv"
 
 # Besiroglu et al. 2024 (Epoch AI), 95% bootstrap intervals on this file, n = 240.
 EPOCH_95 = {
@@ -88,7 +87,7 @@ def assert_group_shape(group: dict, *, n_x: int, n_predictions: int) -> None:
 @pytest.fixture
 def chinchilla_csv(tmp_path) -> Path:
     """N = Model Size, D = Training FLOP / (6 N), loss; the 5 highest losses dropped, as Epoch did."""
-    raw = pd.read_csv(CHINCHILLA_CSV)
+    raw = pd.read_csv(chinchilla_csv_path())
     assert len(raw) == 245
     kept = raw.drop(raw["loss"].nlargest(5).index)
     N = kept["Model Size"].to_numpy(float)

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from cli_helpers import assert_one_line_error, cli_env, nonempty_lines, run_cli
+from shared_data import chinchilla_csv_path
 
 from scalelab import plan
 from scalelab.hardware import GPU_PEAKS, device_class
@@ -33,8 +34,6 @@ from scalelab.laws import fit
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
-# A copy of ../shared/data/chinchilla_svg_extracted.csv (see tests/data/README.md).
-CHINCHILLA_CSV = Path(__file__).parent / "data" / "chinchilla_svg_extracted.csv"
 
 # The law the synthetic (N, D) grid is drawn from: close to Chinchilla's own fit.
 TRUE = {"E": 1.7, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.37}
@@ -267,7 +266,7 @@ def env(tmp_path):
 @pytest.fixture
 def chinchilla_csv(tmp_path) -> Path:
     """N, D = C/(6N), loss, and flops = 3·N·D (a made-up measured cost); the 5 highest losses dropped."""
-    raw = pd.read_csv(CHINCHILLA_CSV)
+    raw = pd.read_csv(chinchilla_csv_path())
     kept = raw.drop(raw["loss"].nlargest(5).index)
     N = kept["Model Size"].to_numpy(float)
     D = kept["Training FLOP"].to_numpy(float) / (6 * N)
