@@ -39,6 +39,23 @@ def make_logistic(input_shape, n_classes, *, C=1.0):
     return LogisticRegression(C=C, max_iter=200)
 
 
+def dies_once_on_cue(input_shape, n_classes, *, cue_dir: str, hidden=32):
+    """A torch MLP whose worker process dies, once, when ``cue_dir/die`` exists: the
+    first build in a worker after the cue leaves ``cue_dir/died`` and exits without a
+    word, as a worker killed by the system would. Every other build (the coordinator's,
+    which counts the model's FLOPs before any worker starts, included) is an ordinary model."""
+    import multiprocessing
+    import os
+    from pathlib import Path
+
+    cue = Path(cue_dir)
+    in_worker = multiprocessing.current_process().name != "MainProcess"
+    if in_worker and (cue / "die").exists() and not (cue / "died").exists():
+        (cue / "died").write_text(str(os.getpid()))
+        os._exit(1)
+    return make_net(input_shape, n_classes, hidden=hidden)
+
+
 def not_a_model(input_shape, n_classes):
     return "a string is not a model"
 

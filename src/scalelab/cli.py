@@ -30,7 +30,9 @@ class _Parser(argparse.ArgumentParser):
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, soft_wrap=False)
+    # No markup: study names, paths and notes are the user's, and rich would read their
+    # square brackets as styles ("ablation[v2]" printed as "ablation", "a[/]b" crashed).
+    return Console(stderr=stderr, soft_wrap=False, markup=False, highlight=False)
 
 
 def _positive_int(text: str) -> int:
@@ -208,7 +210,7 @@ def _run_and_report(study, *, workers, retry_failed: bool, quiet: bool, executor
         return EXIT_INTERRUPTED
     counts = summary.counts
     out.print(
-        f"[bold]{study.name}[/]: trained {summary.ran} cells"
+        f"{study.name}: trained {summary.ran} cells"
         + (f" and {summary.pretrained} pretrained checkpoint{'s' * (summary.pretrained != 1)}" if summary.pretrained else "")
         + f" in {summary.wall_s:.1f} s; "
         + ", ".join(f"{state} {n}" for state, n in counts.items() if n)
@@ -217,7 +219,7 @@ def _run_and_report(study, *, workers, retry_failed: bool, quiet: bool, executor
         out.print(f"{summary.busy_elsewhere} cells are still running in another scalelab process.")
     if counts["failed"]:
         out.print(
-            f"[red]{counts['failed']} cells failed.[/] See why with `scalelab runs {study.name} --format csv` "
+            f"{counts['failed']} cells failed. See why with `scalelab runs {study.name} --format csv` "
             "(column 'reason'); rerun them with --retry-failed."
         )
         return EXIT_FAILED
@@ -260,7 +262,7 @@ def _dry_run(spec, *, workers) -> int:
     )
     if pretraining:
         out.print(
-            f"Before them, the \\[pretrain] stage: {len(pretraining)} checkpoints (one per model and seed), "
+            f"Before them, the [pretrain] stage: {len(pretraining)} checkpoints (one per model and seed), "
             f"{sum(e.flops for e in pretraining):.3g} training FLOPs, about {format_seconds(sum(e.seconds for e in pretraining))} "
             "of worker time; checkpoints already in the store are reused."
         )
@@ -343,11 +345,10 @@ def _law_source(args, *, default_x=("n_train",), what="--x COL and --y COL"):
 
 def _print_curves(out, src) -> None:
     """On a study: what the curves split on, what they hold fixed and what they left out."""
-    from rich.markup import escape
 
     if src.curves is not None:
         for line in src.curves.summary():
-            out.print(escape(line), highlight=False)
+            out.print(line)
 
 
 def _curves_json(src) -> dict:
@@ -355,7 +356,6 @@ def _curves_json(src) -> dict:
 
 
 def cmd_fit(args) -> int:
-    from rich.markup import escape
 
     from scalelab.fitting import fit_source
 
@@ -368,28 +368,28 @@ def cmd_fit(args) -> int:
     from rich.table import Table
 
     grouped = src.group is not None
-    table_out = Table(title=escape(f"{src.label}: {y_col} vs {' and '.join(x_cols)}"), caption=f"intervals: {args.level:.0%} bootstrap over runs")
+    table_out = Table(title=f"{src.label}: {y_col} vs {' and '.join(x_cols)}", caption=f"intervals: {args.level:.0%} bootstrap over runs")
     for name in (["curve" if src.curves is not None else "group"] if grouped else []) + ["form", "parameters", "points", "predictions"]:
         table_out.add_column(name)
     bounded = False
     for r in results:
         law = r.get("_law")
         if law is None:
-            row = ["—", escape(r.get("error", "")), "", ""]
+            row = ["—", r.get("error", ""), "", ""]
         else:
             spans = law.param_intervals(args.level)
             at_bound = r["at_bound"]
             bounded = bounded or bool(at_bound)
             params = "\n".join(
-                f"{k} = {_fmt(v)} \\[{_fmt(spans[k][0])}, {_fmt(spans[k][1])}]" + (f" (at its {at_bound[k]} bound)" if k in at_bound else "")
+                f"{k} = {_fmt(v)} [{_fmt(spans[k][0])}, {_fmt(spans[k][1])}]" + (f" (at its {at_bound[k]} bound)" if k in at_bound else "")
                 for k, v in law.params.items()
             )  # fmt: skip
             preds = "\n".join(
-                f"{_fmt(p['x']) if not isinstance(p['x'], list) else ','.join(_fmt(v) for v in p['x'])} → {_fmt(p['y'])} \\[{_fmt(p['lo'])}, {_fmt(p['hi'])}]"
+                f"{_fmt(p['x']) if not isinstance(p['x'], list) else ','.join(_fmt(v) for v in p['x'])} → {_fmt(p['y'])} [{_fmt(p['lo'])}, {_fmt(p['hi'])}]"
                 for p in r["predictions"]
             )
             row = [law.form, params, str(law.n_points), preds]
-        table_out.add_row(*([escape(_fmt(r["group"]))] if grouped else []), *row)
+        table_out.add_row(*([_fmt(r["group"])] if grouped else []), *row)
     out = _console()
     _print_curves(out, src)
     out.print(table_out)
@@ -399,7 +399,7 @@ def cmd_fit(args) -> int:
         law = r.get("_law")
         if law is not None and law.selection:
             prefix = f"{_fmt(r['group'])}: " if grouped else ""
-            out.print(escape(f"{prefix}{law.selection_summary()}"), highlight=False)
+            out.print(f"{prefix}{law.selection_summary()}")
             if grouped and len(results) > 5:
                 out.print("(auto selection shown for the first group only; --format json has every group's scores)")
                 break
@@ -407,7 +407,6 @@ def cmd_fit(args) -> int:
 
 
 def cmd_backtest(args) -> int:
-    from rich.markup import escape
 
     from scalelab.fitting import backtest_source
     from scalelab.laws.core import ONE_X_AUTO, TWO_X_AUTO
@@ -431,23 +430,22 @@ def cmd_backtest(args) -> int:
         title = f"{src.label}: backtest of {y_col}, holding out the {args.holdout} largest scale(s)"
         if src.group is not None:
             title += f" — {_fmt(g['group'])}" if src.curves is not None else f" — {src.group} = {_fmt(g['group'])}"
-        t = Table(title=escape(title), caption=f"errors at the held-out points; coverage of the {args.level:.0%} interval")
+        t = Table(title=title, caption=f"errors at the held-out points; coverage of the {args.level:.0%} interval")
         for name in ("form", "fit on", "abs. error", "rel. error", "coverage", "note"):
             t.add_column(name, justify="left" if name in ("form", "note") else "right")
         for r in sorted(g["rows"], key=lambda r: (r.error is not None, r.abs_error)):
             if r.error:
-                t.add_row(r.form, str(r.n_fit), "", "", "", escape(r.error))
+                t.add_row(r.form, str(r.n_fit), "", "", "", r.error)
             else:
                 note = f"chose {r.chosen}" if r.chosen else ""
                 t.add_row(r.form, str(r.n_fit), _fmt(r.abs_error), f"{r.rel_error:.1%}", f"{r.coverage:.0%}", note)
         out.print(t)
         if "error" in g:
-            out.print(f"[red]{escape(g['error'])}[/]")
+            out.print(f"{g['error']}")
     return EXIT_OK
 
 
 def cmd_plan(args) -> int:
-    from rich.markup import escape
 
     from scalelab.fitting import plan_source
 
@@ -469,7 +467,7 @@ def cmd_plan(args) -> int:
     out = _console()
     _print_curves(out, src)
     for skipped in result["skipped"]:
-        out.print(escape(f"{_fmt(skipped['group'])}: not planned: {skipped['why']}."), highlight=False)
+        out.print(f"{_fmt(skipped['group'])}: not planned: {skipped['why']}.")
     for plan in result["plans"]:
         _print_plan(out, plan, label=src.label if plan["group"] is None else f"{src.label}: {_fmt(plan['group'])}", x_cols=x_cols,
                     y_col=y_col, level=args.level)  # fmt: skip
@@ -477,56 +475,55 @@ def cmd_plan(args) -> int:
 
 
 def _print_plan(out, result: dict, *, label: str, x_cols, y_col: str, level: float) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     law = result["law"]
     at_bound = law["at_bound"]
-    out.print(f"[bold]{escape(label)}[/]: {escape(y_col)} ~ E + A/N^α + B/D^β with "
+    out.print(f"{label}: {y_col} ~ E + A/N^α + B/D^β with "
               + ", ".join(f"{k}={_fmt(v)}" + (f" (at its {at_bound[k]} bound)" if k in at_bound else "") for k, v in law["params"].items()))  # fmt: skip
     for note in result["notes"]:
-        out.print(escape(note))
+        out.print(note)
     lvl = f"{level:.0%}"
     if "budget" in result:
         b = result["budget"]
         answer = Table(title=f"Compute-optimal split of {b['flops']:.3g} FLOPs ({lvl} intervals)")
         for name in ("quantity", "value", f"{lvl} interval"):
             answer.add_column(name, justify="left" if name == "quantity" else "right")
-        answer.add_row("parameters N", f"{b['n_params']:.3g}", f"\\[{b['n_params_range'][0]:.3g}, {b['n_params_range'][1]:.3g}]")
-        answer.add_row("training samples D", f"{b['samples']:.3g}", f"\\[{b['samples_range'][0]:.3g}, {b['samples_range'][1]:.3g}]")
-        answer.add_row(f"predicted {escape(y_col)}", _fmt(b["predicted"]), f"\\[{_fmt(b['lo'])}, {_fmt(b['hi'])}]")
+        answer.add_row("parameters N", f"{b['n_params']:.3g}", f"[{b['n_params_range'][0]:.3g}, {b['n_params_range'][1]:.3g}]")
+        answer.add_row("training samples D", f"{b['samples']:.3g}", f"[{b['samples_range'][0]:.3g}, {b['samples_range'][1]:.3g}]")
+        answer.add_row(f"predicted {y_col}", _fmt(b["predicted"]), f"[{_fmt(b['lo'])}, {_fmt(b['hi'])}]")
         out.print(answer)
         near = result["nearest_run"]
         shown = {k: v for k, v in near.items() if k in (*x_cols, y_col, "cell_id", "width", "data_fraction", "family")}
-        out.print(escape("Nearest run in the data: " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items())))
+        out.print("Nearest run in the data: " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
     else:
         t = result["target"]
         if not t["reachable"]:
-            out.print(f"{escape(y_col)} = {t['value']:g} is [red]not reachable under this law[/]: {escape(t['why'])}.")
+            out.print(f"{y_col} = {t['value']:g} is not reachable under this law: {t['why']}.")
         else:
             flops_lo, flops_hi = t["extras"]["flops_range"]
-            answer = Table(title=f"What {escape(y_col)} = {t['value']:g} needs, on the compute-optimal frontier ({lvl} intervals)")
+            answer = Table(title=f"What {y_col} = {t['value']:g} needs, on the compute-optimal frontier ({lvl} intervals)")
             for name in ("quantity", "value", f"{lvl} interval"):
                 answer.add_column(name, justify="left" if name == "quantity" else "right")
-            answer.add_row("training compute (FLOPs)", f"{t['flops']:.3g}", f"\\[{flops_lo:.3g}, {_big(flops_hi)}]")
-            answer.add_row("parameters N", f"{t['n_params']:.3g}", f"\\[{t['n_params_range'][0]:.3g}, {t['n_params_range'][1]:.3g}]")
-            answer.add_row("training samples D", f"{t['samples']:.3g}", f"\\[{t['samples_range'][0]:.3g}, {t['samples_range'][1]:.3g}]")
+            answer.add_row("training compute (FLOPs)", f"{t['flops']:.3g}", f"[{flops_lo:.3g}, {_big(flops_hi)}]")
+            answer.add_row("parameters N", f"{t['n_params']:.3g}", f"[{t['n_params_range'][0]:.3g}, {t['n_params_range'][1]:.3g}]")
+            answer.add_row("training samples D", f"{t['samples']:.3g}", f"[{t['samples_range'][0]:.3g}, {t['samples_range'][1]:.3g}]")
             out.print(answer)
             if math.isinf(flops_hi):
                 out.print(f"∞: in some bootstrap replicates the law's asymptote is at or above {t['value']:g}, so no compute reaches it.")
     best = result["best_run"]
     m = Table(title=f"From the best point (mean of {best['seeds']} run{'s' * (best['seeds'] != 1)}: {_fmt(best['mean'])}): "
                     f"what doubling buys ({lvl} intervals)")  # fmt: skip
-    for name in ("option", "N", "D", f"predicted {escape(y_col)}"):
+    for name in ("option", "N", "D", f"predicted {y_col}"):
         m.add_column(name, justify="left" if name == "option" else "right")
     for name, v in result["marginal"].items():
-        m.add_row(name, f"{v['n_params']:.3g}", f"{v['samples']:.3g}", f"{_fmt(v['predicted'])} \\[{_fmt(v['lo'])}, {_fmt(v['hi'])}]")
+        m.add_row(name, f"{v['n_params']:.3g}", f"{v['samples']:.3g}", f"{_fmt(v['predicted'])} [{_fmt(v['lo'])}, {_fmt(v['hi'])}]")
     out.print(m)
     if "hardware" in result:
         h = result["hardware"]
         lo, hi = h["hours_range"]
-        out.print(escape(f"On one {h['name']} in {h['precision']}: about {h['hours']:.3g} hours [{lo:.3g}, {hi:.3g}] ({format_hours(h['hours'])}) at "
-                         f"{h['mfu']:.0%} MFU ({h['mfu_source']}; peak {h['peak_flops']:.3g} FLOP/s)."), highlight=False)  # fmt: skip
+        out.print(f"On one {h['name']} in {h['precision']}: about {h['hours']:.3g} hours [{lo:.3g}, {hi:.3g}] ({format_hours(h['hours'])}) at "
+                  f"{h['mfu']:.0%} MFU ({h['mfu_source']}; peak {h['peak_flops']:.3g} FLOP/s).")  # fmt: skip
 
 
 def _big(value: float) -> str:
@@ -554,7 +551,7 @@ def cmd_demo(args) -> int:
     from scalelab.demo import prepare_demo, print_demo_results
 
     study = prepare_demo(out_dir=Path(args.out), quick=args.quick)
-    _console().print(f"Demo study [bold]{study.name}[/]: {len(study.spec.cells)} cells, store {study.store_path}")
+    _console().print(f"Demo study {study.name}: {len(study.spec.cells)} cells, store {study.store_path}")
     status = _run_and_report(study, workers=args.workers, retry_failed=False, quiet=False)
     if status == EXIT_INTERRUPTED:
         return status
@@ -586,7 +583,6 @@ def strict_json(value):
 
 
 def cmd_transfer(args) -> int:
-    from rich.markup import escape
     from rich.table import Table
 
     from scalelab.study import load_study
@@ -600,12 +596,12 @@ def cmd_transfer(args) -> int:
     lvl = f"{result.level:.0%}"
     table = Table(title=f"{study.name}: data transferred by the checkpoint, on {result.metric} ({lvl} intervals)")
     for name in ("model", "fraction", "D_F", "tuned", "scratch", "D_E [interval]", "D_T [interval]"):
-        table.add_column(escape(name), justify="left" if name == "model" else "right", no_wrap=name.startswith("D_"))
+        table.add_column(name, justify="left" if name == "model" else "right", no_wrap=name.startswith("D_"))
     for p in result.points:
         table.add_row(
-            escape(p.model), _fmt(p.data_fraction), _count(p.d_f), f"{p.y_finetuned:.3g}", "" if p.y_scratch is None else f"{p.y_scratch:.3g}",
-            escape(f"{_count(p.d_e)}{'*' if p.extrapolated else ''} [{_count(p.d_e_lo)}, {_count(p.d_e_hi)}]"),
-            escape(f"{_count(p.d_t)} [{_count(p.d_t_lo)}, {_count(p.d_t_hi)}]"),
+            p.model, _fmt(p.data_fraction), _count(p.d_f), f"{p.y_finetuned:.3g}", "" if p.y_scratch is None else f"{p.y_scratch:.3g}",
+            f"{_count(p.d_e)}{'*' if p.extrapolated else ''} [{_count(p.d_e_lo)}, {_count(p.d_e_hi)}]",
+            f"{_count(p.d_t)} [{_count(p.d_t_lo)}, {_count(p.d_t_hi)}]",
         )  # fmt: skip
     out = _console()
     out.print(table)
@@ -617,9 +613,9 @@ def cmd_transfer(args) -> int:
         out.print("*: beyond the largest from-scratch run (the law extrapolated).")
     if result.fit is not None:
         intervals = ", ".join(f"{name} [{_fmt(lo)}, {_fmt(hi)}]" for name, (lo, hi) in result.fit.intervals.items())
-        out.print(escape(f"Fit over {result.fit.n_points} points: {result.fit.formula()} ({lvl}: {intervals})"))
+        out.print(f"Fit over {result.fit.n_points} points: {result.fit.formula()} ({lvl}: {intervals})")
     for note in result.notes:
-        out.print(escape(note))
+        out.print(note)
     return EXIT_OK
 
 

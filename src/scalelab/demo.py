@@ -5,8 +5,6 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from rich.markup import escape
-
 from scalelab.errors import InputError
 from scalelab.formatting import format_hours
 from scalelab.spec import load_spec
@@ -38,7 +36,9 @@ def prepare_demo(*, out_dir: Path, quick: bool) -> Study:
 
 def print_demo_results(study: Study, console, *, out_dir: Path) -> Path:
     """Build the demo's report, print its numbers (the same ones the page shows: one
-    analysis feeds both), write ``out_dir/report.html`` and return its path."""
+    analysis feeds both), write ``out_dir/report.html`` and return its path.
+
+    ``console`` is a rich Console with markup off: names and notes print as written."""
     from scalelab.report import build_report
 
     console.print("Fitting laws, backtests and plans for the report ...")
@@ -50,8 +50,8 @@ def print_demo_results(study: Study, console, *, out_dir: Path) -> Path:
     print_backtest(data, analysis, console)
     print_plans(data, analysis, console)
     path = report.write(Path(out_dir).expanduser() / "report.html")
-    console.print(f"Study file: {escape(str(study.spec.source))}   store: {escape(str(study.store_path))}")
-    console.print(f"Every run: scalelab runs {escape(study.name)} --store {escape(str(study.store_path))} --format csv")
+    console.print(f"Study file: {study.spec.source}   store: {study.store_path}")
+    console.print(f"Every run: scalelab runs {study.name} --store {study.store_path} --format csv")
     return path
 
 
@@ -60,16 +60,16 @@ def print_error_table(data, console) -> None:
     from rich.table import Table
 
     pivot = data.done.pivot_table(index=["family", "width"], columns="data_fraction", values=data.y_col, aggfunc="mean")
-    table = Table(title=f"{escape(data.title)}: {data.y_col} (%), mean over seeds", caption="rows: model family and width; columns: share of the training data")
+    table = Table(title=f"{data.title}: {data.y_col} (%), mean over seeds", caption="rows: model family and width; columns: share of the training data")
     table.add_column("family")
     table.add_column("width", justify="right")
     for fraction in pivot.columns:
         table.add_column(f"{fraction:g}", justify="right")
     for (family, width), row in pivot.iterrows():
-        table.add_row(escape(str(family)), f"{width:g}", *[("" if v != v else f"{100 * v:.1f}") for v in row])
+        table.add_row(str(family), f"{width:g}", *[("" if v != v else f"{100 * v:.1f}") for v in row])
     console.print(table)
     for note in data.notes:
-        console.print(escape(note), highlight=False)
+        console.print(note)
 
 
 def print_label_noise(data, console) -> None:
@@ -86,7 +86,7 @@ def print_label_noise(data, console) -> None:
     for noise in pivot.columns:
         table.add_column(f"{noise:g}", justify="right")
     for family, row in pivot.iterrows():
-        table.add_row(escape(str(family)), *[f"{100 * v:.1f}" for v in row])
+        table.add_row(str(family), *[f"{100 * v:.1f}" for v in row])
     console.print(table)
 
 
@@ -97,14 +97,14 @@ def print_forecasts(data, analysis, console, *, level: float = 0.8) -> None:
         widest = rows[rows["width"] == rows["width"].max()]
         result = by_label.get(str(widest["model"].iloc[0])) if "model" in widest.columns else (analysis.laws[0] if analysis.laws else None)
         if result is None or result.law is None or result.prediction is None:
-            console.print(escape(f"{family}: no law ({result.error if result is not None else 'not fitted'})"))
+            console.print(f"{family}: no law ({result.error if result is not None else 'not fitted'})")
             continue
         law, p = result.law, result.prediction
         params = ", ".join(f"{k}={v:.3g}" for k, v in law.params.items())
         console.print(
-            f"[bold]{escape(str(family))}[/] (width {widest['width'].iloc[0]:g}): test error ~ {law.form} law in n_train ({params}); "
+            f"{family} (width {widest['width'].iloc[0]:g}): test error ~ {law.form} law in n_train ({params}); "
             f"10x more data (n_train {float(p['x'][0]):,.0f}) -> test error {100 * p['y']:.1f}% "
-            f"\\[{100 * p['lo']:.1f}, {100 * p['hi']:.1f}] ({level:.0%} interval)"
+            f"[{100 * p['lo']:.1f}, {100 * p['hi']:.1f}] ({level:.0%} interval)"
         )
 
 
@@ -119,12 +119,12 @@ def print_backtest(data, analysis, console) -> None:
     rows = data.done[data.done["family"] == family]
     label = str(rows[rows["width"] == rows["width"].max()]["model"].iloc[0]) if "model" in rows.columns else None
     chosen = next((g for g in analysis.backtests if label is None or str(g["group"]) == label), analysis.backtests[0])
-    table = Table(title=escape(f"Backtest: {label or data.title}, fitted below its largest n_train, predicting the largest"))
+    table = Table(title=f"Backtest: {label or data.title}, fitted below its largest n_train, predicting the largest")
     for name in ("form", "abs. error", "rel. error", f"{analysis.level:.0%} interval covers"):
         table.add_column(name, justify="left" if name == "form" else "right")
     for r in sorted(chosen["rows"], key=lambda r: (r.error is not None, r.abs_error)):
         if r.error:
-            table.add_row(r.form, "", "", escape(r.error))
+            table.add_row(r.form, "", "", r.error)
         else:
             name = f"auto ({r.chosen})" if r.chosen else r.form
             table.add_row(name, f"{100 * r.abs_error:.2f} pts", f"{r.rel_error:.0%}", f"{r.coverage:.0%}")
@@ -137,17 +137,17 @@ def print_plans(data, analysis, console) -> None:
     for p in analysis.plans:
         a = p.allocation
         console.print(
-            f"[bold]Plan[/] for {escape(p.label)} at {a.flops:.3g} FLOPs (10x the largest run): {a.n_params:,.0f} parameters "
-            f"\\[{a.n_params_range[0]:,.0f}, {a.n_params_range[1]:,.0f}] trained on {a.samples:,.0f} samples; "
-            f"predicted test error {100 * a.predicted:.1f}% \\[{100 * a.lo:.1f}, {100 * a.hi:.1f}]."
+            f"Plan for {p.label} at {a.flops:.3g} FLOPs (10x the largest run): {a.n_params:,.0f} parameters "
+            f"[{a.n_params_range[0]:,.0f}, {a.n_params_range[1]:,.0f}] trained on {a.samples:,.0f} samples; "
+            f"predicted test error {100 * a.predicted:.1f}% [{100 * a.lo:.1f}, {100 * a.hi:.1f}]."
         )
         if p.verdict:
-            console.print(escape(p.verdict), highlight=False)
+            console.print(p.verdict)
         if p.hardware:
             h = p.hardware
-            console.print(escape(f"On one {h['name'].upper()} ({h['precision']}): about {format_hours(h['hours'])} "
-                                 f"[{format_hours(h['hours_range'][0])}, {format_hours(h['hours_range'][1])}] at {h['mfu']:.0%} MFU "
-                                 f"({h['mfu_source']})."),
+            console.print(f"On one {h['name'].upper()} ({h['precision']}): about {format_hours(h['hours'])} "
+                          f"[{format_hours(h['hours_range'][0])}, {format_hours(h['hours_range'][1])}] at {h['mfu']:.0%} MFU "
+                          f"({h['mfu_source']}).",
                           highlight=False)  # fmt: skip
     for note in analysis.notes:
-        console.print(escape(note), highlight=False)
+        console.print(note)

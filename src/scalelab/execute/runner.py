@@ -3,7 +3,9 @@
 Only this loop writes to the store. It trains the ``[pretrain]`` checkpoints its cells
 need first (:mod:`scalelab.execute.pretraining`), on the same executor. It renews the leases of the cells it holds (the
 heartbeat), turns Ctrl-C and SIGTERM into a clean stop that returns unfinished cells to
-``pending``, and retries a cell whose worker died, up to ``max_attempts``.
+``pending``, and retries a cell whose worker died, up to ``max_attempts`` worker deaths
+in this run: a cell released by a signal or left behind by a dead coordinator has not
+been tried and failed, so those releases are not attempts.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ def run_study_cells(
     most_tasks = len(spec.cells) - len(group_of) + len(set(group_of.values()))
     executor.start(min(to_run, most_tasks) + pretraining.queued)
     last_renewal = time.monotonic()
-    attempts: dict[str, int] = {}
+    deaths: dict[str, int] = {}  # worker deaths per cell in this run: what a retry counts
     clean = False
 
     def pretrain_status() -> str:
@@ -132,7 +134,6 @@ def run_study_cells(
                 submitted: set[str] = set()
                 try:
                     for cell in claimed:
-                        attempts[cell.cell_id] = cell.attempts
                         tasks.setdefault(group_of.get(cell.cell_id) or cell.cell_id, []).append((cell.cell_id, pretraining.prepared(cell.config)))
                     for task in tasks.values():
                         executor.submit(task)
@@ -163,7 +164,8 @@ def run_study_cells(
                     summary.ran += 1
                     bar.update(advance=1, counts=store.state_counts(spec.name), pretraining=pretrain_status())
                 elif isinstance(event, WorkerLost):
-                    if attempts.get(event.cell_id, 1) < max_attempts:
+                    deaths[event.cell_id] = deaths.get(event.cell_id, 0) + 1
+                    if deaths[event.cell_id] < max_attempts:
                         store.release([event.cell_id], owner)
                     else:
                         store.finish(event.cell_id, owner, state="failed", reason=event.reason)

@@ -1,0 +1,43 @@
+"""Names and paths a user chose are printed as written, never read as terminal markup.
+
+rich reads ``[...]`` as a style: a study named ``a[/]b`` crashed every command that
+printed it, and ``ablation[v2]`` printed as ``ablation``. Real subprocesses, a real store.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cli_helpers import cli_env, cpu_digits_mlp_study, run_cli, status_json, write_study
+
+
+@pytest.mark.parametrize("name", ["a[/]b", "ablation[v2]", "[bold]x[/bold]"])
+def test_a_study_name_with_brackets_trains_and_prints_as_written(tmp_path, name):
+    env = cli_env(tmp_path / "cache")
+    text = cpu_digits_mlp_study("NAME", grid="data_fraction = [0.5, 1.0]", train="epochs = 1").replace('"NAME"', repr(name).replace("'", '"'))
+    study = write_study(tmp_path / "s.toml", text)
+    store = tmp_path / "s.db"
+    ran = run_cli("run", study, "--store", store, "--quiet", env=env, cwd=tmp_path)
+    assert ran.returncode == 0, ran.describe()
+    assert f"{name}: trained 2 cells" in ran.stdout, ran.stdout
+    shown = run_cli("status", "--store", store, env=env, cwd=tmp_path)
+    assert shown.returncode == 0 and name in shown.stdout, shown.describe()
+    assert status_json(name, store=store, env=env, cwd=tmp_path)["done"] == 2
+    runs = run_cli("runs", name, "--store", store, env=env, cwd=tmp_path)
+    assert runs.returncode == 0 and f"{name}: 2 runs" in runs.stdout, runs.describe()
+    dry = run_cli("run", study, "--store", store, "--dry-run", env=env, cwd=tmp_path)
+    assert dry.returncode == 0 and f"{name}: 2 cells" in dry.stdout, dry.describe()
+
+
+def test_a_csv_path_with_brackets_is_fitted_and_named_as_written(tmp_path):
+    env = cli_env(tmp_path / "cache")
+    folder = tmp_path / "d["
+    folder.mkdir()
+    path = folder / "]r.csv"
+    x = np.geomspace(100, 1e5, 8)
+    pd.DataFrame({"n": x, "loss": 0.1 + 2 * x**-0.5}).to_csv(path, index=False)
+    cli = run_cli("fit", path, "--x", "n", "--y", "loss", "--form", "saturating", env=env, cwd=tmp_path)
+    assert cli.returncode == 0, cli.describe()
+    assert "d[/]r.csv: loss vs n" in cli.stdout, cli.stdout
