@@ -56,6 +56,16 @@ def dies_once_on_cue(input_shape, n_classes, *, cue_dir: str, hidden=32):
     return make_net(input_shape, n_classes, hidden=hidden)
 
 
+def fails_in_workers(input_shape, n_classes, *, fail: bool = False, hidden=32):
+    """A torch MLP that, with ``fail``, raises when a worker builds it: the cell fails with
+    a traceback, while the coordinator (which builds it once to count its FLOPs) goes on."""
+    import multiprocessing
+
+    if fail and multiprocessing.current_process().name != "MainProcess":
+        raise RuntimeError("this model fails in its worker on purpose")
+    return make_net(input_shape, n_classes, hidden=hidden)
+
+
 def not_a_model(input_shape, n_classes):
     return "a string is not a model"
 

@@ -11,6 +11,7 @@ from a short calibration of each distinct model on this machine.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import time
@@ -42,7 +43,38 @@ class CellEstimate:
     seconds: float
 
 
-def preflight(spec) -> dict[str, CellShape]:
+# What a study's [target] metric may name: a number every run of some family records.
+TARGET_METRICS = (
+    "train_loss", "test_loss", "test_error", "val_loss", "val_error",
+    "worst_class_error", "best_class_error", "class_error_gap", "worst_group_error", "group_error_gap",
+    "test_loss_before_compression", "test_error_before_compression",
+)  # fmt: skip
+
+
+def check_target(spec) -> None:
+    """The study's ``[target] metric`` is one that runs record (an unknown name would train
+    the whole grid before the first fit said so)."""
+    metric = spec.target_metric
+    if metric in TARGET_METRICS or metric.startswith("pretrain_"):
+        return
+    close = difflib.get_close_matches(metric, TARGET_METRICS, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(TARGET_METRICS)}"
+    raise InputError(f"{spec.source}: target.metric = {metric!r} is not a metric runs record{hint}")
+
+
+def check_devices(spec) -> None:
+    """A cell asking for CUDA on a machine without it fails before anything is written
+    (the local executor trains here; a Ray cluster's workers may have the GPUs)."""
+    import torch
+
+    for cell in spec.cells:
+        device = str(cell.config["train"].get("device", "auto"))
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            where = f" (cell {json.dumps(cell.params)})" if cell.params else ""
+            raise InputError(f"{spec.source}: train.device = {device!r} but CUDA is not available on this machine{where}")
+
+
+def preflight(spec, *, local: bool = True) -> dict[str, CellShape]:
     """Load each dataset the study uses, check every cell's rows, and import user factories.
 
     Raises :class:`InputError` naming the study file (and the cell's grid values) when a
@@ -50,7 +82,12 @@ def preflight(spec) -> dict[str, CellShape]:
     settings cannot be met, or a ``python:`` model factory cannot be imported. The
     ``[pretrain]`` stage's runs are checked the same way (their shapes are keyed
     ``pretrain:<id>``), and so is that their weights fit the cells that start from them.
+    The target metric must be one runs record, and with ``local`` (cells train on this
+    machine) a cell that asks for CUDA needs it here.
     """
+    check_target(spec)
+    if local:
+        check_devices(spec)
     datasets: dict[str, object] = {}
     shapes: dict[str, CellShape] = {}
     factories: set[str] = set()
