@@ -5,6 +5,12 @@ A study file has ``name``, ``[data]``, ``[model]``, ``[train]``, ``[grid]`` and
 into :class:`Cell` objects whose ``cell_id`` is a hash of the fully resolved
 configuration. Nothing downstream re-validates.
 
+That configuration includes the content of every file a cell reads: the SHA-256 of its
+dataset's files (``data.content_sha256``, see :mod:`scalelab.data.fingerprint`) and of an
+``init_from`` checkpoint (``train.init_from_sha256``). A built-in dataset's path leaves the
+id once its content is in it, so a moved copy keeps its cells and a changed file gets new
+ones.
+
 Every error is an :class:`~scalelab.errors.InputError` with one line naming the file and
 the key (``study.toml: grid.data_fraction = 1.5: must be in (0, 1]``).
 """
@@ -22,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from scalelab.data.fingerprint import CONTENT_KEY, ContentHashes, identity_view
 from scalelab.data.quality import QUALITY_DEFAULTS
 from scalelab.data.registry import DATASETS, MNIST1D_GENERATION, dataset_entry, dataset_option_names, is_known_dataset
 from scalelab.errors import InputError
@@ -35,7 +42,7 @@ else:  # pragma: no cover
 MAX_CELLS = 100_000
 SEED_MAX = 2**32 - 1  # numpy and scikit-learn accept seeds in [0, 2**32)
 # [data] settings at the values that switch them off; resolved configurations leave them out.
-_DATA_OFF = {**QUALITY_DEFAULTS, "preprocess": "none", "classes": None}
+_DATA_OFF = {**QUALITY_DEFAULTS, "preprocess": "none", "classes": None, "files": None}
 # Dataset options added later, left out when unset so that existing cells keep their ids.
 _OPTIONS_OFF = {"group": None, **dict.fromkeys(MNIST1D_GENERATION)}
 # [train] settings added after the first release, left out of a cell's id when off, so
@@ -72,6 +79,9 @@ class DataFields(_Strict):
     class_imbalance: float = Field(1.0, ge=1, le=1e6, description="ratio of the most to the least frequent class")
     classes: list[int] | None = Field(None, min_length=2, description="keep only these classes, relabelled 0 … k−1 in this order")
     feature_noise: float = Field(0.0, ge=0, le=1000, description="Gaussian noise std relative to each feature's std")
+    files: list[str] | None = Field(
+        None, min_length=1, description="files or folders a python: dataset function reads; their content joins the cell's id"
+    )
 
     @field_validator("data_fraction")
     @classmethod
@@ -85,6 +95,13 @@ class DataFields(_Strict):
     def _distinct_class_indices(cls, value: list[int] | None) -> list[int] | None:
         if value is not None and (min(value) < 0 or len(set(value)) != len(value)):
             raise ValueError("must be distinct class indices, 0 or more")
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _non_empty_paths(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not all(value):
+            raise ValueError("must name files or folders (an empty string names none)")
         return value
 
     @field_validator("name")
@@ -201,16 +218,31 @@ class StudySpec:
     source: str  # the file it came from, or a label for in-memory specs
     raw: dict = field(repr=False)  # the study file as parsed, for the store's record
     resources: dict = field(default_factory=lambda: ResourceFields().model_dump())  # per cell, for the Ray executor
+    # {resolved path: (size, mtime_ns, sha256)} of every file whose content joined a cell's
+    # id, for the run store's hash cache.
+    file_hashes: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def cell_id_of(config: dict) -> str:
-    """Stable id of a resolved configuration: the first 16 hex digits of its SHA-256."""
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    """Stable id of a resolved configuration: the first 16 hex digits of its SHA-256.
+
+    A ``[data]`` section (the cell's, and its ``[pretrain]`` stage's) whose files' content
+    is in it counts by that content, not by the built-in dataset's path
+    (:func:`scalelab.data.fingerprint.identity_view`)."""
+    identity = dict(config)
+    if isinstance(identity.get("data"), dict):
+        identity["data"] = identity_view(identity["data"])
+    if isinstance(identity.get("pretrain"), dict) and isinstance(identity["pretrain"].get("data"), dict):
+        identity["pretrain"] = {**identity["pretrain"], "data": identity_view(identity["pretrain"]["data"])}
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def load_spec(path: str | Path) -> StudySpec:
+def load_spec(path: str | Path, *, hashes: ContentHashes | None = None) -> StudySpec:
     """Read, validate and expand a study file.
+
+    ``hashes``: the cache of file hashes to use (a run store's, see
+    :func:`scalelab.study.resolve_spec`); by default this process's own.
 
     Raises :class:`InputError` naming the file and the offending key or value.
     """
@@ -226,11 +258,17 @@ def load_spec(path: str | Path) -> StudySpec:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{label}: invalid TOML: {exc}") from None
-    return parse_spec(raw, source=label)
+    return parse_spec(raw, source=label, hashes=hashes)
 
 
-def parse_spec(raw: dict, *, source: str = "<study>") -> StudySpec:
-    """Validate a study given as a dict (the parsed TOML) and expand its grid."""
+def parse_spec(raw: dict, *, source: str = "<study>", hashes: ContentHashes | None = None) -> StudySpec:
+    """Validate a study given as a dict (the parsed TOML) and expand its grid.
+
+    The files the cells read are hashed here (through ``hashes``, a cache by path, size and
+    mtime; by default this process's own), so every command that parses a study agrees on
+    its cells' ids. Relative data paths are relative to the current directory.
+    """
+    hashes = hashes if hashes is not None else ContentHashes()
     try:
         top = StudyFile.model_validate(raw)
     except ValidationError as exc:
@@ -268,7 +306,7 @@ def parse_spec(raw: dict, *, source: str = "<study>") -> StudySpec:
             params[key] = value
         if _frozen_from_scratch(sections["train"], swept):
             continue  # init_from x freeze: a model trained from scratch has no backbone to freeze
-        config = _resolve(sections, source=source, grid_keys={(s, n): k for k, s, n, _ in routed}, params=params, pretrain=top.pretrain)
+        config = _resolve(sections, source=source, grid_keys={(s, n): k for k, s, n, _ in routed}, params=params, pretrain=top.pretrain, hashes=hashes)
         cell_id = cell_id_of(config)
         if cell_id in seen:
             if family_entry(config["model"]["family"]).framework == "sklearn":
@@ -291,6 +329,7 @@ def parse_spec(raw: dict, *, source: str = "<study>") -> StudySpec:
         source=source,
         raw=raw,
         resources=top.resources.model_dump(),
+        file_hashes=dict(hashes.used),
     )
 
 
@@ -336,7 +375,9 @@ def _route_grid_key(key: str, source: str) -> tuple[str, str]:
     return homes[0], key
 
 
-def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict, pretrain: PretrainFile | None = None) -> dict:
+def _resolve(
+    sections: dict, *, source: str, grid_keys: dict, params: dict, pretrain: PretrainFile | None = None, hashes: ContentHashes
+) -> dict:
     """Validate one cell's merged sections and fill every default."""
     data_raw, model_raw, train_raw = sections["data"], sections["model"], sections["train"]
 
@@ -359,7 +400,15 @@ def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict, pret
 
     def data_section(section: str, raw: dict, seed: int) -> dict:
         data, options = split_section(section, raw, DataFields, lambda d: dataset_entry(d.name).options)
-        return _data_config(data, options, seed=seed)
+        data_dict = _data_config(data, options, seed=seed)
+        try:
+            content = hashes.data_sha256(data_dict)
+        except InputError as exc:
+            raise InputError(f"{source}: {section}.{str(exc).removeprefix('data.')}") from None
+        if content is not None:
+            # The bytes the cell reads, not only their path, decide what the cell is.
+            data_dict[CONTENT_KEY] = content
+        return data_dict
 
     model, knobs = split_section("model", model_raw, ModelFields, lambda m: family_entry(m.family).knobs)
     try:
@@ -393,7 +442,7 @@ def _resolve(sections: dict, *, source: str, grid_keys: dict, params: dict, pret
         config["pretrain"] = {"data": data_section("pretrain.data", pretrain.data, train.seed), "train": _train_config(pretrain_train)}
     elif train.init_from not in (None, PRETRAIN):
         # The weights' content, not only the path, decides what the cell is.
-        train_dict["init_from_sha256"] = _checkpoint_sha256(train.init_from, source)
+        train_dict["init_from_sha256"] = _checkpoint_sha256(train.init_from, source, hashes)
     if sklearn:
         # Only the seed means anything to a scikit-learn estimator; the torch settings are
         # dropped so that sweeping one of them is caught as a repeated configuration.
@@ -478,26 +527,19 @@ def _check_initialisation(train: TrainFields, source: str) -> None:
         raise InputError(f"{source}: train.batch_seeds = true cannot be combined with train.init_from or train.head_lr; choose one")
 
 
-_CHECKPOINT_HASHES: dict[tuple[str, float, int], str] = {}
-
-
-def _checkpoint_sha256(path: str, source: str) -> str:
+def _checkpoint_sha256(path: str, source: str, hashes: ContentHashes) -> str:
     """The SHA-256 of a checkpoint file, read once per file version (grids repeat it)."""
     file = Path(path).expanduser()
     try:
-        stat = file.stat()
+        file.stat()
     except OSError:
         raise InputError(f"{source}: train.init_from = {path!r}: checkpoint file not found") from None
     if not file.is_file():
         raise InputError(f"{source}: train.init_from = {path!r}: not a file")
-    key = (str(file.resolve()), stat.st_mtime, stat.st_size)
-    if key not in _CHECKPOINT_HASHES:
-        digest = hashlib.sha256()
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _CHECKPOINT_HASHES[key] = digest.hexdigest()
-    return _CHECKPOINT_HASHES[key]
+    try:
+        return hashes.file_sha256(file)
+    except OSError as exc:
+        raise InputError(f"{source}: train.init_from = {path!r}: cannot read ({exc.strerror or exc})") from None
 
 
 def pretraining_cells(spec: StudySpec) -> list[Cell]:

@@ -76,6 +76,13 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     metrics_json TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS file_hashes (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    hashed_at REAL NOT NULL
+);
 """
 SCHEMA_VERSION = "1"
 
@@ -396,6 +403,82 @@ class RunStore:
                 "WHERE cell_id = ? AND state = 'running' AND lease_owner = ?",
                 [(cid, owner) for cid in cell_ids],
             )
+
+    # -- the content of data files ---------------------------------------------------
+    # A cell's id holds the SHA-256 of the files it reads (scalelab.data.fingerprint). The
+    # store keeps each file's hash with the size and mtime it had, so a dataset is read in
+    # full once per version of its files, not on every command.
+    def file_hashes(self) -> dict[str, tuple[int, int, str]]:
+        """``{resolved path: (size, mtime_ns, sha256)}`` of the files hashed for this store."""
+        try:
+            return {r[0]: (r[1], r[2], r[3]) for r in self._db.execute("SELECT path, size, mtime_ns, sha256 FROM file_hashes")}
+        except sqlite3.OperationalError:  # a store opened read-only from before the table
+            return {}
+
+    @staticmethod
+    def read_file_hashes(path: str | Path) -> dict[str, tuple[int, int, str]]:
+        """:meth:`file_hashes` of the store at ``path``, read without writing to it; empty
+        when there is no readable store there (a first run, or a file refused elsewhere)."""
+        path = Path(path).expanduser()
+        if not path.is_file() or path.stat().st_size == 0:
+            return {}
+        try:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+        except sqlite3.Error:
+            return {}
+        try:
+            rows = db.execute("SELECT path, size, mtime_ns, sha256 FROM file_hashes").fetchall()
+            return {r[0]: (r[1], r[2], r[3]) for r in rows}
+        except sqlite3.Error:
+            return {}
+        finally:
+            db.close()
+
+    def remember_file_hashes(self, entries: Mapping[str, tuple[int, int, str]]) -> None:
+        """Keep ``{resolved path: (size, mtime_ns, sha256)}`` (a spec's ``file_hashes``), one
+        entry per path: a file's new version replaces its old one."""
+        if not entries:
+            return
+        now = time.time()
+        with _transaction(self._db):
+            self._db.executemany(
+                "INSERT INTO file_hashes(path, size, mtime_ns, sha256, hashed_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
+                "sha256=excluded.sha256, hashed_at=excluded.hashed_at "
+                "WHERE size != excluded.size OR mtime_ns != excluded.mtime_ns OR sha256 != excluded.sha256",
+                [(p, int(size), int(mtime_ns), sha, now) for p, (size, mtime_ns, sha) in entries.items()],
+            )
+
+    def refresh_unfinished_configs(self, cells) -> int:
+        """Give the spec's cells not yet ``done`` the configuration the spec resolved now.
+
+        A cell's id holds its data's content, not the path of a built-in dataset, so a
+        moved, unchanged copy keeps the id while the stored configuration still names the
+        old place; workers load what the claimed configuration names. Done cells keep the
+        configuration they were trained with. Returns how many cells changed."""
+        changed = 0
+        with _transaction(self._db):
+            for cell in cells:
+                text = json.dumps(cell.config, sort_keys=True)
+                changed += self._db.execute(
+                    "UPDATE cells SET config_json = ? WHERE cell_id = ? AND state != 'done' AND config_json != ?", (text, cell.cell_id, text)
+                ).rowcount
+        return changed
+
+    def stored_data_hashes(self, study: str) -> dict[str, str]:
+        """``{[data] section key: content hash}`` of the cells the store holds for a study
+        (see :func:`scalelab.data.fingerprint.recorded_hashes`); unreadable records are skipped."""
+        from scalelab.data.fingerprint import recorded_hashes
+
+        configs = []
+        for (text,) in self._db.execute(
+            "SELECT c.config_json FROM study_cells s JOIN cells c ON c.cell_id = s.cell_id WHERE s.study = ?", (study,)
+        ):
+            try:
+                configs.append(json.loads(text))
+            except (TypeError, ValueError):
+                continue
+        return recorded_hashes(configs)
 
 
 def _retry_while_busy(action, timeout_s: float):

@@ -14,15 +14,25 @@ DEFAULT_STORE = "scalelab.db"
 
 
 def resolve_spec(path_or_name: str | Path, *, store: str | Path = DEFAULT_STORE) -> StudySpec:
-    """A study from its file, or by name from the store (the file wins when both exist)."""
+    """A study from its file, or by name from the store (the file wins when both exist).
+
+    The content of the files its cells read joins their ids, hashed through the store's
+    cache (by path, size and mtime), so ``run``, ``--dry-run``, ``status``, ``runs`` and
+    ``fit`` agree on the ids without reading a large dataset in full each time. A study
+    loaded by name whose data files cannot be read here (another folder, say) takes their
+    hashes from the cells the store holds for it.
+    """
+    from scalelab.data.fingerprint import ContentHashes
+
     candidate = Path(path_or_name).expanduser()
     if candidate.is_file() and _is_sqlite(candidate):
         raise InputError(f"{candidate}: is a store, not a study; pass the study's name or file, and this file as --store")
     if candidate.suffix == ".toml" or candidate.is_file():
-        return load_spec(candidate)
+        return load_spec(candidate, hashes=ContentHashes(RunStore.read_file_hashes(store)))
     with RunStore.open_existing(store) as opened:
         info = opened.study_info(str(path_or_name))
-    return parse_spec(info["raw"], source=info["source"] or f"{store}:{path_or_name}")
+        hashes = ContentHashes(opened.file_hashes(), recorded=opened.stored_data_hashes(str(path_or_name)))
+    return parse_spec(info["raw"], source=info["source"] or f"{store}:{path_or_name}", hashes=hashes)
 
 
 def _is_sqlite(path: Path) -> bool:
@@ -100,6 +110,10 @@ class Study:
             costs = {e.cell_id: e.flops for e in estimate_grid(self.spec, shapes, workers=workers or available_cores(), calibrate_s=0)}
             with RunStore.open(self.store_path) as store:
                 store.register_study(self.spec, costs=costs)
+                # Unfinished cells read their data where the spec finds it now (a moved copy
+                # keeps its cells' ids), and the file hashes are kept for the next command.
+                store.refresh_unfinished_configs(self.spec.cells)
+                store.remember_file_hashes(self.spec.file_hashes)
                 if store.meta(CPU_PEAK_KEY) is None:
                     store.set_meta(CPU_PEAK_KEY, cpu_peak)
                 return run_study_cells(self.spec, store, pool, retry_failed=retry_failed, progress=progress)

@@ -51,47 +51,59 @@ def cifar_root(path: str | None, *, env_var: str, dataset: str) -> Path:
     return root
 
 
-def load_cifar10(path: str | None) -> Dataset:
-    """CIFAR-10 from its python or binary folder (or a folder holding one of them)."""
+def cifar10_files(path: str | None) -> tuple[str, list[Path], Path]:
+    """What :func:`load_cifar10` reads: its format (``"python"`` or ``"binary"``), the five
+    training batches and then the test batch, in order, and the folder the study names.
+
+    Raises :class:`DatasetError` when the folder is missing or holds neither layout."""
     root = cifar_root(path, env_var=ENV_CIFAR10, dataset="cifar10")
     train_names = [f"data_batch_{i}" for i in range(1, N_TRAIN_BATCHES + 1)]
     for folder in (root, root / "cifar-10-batches-py", root / "cifar-10-batches-bin"):
         if (folder / "data_batch_1").exists() or (folder / "test_batch").exists():
-            train = [_python_batch(folder / name, label_key=b"labels", n_classes=10) for name in train_names]
-            test = _python_batch(folder / "test_batch", label_key=b"labels", n_classes=10)
-            break
+            return "python", [folder / name for name in [*train_names, "test_batch"]], root
         if (folder / "data_batch_1.bin").exists() or (folder / "test_batch.bin").exists():
-            train = [_binary_batch(folder / f"{name}.bin", label_bytes=1, label_index=0, n_classes=10) for name in train_names]
-            test = _binary_batch(folder / "test_batch.bin", label_bytes=1, label_index=0, n_classes=10)
-            break
+            return "binary", [folder / f"{name}.bin" for name in [*train_names, "test_batch"]], root
+    raise DatasetError(
+        f"{root}: not a CIFAR-10 folder; expected data_batch_1 … data_batch_5 and test_batch "
+        "(python version) or the same names ending in .bin (binary version)"
+    )
+
+
+def cifar100_files(path: str | None) -> tuple[str, list[Path], Path]:
+    """What :func:`load_cifar100` reads: its format, the training file and then the test
+    file, and the folder the study names."""
+    root = cifar_root(path, env_var=ENV_CIFAR100, dataset="cifar100")
+    for folder in (root, root / "cifar-100-python", root / "cifar-100-binary"):
+        if (folder / "train").exists() or (folder / "test").exists():
+            return "python", [folder / "train", folder / "test"], root
+        if (folder / "train.bin").exists() or (folder / "test.bin").exists():
+            return "binary", [folder / "train.bin", folder / "test.bin"], root
+    raise DatasetError(
+        f"{root}: not a CIFAR-100 folder; expected train and test (python version) or train.bin and test.bin (binary version)"
+    )
+
+
+def load_cifar10(path: str | None) -> Dataset:
+    """CIFAR-10 from its python or binary folder (or a folder holding one of them)."""
+    layout, files, root = cifar10_files(path)
+    if layout == "python":
+        batches = [_python_batch(file, label_key=b"labels", n_classes=10) for file in files]
     else:
-        raise DatasetError(
-            f"{root}: not a CIFAR-10 folder; expected data_batch_1 … data_batch_5 and test_batch "
-            "(python version) or the same names ending in .bin (binary version)"
-        )
-    return _assemble(str(root), train, test, n_classes=10)
+        batches = [_binary_batch(file, label_bytes=1, label_index=0, n_classes=10) for file in files]
+    return _assemble(str(root), batches[:-1], batches[-1], n_classes=10)
 
 
 def load_cifar100(path: str | None, *, labels: str) -> Dataset:
     """CIFAR-100 from its python or binary folder, with its 100 fine or 20 coarse labels."""
-    root = cifar_root(path, env_var=ENV_CIFAR100, dataset="cifar100")
+    layout, files, root = cifar100_files(path)
     n_classes = 100 if labels == "fine" else 20
-    for folder in (root, root / "cifar-100-python", root / "cifar-100-binary"):
-        if (folder / "train").exists() or (folder / "test").exists():
-            key = b"fine_labels" if labels == "fine" else b"coarse_labels"
-            train = [_python_batch(folder / "train", label_key=key, n_classes=n_classes)]
-            test = _python_batch(folder / "test", label_key=key, n_classes=n_classes)
-            break
-        if (folder / "train.bin").exists() or (folder / "test.bin").exists():
-            index = 1 if labels == "fine" else 0  # each record starts with the coarse, then the fine label
-            train = [_binary_batch(folder / "train.bin", label_bytes=2, label_index=index, n_classes=n_classes)]
-            test = _binary_batch(folder / "test.bin", label_bytes=2, label_index=index, n_classes=n_classes)
-            break
+    if layout == "python":
+        key = b"fine_labels" if labels == "fine" else b"coarse_labels"
+        train, test = (_python_batch(file, label_key=key, n_classes=n_classes) for file in files)
     else:
-        raise DatasetError(
-            f"{root}: not a CIFAR-100 folder; expected train and test (python version) or train.bin and test.bin (binary version)"
-        )
-    return _assemble(str(root), train, test, n_classes=n_classes)
+        index = 1 if labels == "fine" else 0  # each record starts with the coarse, then the fine label
+        train, test = (_binary_batch(file, label_bytes=2, label_index=index, n_classes=n_classes) for file in files)
+    return _assemble(str(root), [train], test, n_classes=n_classes)
 
 
 def _assemble(name: str, train: list[tuple[np.ndarray, np.ndarray]], test: tuple[np.ndarray, np.ndarray], *, n_classes: int) -> Dataset:

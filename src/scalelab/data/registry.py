@@ -241,8 +241,9 @@ def select_classes(dataset: Dataset, classes: list[int]) -> Dataset:
 
 
 def dataset_key(data_config: dict) -> str:
-    """A key identifying the loaded arrays: equal keys load identical datasets."""
+    """A key identifying the loaded arrays: equal keys load identical datasets (the files'
+    content is part of it, see :mod:`scalelab.data.fingerprint`)."""
     import json
 
-    keep = {k: data_config[k] for k in ("name", "test_size", "split_seed", "options", "classes") if k in data_config}
+    keep = {k: data_config[k] for k in ("name", "test_size", "split_seed", "options", "classes", "content_sha256") if k in data_config}
     return json.dumps(keep, sort_keys=True)
