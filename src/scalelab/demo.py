@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from importlib import resources
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def print_demo_results(study: Study, console, *, out_dir: Path) -> Path:
     print_plans(data, analysis, console)
     path = report.write(Path(out_dir).expanduser() / "report.html")
     console.print(f"Study file: {study.spec.source}   store: {study.store_path}")
-    console.print(f"Every run: scalelab runs {study.name} --store {study.store_path} --format csv")
+    console.print(f"Every run: scalelab runs {shlex.quote(study.name)} --store {shlex.quote(str(study.store_path))} --format csv")
     return path
 
 

@@ -83,6 +83,8 @@ class Study:
 
         if workers is not None and workers < 1:
             raise InputError(f"--workers {workers}: must be at least 1")
+        if not self.store_path.parent.is_dir():  # checked before any worker starts or data loads
+            raise InputError(f"{self.store_path}: the store's folder {self.store_path.parent} does not exist")
         if executor == "local":
             if address is not None:
                 raise InputError("--address is for --executor ray")
@@ -102,7 +104,7 @@ class Study:
                 # seconds of work that the checks and the cost estimate below (loading the
                 # data, counting FLOPs) overlap instead of preceding. Failed checks stop them.
                 pool.start(self._tasks_to_run(retry_failed), preload=_distinct_datasets(self.spec))
-            shapes = preflight(self.spec)
+            shapes = preflight(self.spec, local=executor == "local")
             if executor == "ray":
                 # Ray starts after the checks: starting a cluster for a study that fails
                 # them would cost more than the overlap gains.
