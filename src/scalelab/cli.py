@@ -171,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         "report": cmd_report,
         "transfer": cmd_transfer,
     }[args.command]
+    import errno
+    import sqlite3
+
+    from scalelab.store import StoreError, store_failure
+
     try:
         return handler(args)
     except BrokenPipeError:
@@ -178,9 +183,27 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")
         return EXIT_OK
     except InputError as exc:
-        # One line, always: a key or value holding a newline is shown escaped.
+        # One line, always: a key or value holding a newline is shown escaped. A damaged
+        # store, or one a writer cannot write, is such an error too (StoreCorruptError,
+        # StoreReadOnlyError): the --store given cannot be used, and nothing was written.
         print(f"scalelab: error: {exc}".replace("\n", "\\n"), file=sys.stderr)
         return EXIT_USAGE
+    except StoreError as exc:
+        # A full disk (or a failing one) is exit 1, not 2: nothing the user gave is at
+        # fault, and the command may have recorded work before the disk filled (the
+        # contract's exit 2 promises nothing written). The same command finishes later.
+        print(f"scalelab: error: {exc}".replace("\n", "\\n"), file=sys.stderr)
+        return EXIT_FAILED
+    except (sqlite3.DatabaseError, OSError) as exc:
+        # The same failures met outside an open store (its own errors are StoreErrors).
+        if isinstance(exc, OSError):
+            failure = StoreError(f"{exc.filename or 'a file'}: the disk is full (no space left on the device)") if exc.errno == errno.ENOSPC else None
+        else:
+            failure = store_failure(Path(getattr(args, "store", None) or "scalelab.db"), exc, writing=args.command in ("run", "demo"))
+        if failure is None:
+            raise
+        print(f"scalelab: error: {failure}".replace("\n", "\\n"), file=sys.stderr)
+        return EXIT_USAGE if isinstance(failure, InputError) else EXIT_FAILED
     except KeyboardInterrupt:
         print("scalelab: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -43,7 +43,8 @@ def runs_records(store: RunStore, study: str) -> tuple[list[str], list[dict]]:
 
     Columns: ``cell_id``, ``state``, one per grid key, the recorded metrics
     (:data:`RUN_FIELDS` first), ``attempts`` and ``reason`` (why a cell failed or
-    diverged). Cells without results hold ``None`` for their metrics.
+    diverged, or which part of its stored record is unreadable). Cells without results,
+    or whose stored results cannot be read, hold ``None`` for their metrics.
     """
     info = store.study_info(study)
     grid_keys = list(info["grid_keys"])
@@ -55,7 +56,7 @@ def runs_records(store: RunStore, study: str) -> tuple[list[str], list[dict]]:
     shadowed = [
         name
         for name in grid_keys
-        if any(name in r.metrics and r.metrics[name] != r.params[name] for r in records)
+        if any(name in r.metrics and r.metrics[name] != r.params.get(name) for r in records)
     ]
     columns = [
         "cell_id",
@@ -69,7 +70,9 @@ def runs_records(store: RunStore, study: str) -> tuple[list[str], list[dict]]:
     ]
     rows = []
     for record in records:
-        row = {"cell_id": record.cell_id, "state": record.state, **record.params}
+        # A record the store could not read in full (see CellRecord.unreadable) has
+        # None for what is missing, and its reason says why.
+        row = {"cell_id": record.cell_id, "state": record.state, **dict.fromkeys(grid_keys), **record.params}
         for name in shadowed:
             row[f"recorded_{name}"] = record.metrics.get(name)
         for name in columns[2 + len(grid_keys) :]:

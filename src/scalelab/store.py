@@ -14,15 +14,23 @@ Semantics (see DESIGN.md, "The run store"):
 * Pretrained checkpoints (a study's ``[pretrain]`` stage) are kept beside the cells,
   keyed by the hash of the configuration that trained them, with the SHA-256 of their
   bytes: trained once, reused by every cell and every later run that needs them.
+* Readers (:meth:`RunStore.open_existing`) hold a connection that cannot write, create
+  no schema, and read stores on read-only media too.
+* A full disk, a damaged file or read-only media becomes a :class:`StoreError` whose
+  message is one line naming the store and the cause; one unreadable record (a damaged
+  byte in its JSON) is named in a warning, and the other records are still read.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import socket
 import sqlite3
+import sys
 import time
 import uuid
 from collections.abc import Collection, Iterable, Mapping
@@ -98,6 +106,48 @@ class CellRecord:
     metrics: dict
     reason: str | None
     attempts: int
+    unreadable: str | None = None  # why part of the stored record could not be read (a damaged byte)
+
+
+class _Undecodable(str):
+    """Text the store holds as bytes that are not UTF-8, decoded with replacement characters."""
+
+
+def _decode_text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _Undecodable(raw.decode("utf-8", "replace"))
+
+
+def _parse_json(text, kind: type | None = None):
+    """``(value, None)`` for a stored JSON text of ``kind``, else ``(None, why not)``."""
+    if isinstance(text, _Undecodable):
+        return None, "not UTF-8 text"
+    if not isinstance(text, str):
+        return None, f"{type(text).__name__} where JSON text belongs"
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return None, f"not valid JSON: {exc}"
+    if kind is not None and not isinstance(value, kind):
+        return None, f"a JSON {type(value).__name__} where a {'JSON object' if kind is dict else 'JSON list'} belongs"
+    return value, None
+
+
+# Warnings already given in this process (a command reads the same records more than once).
+_WARNED: set[tuple] = set()
+
+
+def _warn(message: str) -> None:
+    """One warning line on stderr (the runs that could be read are still used)."""
+    print(f"scalelab: warning: {message}".replace("\n", "\\n"), file=sys.stderr)
+
+
+def _warn_once(key: tuple, message: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        _warn(message)
 
 
 def _json_safe(metrics: dict) -> str:
@@ -129,14 +179,25 @@ def _owner_is_dead(owner: str) -> bool:
 class RunStore:
     """The SQLite run store. Open with :meth:`open` (creates) or :meth:`open_existing`."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection):
+    def __init__(self, path: Path, connection: sqlite3.Connection, *, read_only: bool = False):
         self.path = path
         self._db = connection
+        self._read_only = read_only
+        # A damaged byte can leave text that is not UTF-8; it reads as text marked
+        # undecodable (see _records) instead of failing the whole query.
+        connection.text_factory = _decode_text
 
     # -- opening ---------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | Path, *, busy_timeout_s: float = 60.0) -> RunStore:
-        """Open the store at ``path``, creating the file and schema if needed."""
+        """Open the store at ``path``, creating the file and schema if needed.
+
+        An empty database (a zero-byte file, or SQLite's header with no tables: what a
+        run that failed while creating the store leaves behind) becomes a store. Raises
+        :class:`InputError` for a file that is not a store, :class:`StoreReadOnlyError`
+        where the store cannot be written, :class:`StoreFullError` on a full disk and
+        :class:`StoreCorruptError` for a damaged file.
+        """
         path = Path(path).expanduser()
         if path.parent and not path.parent.exists():
             raise InputError(f"{path}: the store's folder {path.parent} does not exist")
@@ -145,17 +206,27 @@ class RunStore:
         try:
             db = _retry_while_busy(lambda: _connect_and_initialise(path, busy_timeout_s), busy_timeout_s)
         except sqlite3.DatabaseError as exc:
-            raise InputError(f"{path}: not a usable scalelab store ({exc})") from None
+            raise store_failure(path, exc, writing=True) or InputError(f"{path}: not a usable scalelab store ({exc})") from None
         return cls(path, db)
 
     @classmethod
-    def open_existing(cls, path: str | Path) -> RunStore:
-        """Open a store that must already exist (readers never create or convert a file)."""
+    def open_existing(cls, path: str | Path, *, busy_timeout_s: float = 60.0) -> RunStore:
+        """Open a store that must already exist, to read it.
+
+        Readers never create, convert or write a file: the connection cannot write (see
+        :func:`_connect_read_only`, which also reads a store on read-only media), and no
+        schema is created. An empty database reads as a store without studies.
+        """
         path = Path(path).expanduser()
         if not path.exists():
             raise InputError(f"{path}: no store here; run a study first or pass --store")
-        _check_is_store(path, allow_empty=False)
-        return cls.open(path)
+        if _check_is_store(path, allow_empty=False):
+            return cls(path, _empty_store_connection(), read_only=True)
+        try:
+            db = _connect_read_only(path, busy_timeout_s=busy_timeout_s)
+        except sqlite3.DatabaseError as exc:
+            raise store_failure(path, exc, writing=False) or InputError(f"{path}: not a usable scalelab store ({exc})") from None
+        return cls(path, db, read_only=True)
 
     def close(self) -> None:
         self._db.close()
@@ -163,8 +234,13 @@ class RunStore:
     def __enter__(self) -> RunStore:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
+        # A full disk, a damaged page or read-only media met while using the store
+        # becomes one StoreError naming the store; anything else passes unchanged.
+        failure = store_failure(self.path, exc, writing=not self._read_only) if exc is not None else None
+        if failure is not None:
+            raise failure from exc
 
     # -- studies and cells -----------------------------------------------------------
     def register_study(self, spec, *, costs: dict[str, float] | None = None) -> None:
@@ -201,7 +277,12 @@ class RunStore:
     def meta(self, key: str):
         """A value kept in the store's ``meta`` table (JSON), or None."""
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        if row is None:
+            return None
+        value, problem = _parse_json(row[0])
+        if problem:
+            _warn_once((str(self.path), "meta", key), f"{self.path}: the stored value of {key!r} is unreadable ({problem}); ignored")
+        return value
 
     def set_meta(self, key: str, value) -> None:
         """Keep ``value`` (JSON) under ``key`` in the store's ``meta`` table."""
@@ -219,7 +300,13 @@ class RunStore:
         if row is None:
             known = ", ".join(self.study_names()) or "none"
             raise InputError(f"{self.path}: no study named {name!r} in this store (studies: {known})")
-        return {"name": name, "source": row[0], "raw": json.loads(row[1]), "grid_keys": json.loads(row[2]), "target_metric": row[3]}
+        (raw, raw_problem), (grid_keys, keys_problem) = _parse_json(row[1], dict), _parse_json(row[2], list)
+        if raw_problem or keys_problem:
+            what = "; ".join(f"{column}: {p}" for column, p in (("spec_json", raw_problem), ("grid_keys_json", keys_problem)) if p)
+            raise StoreCorruptError(
+                f"{self.path}: the record of study {name!r} is unreadable ({what}); run its study file again to rewrite it"
+            )
+        return {"name": name, "source": row[0], "raw": raw, "grid_keys": grid_keys, "target_metric": row[3]}
 
     def cells(self, study: str) -> list[CellRecord]:
         """Every cell of a study's current grid, in grid order."""
@@ -231,18 +318,29 @@ class RunStore:
             f"FROM study_cells s JOIN cells c ON c.cell_id = s.cell_id WHERE {where} ORDER BY s.position",
             args,
         ).fetchall()
-        return [
-            CellRecord(
-                cell_id=r[0],
-                state=r[1],
-                config=json.loads(r[2]),
-                params=json.loads(r[3]),
-                metrics=json.loads(r[4]) if r[4] else {},
-                reason=r[5],
-                attempts=r[6],
-            )
-            for r in rows
-        ]
+        records, unreadable = [], {}
+        for cell_id, state, config_text, params_text, metrics_text, reason, attempts in rows:
+            # One damaged record must not hide the others: what cannot be read is left
+            # empty, the record says why, and one warning line names the cells.
+            (config, p_config), (params, p_params) = _parse_json(config_text, dict), _parse_json(params_text, dict)
+            metrics, p_metrics = _parse_json(metrics_text, dict) if metrics_text else ({}, None)
+            problems = [f"{column}: {p}" for column, p in (("config_json", p_config), ("params_json", p_params),
+                                                          ("metrics_json", p_metrics)) if p]  # fmt: skip
+            if state not in STATES:
+                problems.append(f"state {state!r} is none of {', '.join(STATES)}")
+            note = f"unreadable record in the store ({'; '.join(problems)})" if problems else None
+            if note:
+                unreadable[cell_id] = note
+                reason = note if not reason else f"{reason}; {note}"
+            records.append(CellRecord(cell_id=cell_id, state=state, config=config or {}, params=params or {}, metrics=metrics or {},
+                                      reason=reason, attempts=attempts, unreadable=note))  # fmt: skip
+        new = {cell_id: note for cell_id, note in unreadable.items() if (str(self.path), "cell", cell_id) not in _WARNED}
+        if new:
+            _WARNED.update((str(self.path), "cell", cell_id) for cell_id in new)
+            first_id, first_note = next(iter(new.items()))
+            more = f" and {len(new) - 1} more ({', '.join(list(new)[1:4])}{', ...' if len(new) > 4 else ''})" if len(new) > 1 else ""
+            _warn(f"{self.path}: cell {first_id}{more}: {first_note}; shown without what could not be read")
+        return records
 
     def state_counts(self, study: str) -> dict[str, int]:
         """Number of the study's cells in each state (every state present, zeros included)."""
@@ -519,43 +617,280 @@ def _connect_and_initialise(path: Path, busy_timeout_s: float) -> sqlite3.Connec
     return db
 
 
-def _check_is_store(path: Path, *, allow_empty: bool) -> None:
-    """Refuse, without writing to it, a file that is not a scalelab store.
+def _check_is_store(path: Path, *, allow_empty: bool) -> bool:
+    """Refuse, without writing to it, a file that is not a scalelab store; True when it is
+    an empty database (a zero-byte file, or SQLite's header and no tables).
 
-    An empty file (or an empty SQLite database) may become a store when a run opens it;
-    any other database is someone else's and is left untouched.
+    An empty database may become a store when a run opens it: it is what a run that
+    failed while creating the store (a full disk, say) leaves behind. Any other database
+    is someone else's and is left untouched.
     """
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a store file")
     if path.stat().st_size == 0:
         if allow_empty:
-            return
+            return True
         raise InputError(f"{path}: is an empty file, not a scalelab store")
+    if not _has_sqlite_header(path):
+        raise InputError(f"{path}: not a scalelab store (file is not a database)")
     try:
         tables = _retry_while_busy(lambda: _table_names(path), timeout_s=60.0)
     except sqlite3.DatabaseError as exc:
-        raise InputError(f"{path}: not a scalelab store ({exc})") from None
-    if not tables and allow_empty:
-        return
-    if not {"meta", "studies", "cells", "study_cells"} <= tables:
+        raise store_failure(path, exc, writing=False) or InputError(f"{path}: not a scalelab store ({exc})") from None
+    if not tables:
+        return True
+    if not STORE_TABLES <= tables:
         raise InputError(f"{path}: is an SQLite database but not a scalelab store; pass another --store")
+    return False
 
 
 def is_store(path: Path) -> bool:
     """Whether the file at ``path`` holds a scalelab store's tables (read without writing)."""
     try:
-        return {"meta", "studies", "cells", "study_cells"} <= _table_names(path)
-    except sqlite3.DatabaseError:
+        return STORE_TABLES <= _table_names(path)
+    except (sqlite3.DatabaseError, StoreError):
         return False
 
 
 def _table_names(path: Path) -> set[str]:
     """The table names in the SQLite file at ``path``, read through a read-only connection."""
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    db = _connect_read_only(path, busy_timeout_s=5.0)
     try:
         return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     finally:
         db.close()
+
+
+# -- reading without writing ---------------------------------------------------------------
+STORE_TABLES = frozenset({"meta", "studies", "cells", "study_cells"})
+_SQLITE_HEADER = b"SQLite format 3\x00"
+# SQLite's primary result codes: the low byte of an error's ``sqlite_errorcode``.
+_SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 8, 10, 11, 13, 14, 26
+
+
+def _sqlite_code(exc: BaseException) -> int:
+    return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+
+
+def _has_sqlite_header(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
+
+
+def _log_files(path: Path) -> tuple[Path, Path]:
+    """The write-ahead log and shared-memory index SQLite keeps beside a WAL-mode file."""
+    return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+
+
+def _connect_read_only(path: Path, *, busy_timeout_s: float = 60.0) -> sqlite3.Connection:
+    """A connection that cannot write to the SQLite file at ``path``, opened and checked.
+
+    In order of preference:
+
+    * Where the file and its folder are writable, a normal connection with
+      ``PRAGMA query_only``: SQLite refuses every write through it, and it removes the
+      -wal and -shm files it made when it is the last to close. A ``mode=ro`` connection
+      cannot remove them, so every read would leave two files beside the store.
+    * ``mode=ro`` where SQLite cannot open the file for writing (read-only media, a
+      read-only file), when the -wal and -shm files exist or can be made.
+    * ``mode=ro&immutable=1`` where even those cannot be made (a read-only folder or
+      medium with no -shm file beside the store, or a full disk): SQLite then reads the
+      file without locks or log, which is safe because nothing can write it there. A log
+      that holds data would be ignored that way, so that case is refused instead.
+
+    A malformed file, or one on a full disk, is left as it was found: the -wal and -shm
+    files that a failed attempt made are removed again. Raises sqlite3.Error as SQLite
+    does (a lock held longer than ``busy_timeout_s``, damage), or :class:`StoreError`
+    for a log that cannot be read.
+    """
+    uri = path.resolve().as_uri()
+    wal, shm = _log_files(path)
+    found = wal.exists() or shm.exists()
+    for suffix, query_only in (("?mode=rw", True), ("?mode=ro", False)):
+        try:
+            db = sqlite3.connect(uri + suffix, uri=True, timeout=busy_timeout_s, isolation_level=None)
+        except sqlite3.OperationalError as exc:
+            if _sqlite_code(exc) not in (_SQLITE_CANTOPEN, _SQLITE_READONLY, _SQLITE_IOERR):
+                raise
+            continue
+        try:
+            if query_only:
+                db.execute("PRAGMA query_only = ON")
+            # Connecting is lazy: this first read opens the file and its log, or fails.
+            _retry_while_busy(lambda: db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone(), busy_timeout_s)
+            return db
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            if not found:
+                # A file that proves malformed, or a disk too full for the -shm file,
+                # fails every other opener too: no one else is using what this made.
+                _remove_empty_log(wal, shm)
+            # A full disk answers SQLITE_IOERR when the -shm file cannot grow.
+            if _sqlite_code(exc) not in (_SQLITE_CANTOPEN, _SQLITE_READONLY, _SQLITE_IOERR):
+                raise
+    if wal.exists() and wal.stat().st_size > 0:
+        raise StoreError(
+            f"{path}: cannot be read here: its write-ahead log {wal.name} holds data that SQLite reads only with a "
+            f"{shm.name} file, which cannot be made or opened there (read-only media, or a full disk); copy the store and its "
+            f"{wal.name} to writable storage and read the copy"
+        )
+    db = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, isolation_level=None)
+    try:
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _remove_empty_log(wal: Path, shm: Path) -> None:
+    """Remove an empty -wal file and its -shm that opening a malformed file made."""
+    try:
+        if wal.exists() and wal.stat().st_size > 0:
+            return
+        wal.unlink(missing_ok=True)
+        shm.unlink(missing_ok=True)
+    except OSError:
+        pass  # read-only media: then SQLite could not have made them either
+
+
+def _empty_store_connection() -> sqlite3.Connection:
+    """An empty store held in memory, read-only: what a reader sees of an empty database
+    (the file itself is neither read further nor written)."""
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    for statement in filter(str.strip, _SCHEMA.split(";")):
+        db.execute(statement)
+    db.execute("PRAGMA query_only = ON")
+    return db
+
+
+# -- failures: one line that names the store and the cause ---------------------------------
+class StoreError(Exception):
+    """The store at a path cannot be used as asked: a full disk, damage, or media it cannot
+    be read or written on. Its message is one line naming the store and the cause."""
+
+
+class StoreFullError(StoreError):
+    """The disk holding the store is full. Not an input error: what was recorded as done
+    stays, and the same command finishes the rest once there is space again."""
+
+
+class StoreCorruptError(StoreError, InputError):
+    """The store's file is damaged: an input error, like any corrupt or truncated input file."""
+
+
+class StoreReadOnlyError(StoreError, InputError):
+    """A writer was given a store where it cannot write (read-only media, file or folder):
+    an input error naming the ``--store`` at fault, found before anything is written."""
+
+
+_FULL_ADVICE = "every cell recorded as done is kept; free some space and run the same command again"
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def store_failure(path: Path, exc: BaseException | None, *, writing: bool) -> StoreError | None:
+    """The :class:`StoreError` that ``exc``, raised while using the store at ``path``,
+    stands for; None when it is no failure of the store's file or disk (a lock held too
+    long, a bug), which then keeps its traceback.
+
+    The exceptions ``exc`` was raised while handling count too: a full disk that failed a
+    commit is often reported last as the failed statement that followed it.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen and not isinstance(exc, StoreError):
+        seen.add(id(exc))
+        failure = _one_failure(path, exc, writing=writing)
+        if failure is not None:
+            return failure
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _one_failure(path: Path, exc: BaseException, *, writing: bool) -> StoreError | None:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return StoreFullError(f"{path}: the disk is full (no space left on the device{where}); {_FULL_ADVICE}")
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return None
+    code = _sqlite_code(exc)
+    if code == _SQLITE_FULL:
+        return StoreFullError(f"{path}: the disk is full (SQLite: {exc}); {_FULL_ADVICE}")
+    if code == _SQLITE_IOERR:
+        # SQLite reports a -shm file it could not grow as an I/O error, not as a full disk.
+        free = _free_bytes(path)
+        if free is not None and free < _NEARLY_FULL_BYTES:
+            return StoreFullError(f"{path}: the disk is full (SQLite: {exc}, with {free // 1024} KiB free); {_FULL_ADVICE}")
+        return StoreError(f"{path}: the disk failed to read or write the store (SQLite: {exc}, {exc.sqlite_errorname})")
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return StoreCorruptError(
+            f"{path}: the store's file is damaged (SQLite: {exc}; PRAGMA integrity_check: {_integrity_verdict(path)}); "
+            "restore a copy of it or pass another --store"
+        )
+    if code in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
+        if writing:
+            return StoreReadOnlyError(
+                f"{path}: cannot write the store: {_why_not_writable(path)} (SQLite: {exc}); commands that only read it "
+                "(status, runs, fit, report) work there, but run needs a --store on writable storage"
+            )
+        return StoreError(f"{path}: cannot open the store to read it (SQLite: {exc})")
+    return None
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        return shutil.disk_usage(path.parent).free
+    except OSError:
+        return None
+
+
+def _why_not_writable(path: Path) -> str:
+    folder = path.parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"{folder} is on read-only media"
+    except OSError:
+        pass
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is read-only"
+    if not os.access(folder, os.W_OK):
+        return f"its folder {folder} is read-only"
+    return "the file or its folder cannot be written"
+
+
+def _integrity_verdict(path: Path) -> str:
+    """What ``PRAGMA integrity_check`` says of the file at ``path``, on one line."""
+    wal, _ = _log_files(path)
+    # immutable=1 makes no -wal or -shm file beside a damaged file; with a log, read it too.
+    suffix = "?mode=ro" if wal.exists() else "?mode=ro&immutable=1"
+    try:
+        db = sqlite3.connect(path.resolve().as_uri() + suffix, uri=True, timeout=5.0)
+    except sqlite3.Error as exc:
+        return f"could not run ({exc})"
+    try:
+        rows = [str(row[0]) for row in db.execute("PRAGMA integrity_check(4)")]
+    except sqlite3.Error as exc:
+        # A damaged b-tree can stop the whole check; checking table by table names the
+        # tables it is in.
+        rows = [f"{exc}"]
+        try:
+            tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            broken = []
+            for table in tables:
+                try:
+                    verdict = [str(row[0]) for row in db.execute(f'PRAGMA integrity_check("{table.replace(chr(34), chr(34) * 2)}")')]
+                except sqlite3.Error as table_exc:
+                    verdict = [str(table_exc)]
+                if verdict != ["ok"]:
+                    broken.append(f"table {table}: {', '.join(verdict)}")
+            rows = broken or rows
+        except sqlite3.Error:
+            pass
+    finally:
+        db.close()
+    problems = [line for row in rows for line in row.splitlines() if line.strip() and not line.startswith("*** in database")]
+    if problems == ["ok"]:
+        return "ok"
+    return "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
 
 
 def _take_groups(ordered_ids: list[str], group_of: Mapping[str, str | None], limit: int) -> list[str]:
@@ -577,5 +912,21 @@ class _transaction:
         return self._db
 
     def __exit__(self, exc_type, exc, tb):
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self._db.execute("COMMIT")
+            except BaseException:
+                # A commit that failed (a full disk) may leave the transaction open; end
+                # it, so the connection can still release cells and close cleanly.
+                self._rollback()
+                raise
+        else:
+            self._rollback()  # SQLite may already have rolled back (after SQLITE_FULL, say)
         return False
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the error that brought us here is the one to report
