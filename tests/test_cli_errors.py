@@ -72,6 +72,8 @@ STUDY_CASES = [
     ("unknown-grid-key", HEADER + "[grid]\nwidht = [1, 2]\n", ["widht"]),
     ("invalid-toml", HEADER + "[grid\nwidth = [1]\n", ["TOML"]),
     ("class-lost-by-subsampling", HEADER + "[grid]\ndata_fraction = [0.001]\n", ["class", "0.001"]),
+    ("unknown-target-metric", HEADER + '[target]\nmetric = "test_eror"\n', ["target.metric", "test_eror", "test_error"]),
+    ("target-metric-not-recorded", HEADER + '[target]\nmetric = "accuracy"\n', ["target.metric", "accuracy"]),
 ]
 
 
@@ -268,3 +270,53 @@ def test_run_refuses_a_store_that_is_another_programs_database(tmp_path):
     cli = run_cli("run", study, "--store", store, "--quiet", env=cli_env(tmp_path / "cache"), cwd=tmp_path)
     assert (_digest(store), store.stat().st_mtime_ns) == before
     assert_one_line_error(cli, "other.db", "not a scalelab store")
+
+
+def test_a_cuda_cell_on_a_machine_without_cuda_fails_before_anything_is_written(tmp_path, guard):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    study = write_study(tmp_path / "cuda.toml", HEADER + '[train]\nepochs = 1\n[grid]\ndevice = ["cpu", "cuda"]\n')
+    cli = run_cli("run", study, "--store", guard.store, "--quiet", env=cli_env(tmp_path / "cache"), cwd=tmp_path)
+    assert_one_line_error(cli, "cuda.toml", "train.device", "CUDA is not available")
+    guard.assert_untouched()
+
+
+def test_a_store_in_a_missing_folder_is_refused_before_any_work(tmp_path):
+    study = write_study(tmp_path / "tiny.toml", VALID_STUDY)
+    cli = run_cli("run", study, "--store", tmp_path / "nowhere" / "runs.db", env=cli_env(tmp_path / "cache"), cwd=tmp_path)
+    assert_one_line_error(cli, "nowhere", "does not exist")
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_report_written_onto_a_folder_is_refused_before_any_work(tmp_path, pristine_store):
+    cli = run_cli("report", "tiny", "--store", pristine_store, "-o", tmp_path, env=cli_env(tmp_path / "cache"), cwd=tmp_path)
+    assert_one_line_error(cli, "is a folder")
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--chance", "2"], "--chance"), (["--chance", "nan"], "--chance"), (["--chance", "0"], "--chance"),
+    (["--x", "n", "--x", "n"], "twice"), (["--form", "bogus"], "bogus"),
+])  # fmt: skip
+def test_fit_refuses_input_that_cannot_identify_a_law(tmp_path, flags, needle):
+    path = tmp_path / "runs.csv"
+    path.write_text("n,loss\n" + "".join(f"{n},{0.1 + n ** -0.5}\n" for n in (100, 200, 400, 800, 1600, 3200)))
+    x = [] if "--x" in flags else ["--x", "n"]
+    cli = run_cli("fit", path, *x, "--y", "loss", *flags, env=cli_env(tmp_path / "cache"), cwd=tmp_path)
+    assert_one_line_error(cli, needle)
+
+
+def test_fit_on_points_at_one_x_value_is_refused(tmp_path):
+    path = tmp_path / "one-x.csv"
+    path.write_text("n,loss\n100,0.5\n100,0.4\n100,0.45\n100,0.41\n")
+    cli = run_cli("fit", path, "--x", "n", "--y", "loss", env=cli_env(tmp_path / "cache"), cwd=tmp_path)
+    assert_one_line_error(cli, "one-x.csv", "distinct")
+
+
+@pytest.mark.parametrize(("flags", "needle"), [(["--form", "bogus"], "bogus"), (["--gap", "nan"], "--gap"), (["--gap", "inf"], "--gap"),
+                                               (["--gap", "0.5"], "--gap")])  # fmt: skip
+def test_backtest_refuses_forms_and_gaps_it_cannot_use(tmp_path, flags, needle):
+    path = tmp_path / "runs.csv"
+    path.write_text("n,loss\n" + "".join(f"{n},{0.1 + n ** -0.5}\n" for n in (100, 200, 400, 800, 1600, 3200, 6400)))
+    cli = run_cli("backtest", path, "--x", "n", "--y", "loss", *flags, env=cli_env(tmp_path / "cache"), cwd=tmp_path)
+    assert_one_line_error(cli, needle)

@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--y", metavar="COL", help="target column (study default: its [target] metric)")
         sub.add_argument("--group", metavar="COL", help="fit one law per value of this column")
         sub.add_argument("--level", type=_unit_interval, default=0.8, help="interval level (default 0.8)")
-        sub.add_argument("--chance", type=float, default=None, metavar="LEVEL", help="chance level of an error-rate target (default 1 for columns named *error*)")
+        sub.add_argument("--chance", type=_chance_level, default=None, metavar="LEVEL", help="chance level of an error-rate target (default 1 for columns named *error*)")
         sub.add_argument("--bootstrap", type=_positive_int, default=1000, metavar="N", help="bootstrap replicates for intervals (default 1000)")
         sub.add_argument("--format", choices=["table", "json"], default="table")
 
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     law_arguments(backtest)
     backtest.add_argument("--form", action="append", metavar="NAME", help="forms to compare (default: every form for the x columns, and auto)")
     backtest.add_argument("--holdout", type=_positive_int, default=1, metavar="K", help="hold out the K largest scales (default 1)")
-    backtest.add_argument("--gap", type=float, default=1.0, metavar="R", help="fit only on scales at most 1/R of the smallest held-out one (default 1)")
+    backtest.add_argument("--gap", type=_gap, default=1.0, metavar="R", help="fit only on scales at most 1/R of the smallest held-out one (default 1)")
 
     plan = commands.add_parser("plan", help="compute-optimal size and data for a budget, or what reaches a target")
     plan.add_argument("source", metavar="SOURCE", help="a study (file or name in the store) or a CSV file")
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default=None, help="precision of the planned run (default: bf16 on a GPU, fp32 on the CPU)")
     plan.add_argument("--utilisation", type=_unit_interval, metavar="U", help="MFU assumed (default: the runs' own on that device, else 40%%)")
     plan.add_argument("--level", type=_unit_interval, default=0.8, help="interval level (default 0.8)")
-    plan.add_argument("--chance", type=float, default=None, metavar="LEVEL", help="chance level of an error-rate target")
+    plan.add_argument("--chance", type=_chance_level, default=None, metavar="LEVEL", help="chance level of an error-rate target")
     plan.add_argument("--bootstrap", type=_positive_int, default=1000, metavar="N", help="bootstrap replicates (default 1000)")
     plan.add_argument("--format", choices=["table", "json"], default="table")
 
@@ -122,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--group", metavar="COL", help="fit one law per value of this column (study default: one per model)")
     report.add_argument("--form", default="auto", help="auto (default) or a form name")
     report.add_argument("--level", type=_unit_interval, default=0.8, help="interval level (default 0.8)")
-    report.add_argument("--chance", type=float, default=None, metavar="LEVEL", help="chance level of an error-rate target")
+    report.add_argument("--chance", type=_chance_level, default=None, metavar="LEVEL", help="chance level of an error-rate target")
     report.add_argument("--bootstrap", type=_positive_int, default=1000, metavar="N", help="bootstrap replicates for intervals (default 1000)")
 
     transfer = commands.add_parser("transfer", help="effective data transferred by fine-tuning: D_T = D_E - D_F, with intervals")
@@ -130,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_store(transfer)
     transfer.add_argument("--y", metavar="COL", help="metric compared (default: the study's [target] metric)")
     transfer.add_argument("--level", type=_unit_interval, default=0.8, help="interval level (default 0.8)")
-    transfer.add_argument("--chance", type=float, default=None, metavar="LEVEL", help="chance level of an error-rate target")
+    transfer.add_argument("--chance", type=_chance_level, default=None, metavar="LEVEL", help="chance level of an error-rate target")
     transfer.add_argument("--bootstrap", type=_positive_int, default=1000, metavar="N", help="bootstrap replicates (default 1000)")
     transfer.add_argument("--format", choices=["table", "json"], default="table")
 
@@ -139,6 +140,28 @@ def build_parser() -> argparse.ArgumentParser:
     with_store(runs)
     runs.add_argument("--format", choices=["table", "csv", "json"], default="table")
     return parser
+
+
+def _chance_level(text: str) -> float:
+    """The chance level of an error rate: a number in (0, 1] (an error rate cannot exceed 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:  # also refuses nan, for which every comparison is false
+        raise argparse.ArgumentTypeError(f"{text}: the chance level of an error rate must be in (0, 1]")
+    return value
+
+
+def _gap(text: str) -> float:
+    """--gap: a finite ratio of at least 1 between the largest fitted and the smallest held-out scale."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value >= 1):
+        raise argparse.ArgumentTypeError(f"{text}: must be a finite number of at least 1")
+    return value
 
 
 def _unit_interval(text: str) -> float:
@@ -159,6 +182,7 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scalelab`` console script; returns the exit status."""
+    _stop_on_sigterm()
     args = build_parser().parse_args(argv)
     handler = {
         "demo": cmd_demo,
@@ -196,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     except (sqlite3.DatabaseError, OSError) as exc:
         # The same failures met outside an open store (its own errors are StoreErrors).
+        if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # a path the user gave
+            print(f"scalelab: error: {exc.filename or 'a path'}: the file name is longer than this system allows", file=sys.stderr)
+            return EXIT_USAGE
         if isinstance(exc, OSError):
             failure = StoreError(f"{exc.filename or 'a file'}: the disk is full (no space left on the device)") if exc.errno == errno.ENOSPC else None
         else:
@@ -207,6 +234,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("scalelab: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops like Ctrl-C (exit 130, one line) from the first moment, start-up
+    included; a run installs its own handler for a clean stop and puts this one back."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 # -- run -------------------------------------------------------------------------------
@@ -242,8 +282,8 @@ def _run_and_report(study, *, workers, retry_failed: bool, quiet: bool, executor
         out.print(f"{summary.busy_elsewhere} cells are still running in another scalelab process.")
     if counts["failed"]:
         out.print(
-            f"{counts['failed']} cells failed. See why with `scalelab runs {study.name} --format csv` "
-            "(column 'reason'); rerun them with --retry-failed."
+            f"{counts['failed']} cells failed. See why with `scalelab runs {shlex.quote(study.name)} "
+            f"--store {shlex.quote(str(study.store_path))} --format csv` (column 'reason'); rerun them with --retry-failed."
         )
         return EXIT_FAILED
     return EXIT_OK
@@ -361,6 +401,8 @@ def _law_source(args, *, default_x=("n_train",), what="--x COL and --y COL"):
         raise InputError(f"{src.label}: give {what} for a CSV file")
     if len(x_cols) > 2:
         raise InputError(f"--x was given {len(x_cols)} times; a law takes one x, or two (N, D)")
+    if len(x_cols) == 2 and x_cols[0] == x_cols[1]:
+        raise InputError(f"--x {x_cols[0]} was given twice; a joint law takes two different columns (N, D)")
     if args.chance is None:
         args.chance = default_chance(src.table, y_col)
     return src, x_cols, y_col
@@ -379,9 +421,11 @@ def _curves_json(src) -> dict:
 
 
 def cmd_fit(args) -> int:
-
     from scalelab.fitting import fit_source
+    from scalelab.laws import FORMS
 
+    if args.form != "auto" and args.form not in FORMS:  # before any data is read or fitted
+        raise InputError(f"--form {args.form!r}: unknown; known: auto, {', '.join(FORMS)}")
     src, x_cols, y_col = _law_source(args)
     results = fit_source(src, x_cols=x_cols, y_col=y_col, form=args.form, predict=args.predict, level=args.level,
                          chance=args.chance, n_boot=args.bootstrap)  # fmt: skip
@@ -430,12 +474,14 @@ def cmd_fit(args) -> int:
 
 
 def cmd_backtest(args) -> int:
-
     from scalelab.fitting import backtest_source
     from scalelab.laws.core import ONE_X_AUTO, TWO_X_AUTO
 
-    if args.gap < 1:
-        raise InputError(f"--gap {args.gap}: must be at least 1")
+    from scalelab.laws import FORMS
+
+    unknown = [f for f in args.form or [] if f != "auto" and f not in FORMS]
+    if unknown:
+        raise InputError(f"--form {unknown[0]!r}: unknown; known: auto, {', '.join(FORMS)}")
     src, x_cols, y_col = _law_source(args)
     forms = args.form or [*(ONE_X_AUTO if len(x_cols) == 1 else TWO_X_AUTO), "auto"]
     results = backtest_source(src, x_cols=x_cols, y_col=y_col, forms=forms, holdout=args.holdout, gap=args.gap, level=args.level,
@@ -469,7 +515,6 @@ def cmd_backtest(args) -> int:
 
 
 def cmd_plan(args) -> int:
-
     from scalelab.fitting import plan_source
 
     if args.hardware is not None:
@@ -560,6 +605,8 @@ def cmd_report(args) -> int:
     output = Path(args.output).expanduser()
     if not output.parent.is_dir():  # checked first: nothing is fitted for a report that cannot be written
         raise InputError(f"-o {output}: the folder {output.parent} does not exist")
+    if output.is_dir():
+        raise InputError(f"-o {output}: is a folder; give a file name such as {output / 'report.html'}")
     report = build_report(
         args.source, store=args.store, x=args.x, y=args.y, group=args.group, form=args.form,
         level=args.level, chance=args.chance, n_boot=args.bootstrap,

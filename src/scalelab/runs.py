@@ -49,7 +49,9 @@ def runs_records(store: RunStore, study: str) -> tuple[list[str], list[dict]]:
     info = store.study_info(study)
     grid_keys = list(info["grid_keys"])
     records = store.cells(study)
-    extra = sorted({k for r in records for k in r.metrics} - set(RUN_FIELDS) - set(grid_keys))
+    # The table's own columns are never a metric's too (a duplicated name breaks every reader).
+    own = {"cell_id", "state", "attempts", "reason"}
+    extra = sorted({k for r in records for k in r.metrics} - set(RUN_FIELDS) - set(grid_keys) - own)
     # A grid key can share its name with a recorded field (epochs, seed). The column
     # shows the grid value; where the recorded value differs (min_steps raised the
     # epochs, say), it is kept beside it as recorded_<name>.
