@@ -47,7 +47,7 @@ pytestmark = [
 ]
 
 # Timing fields differ run to run; everything else a cell records must not.
-VARYING = {"wall_s", "train_s", "samples_per_s", "flops_per_s", "inference_samples_per_s", "threads", "executor"}
+VARYING = {"wall_s", "train_s", "samples_per_s", "flops_per_s", "mfu", "inference_samples_per_s", "threads", "executor"}
 
 
 def digits_study(name: str, *, epochs: int, grid: str) -> str:
