@@ -138,6 +138,9 @@ def grouped(table: pd.DataFrame, group: str | None, *, label: str):
         yield (value.item() if hasattr(value, "item") else value), rows
 
 
+GROUP_BATCH = 250  # groups fitted in one batched solve (see fit_groups)
+
+
 def fit_groups(table, *, label, x_cols, y_col, group=None, form="auto", predict=None, level=0.8, chance=None, n_boot=1000):
     """One result dict per group, in the JSON shape of ``scalelab fit``.
 
@@ -163,11 +166,17 @@ def fit_groups(table, *, label, x_cols, y_col, group=None, form="auto", predict=
         except InputError as exc:
             entry["error"] = _group_error(exc, group, label)
         entries.append(entry)
-    laws = fit_prepared(datas, form, n_boot=n_boot)
-    if points is not None:  # intervals need every group's bootstrap: one batched solve, not one per group
-        from scalelab.laws.law import compute_bootstraps
+    # Groups are solved together in batches of GROUP_BATCH: batching amortises the per-solve
+    # overhead, while a batch much larger than that made each solve slower than linear
+    # (larger arrays, and every iteration waits for the batch's slowest group).
+    laws = []
+    for begin in range(0, len(datas), GROUP_BATCH):
+        batch = fit_prepared(datas[begin : begin + GROUP_BATCH], form, n_boot=n_boot)
+        if points is not None:  # intervals need every group's bootstrap: batched too, not one per group
+            from scalelab.laws.law import compute_bootstraps
 
-        compute_bootstraps([law for law in laws if not isinstance(law, InputError)])
+            compute_bootstraps([law for law in batch if not isinstance(law, InputError)])
+        laws.extend(batch)
     for entry in entries:
         if "_data" not in entry:
             continue

@@ -23,8 +23,10 @@ from scalelab.laws.optimize import Problem, jacobian, refine, refine_chord
 
 CHUNK_ROWS = 20_000  # replicate rows per solve: bounds the memory of the batched Jacobians
 # Full Levenberg–Marquardt steps (a fresh Jacobian per replicate) after the chord steps:
-# they remove most of the chord's bias; more move the intervals by under a percent.
-EXACT_STEPS = 2
+# one removes most of the chord's bias; a second moved the interval ends of 250 grouped
+# curves by 0.1% (median; 0.9% at the 90th percentile, under the bootstrap's own Monte
+# Carlo error) for 40% more time.
+EXACT_STEPS = 1
 
 
 def resample_weights(x: np.ndarray, n_boot: int, *, seed: int = 0) -> np.ndarray:

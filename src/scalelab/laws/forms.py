@@ -179,9 +179,13 @@ def _m4_predict(t, x, ceiling):
     misfit = np.abs((candidates - E) - rhs * np.maximum(y0 - candidates, 0.0) ** alpha)
     y = np.where(misfit[0] <= misfit[1], candidates[0], candidates[1])
     y = np.where(np.isfinite(y), y, 0.5 * (lo + hi))
-    # Newton on every point while most still move; then on the unconverged ones only.
+    # Newton on every point while most still move; then on the unconverged ones only. A
+    # point stops at its first step that barely moves it, whichever way it is computed,
+    # so its value never depends on the other points solved beside it (a law fitted in a
+    # batch of groups equals the same law fitted alone).
     arrays = (y, E, alpha, rhs, y0, lo, hi)
     todo = None
+    frozen = np.zeros(y.shape, dtype=bool)
     for _ in range(60):
         yt, Et, at, rt, y0t, lt, ht = arrays if todo is None else (a[todo] for a in arrays)
         gap = np.maximum(y0t - yt, 1e-300)
@@ -192,16 +196,17 @@ def _m4_predict(t, x, ceiling):
         ht = np.where(above, yt, ht)
         newton = yt - g / (1.0 + rt * at * powered / gap)
         step = np.where((newton >= lt) & (newton <= ht), newton, 0.5 * (lt + ht))
-        moving = np.abs(step - yt) > 1e-12 * np.maximum(np.abs(step), 1e-300)
+        moving = np.abs(step - yt) > 1e-10 * np.maximum(np.abs(step), 1e-300)
         if todo is None:
-            y, lo, hi = step, lt, ht
+            y, lo, hi = np.where(frozen, yt, step), np.where(frozen, lo, lt), np.where(frozen, hi, ht)
             arrays = (y, E, alpha, rhs, y0, lo, hi)
-            if moving.mean() < 0.5:
-                todo = np.flatnonzero(moving)
+            frozen |= ~moving
+            if frozen.mean() > 0.2:
+                todo = np.flatnonzero(~frozen)
         else:
             lo[todo], hi[todo], y[todo] = lt, ht, step
             todo = todo[moving]
-        if not moving.any():
+        if (todo is None and frozen.all()) or (todo is not None and not len(todo)):
             break
     return y.reshape(shape)
 
