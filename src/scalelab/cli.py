@@ -339,13 +339,23 @@ def cmd_status(args) -> int:
     from scalelab.store import STATES, RunStore
     from scalelab.study import resolve_spec
 
+    from scalelab.runs import grid_changes, runs_records
+
+    changes = None
     with RunStore.open_existing(args.store) as store:
-        names = [resolve_spec(args.study, store=args.store).name] if args.study else store.study_names()
-        for name in names:
-            store.study_info(name)  # a study never run on this store is an input error, not zeros
-        counts = {name: store.state_counts(name) for name in names}
+        if args.study:
+            # The grid as the study's file (or the store's record of it) reads now: an
+            # edited file is counted by its own cells, not the ones the store last ran.
+            spec = resolve_spec(args.study, store=args.store)
+            store.study_info(spec.name)  # a study never run on this store is an input error, not zeros
+            _, rows = runs_records(store, spec.name, spec=spec)
+            counts = {spec.name: {state: sum(r["state"] == state for r in rows) for state in STATES}}
+            changes = grid_changes(store, spec)
+        else:
+            counts = {name: store.state_counts(name) for name in store.study_names()}
     if args.format == "json":
-        _print_json({"studies": [{"study": n, **c, "total": sum(c.values())} for n, c in counts.items()]})
+        extra = {"changes": changes.__dict__} if changes is not None else {}
+        _print_json({"studies": [{"study": n, **c, "total": sum(c.values()), **extra} for n, c in counts.items()]})
         return EXIT_OK
     table = Table(title=f"cells by state in {args.store}")
     table.add_column("study")
@@ -354,6 +364,8 @@ def cmd_status(args) -> int:
     for name, c in counts.items():
         table.add_row(name, *[str(c[s]) for s in STATES], str(sum(c.values())))
     _console().print(table)
+    if changes is not None and (line := changes.describe(args.study)):
+        _console().print(line)
     return EXIT_OK
 
 
@@ -365,9 +377,16 @@ def cmd_runs(args) -> int:
     from scalelab.store import RunStore
     from scalelab.study import resolve_spec
 
-    spec_name = resolve_spec(args.study, store=args.store).name
+    from scalelab.runs import grid_changes
+
+    spec = resolve_spec(args.study, store=args.store)
+    spec_name = spec.name
     with RunStore.open_existing(args.store) as store:
-        columns, rows = runs_records(store, spec_name)
+        store.study_info(spec_name)  # a study never run on this store is an input error
+        columns, rows = runs_records(store, spec_name, spec=spec)
+        changed = grid_changes(store, spec).describe(args.study)
+    if changed:  # stderr: the table, CSV or JSON on stdout stays what a script reads
+        print(f"scalelab: {changed}", file=sys.stderr)
     if args.format == "json":
         _print_json([{k: row[k] for k in columns} for row in rows])
     elif args.format == "csv":
@@ -411,13 +430,17 @@ def _law_source(args, *, default_x=("n_train",), what="--x COL and --y COL"):
 def _print_curves(out, src) -> None:
     """On a study: what the curves split on, what they hold fixed and what they left out."""
 
+    if src.changes:
+        out.print(src.changes)
     if src.curves is not None:
         for line in src.curves.summary():
             out.print(line)
 
 
 def _curves_json(src) -> dict:
-    return {} if src.curves is None else {"curves": src.curves.to_dict()}
+    if src.curves is None:
+        return {}
+    return {"curves": src.curves.to_dict(), **({"changes": src.changes} if src.changes else {})}
 
 
 def cmd_fit(args) -> int:

@@ -35,6 +35,7 @@ class Source:
     group: str | None
     curves: CurveSet | None = None
     store: str | None = None
+    changes: str | None = None  # how a study file's grid differs from the one the store last ran
 
     def curve_key(self, label) -> dict | None:
         """The values that identify the curve named ``label`` (None for a CSV group)."""
@@ -54,10 +55,16 @@ def load_source(source: str, *, store: str, x_cols=None, y_col: str | None = Non
     from scalelab.store import RunStore
     from scalelab.study import resolve_spec
 
+    from scalelab.runs import grid_changes
+
     spec = resolve_spec(source, store=store)
     with RunStore.open_existing(store) as opened:
-        runs = runs_frame(opened, spec.name)
-    return study_source(spec, runs, x_cols=list(x_cols or default_x), y_col=y_col or spec.target_metric, group=group, store=str(store))
+        opened.study_info(spec.name)  # a study never run on this store is an input error
+        runs = runs_frame(opened, spec.name, spec=spec)  # the grid as its file reads now
+        changes = grid_changes(opened, spec).describe(str(source))
+    src = study_source(spec, runs, x_cols=list(x_cols or default_x), y_col=y_col or spec.target_metric, group=group, store=str(store))
+    src.changes = changes
+    return src
 
 
 def study_source(spec, runs: pd.DataFrame, *, x_cols, y_col: str, group=None, store: str | None = None) -> Source:

@@ -312,12 +312,32 @@ class RunStore:
         """Every cell of a study's current grid, in grid order."""
         return self._records("s.study = ?", (study,))
 
+    def records_by_id(self, cell_ids: Iterable[str]) -> dict[str, CellRecord]:
+        """The cells the store holds among ``cell_ids`` (whichever study ran them), by id;
+        their ``params`` are empty (a study file's cells carry their own)."""
+        ids, rows = list(dict.fromkeys(cell_ids)), []
+        for begin in range(0, len(ids), 500):  # SQLite caps the number of bound parameters
+            chunk = ids[begin : begin + 500]
+            rows += self._db.execute(
+                "SELECT c.cell_id, c.state, c.config_json, '{}', c.metrics_json, c.reason, c.attempts FROM cells c "
+                f"WHERE c.cell_id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+        return {record.cell_id: record for record in self._parse_records(rows)}
+
+    def study_cell_ids(self, study: str) -> list[str]:
+        """The ids of the grid the store last registered for ``study``, in grid order."""
+        return [row[0] for row in self._db.execute("SELECT cell_id FROM study_cells WHERE study = ? ORDER BY position", (study,))]
+
     def _records(self, where: str, args: tuple) -> list[CellRecord]:
         rows = self._db.execute(
             "SELECT c.cell_id, c.state, c.config_json, s.params_json, c.metrics_json, c.reason, c.attempts "
             f"FROM study_cells s JOIN cells c ON c.cell_id = s.cell_id WHERE {where} ORDER BY s.position",
             args,
         ).fetchall()
+        return self._parse_records(rows)
+
+    def _parse_records(self, rows) -> list[CellRecord]:
         records, unreadable = [], {}
         for cell_id, state, config_text, params_text, metrics_text, reason, attempts in rows:
             # One damaged record must not hide the others: what cannot be read is left
@@ -521,9 +541,10 @@ class RunStore:
         if not path.is_file() or path.stat().st_size == 0:
             return {}
         try:
-            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
-        except sqlite3.Error:
-            return {}
+            # Through the readers' connection: a plain mode=ro one leaves -wal and -shm files.
+            db = _connect_read_only(path, busy_timeout_s=5.0)
+        except (sqlite3.Error, StoreError):
+            return {}  # not readable as a store here: the command that needs it says why
         try:
             rows = db.execute("SELECT path, size, mtime_ns, sha256 FROM file_hashes").fetchall()
             return {r[0]: (r[1], r[2], r[3]) for r in rows}

@@ -134,16 +134,20 @@ class Study:
             return min(tasks, len(self.spec.cells) - store.count_in_states((c.cell_id for c in self.spec.cells), finished))
 
     def status(self) -> dict[str, int]:
-        """Number of cells in each state."""
-        with RunStore.open_existing(self.store_path) as store:
-            return store.state_counts(self.name)
+        """Number of this grid's cells in each state (a cell the store never ran is pending)."""
+        from scalelab.store import STATES
+
+        states = self.runs()["state"]
+        return {state: int((states == state).sum()) for state in STATES}
 
     def runs(self) -> pd.DataFrame:
-        """One row per cell, every recorded field a column (see :func:`scalelab.runs.runs_frame`)."""
+        """One row per cell of this study's grid (as its file reads now), every recorded
+        field a column (see :func:`scalelab.runs.runs_frame`)."""
         from scalelab.runs import runs_frame
 
         with RunStore.open_existing(self.store_path) as store:
-            return runs_frame(store, self.name)
+            store.study_info(self.name)  # a study never run on this store is an input error
+            return runs_frame(store, self.name, spec=self.spec)
 
     def curves(self, *, x=("n_train",), y: str | None = None, group=None):
         """Which runs form each curve of a law of ``y`` (default: the study's target) against
