@@ -142,12 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _chance_level(text: str) -> float:
-    """The chance level of an error rate: a number in (0, 1] (an error rate cannot exceed 1)."""
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _chance_level(text: str) -> float:
+    """The chance level of an error rate: a number in (0, 1] (an error rate cannot exceed 1)."""
+    value = _number(text)
     if not 0 < value <= 1:  # also refuses nan, for which every comparison is false
         raise argparse.ArgumentTypeError(f"{text}: the chance level of an error rate must be in (0, 1]")
     return value
@@ -155,20 +159,14 @@ def _chance_level(text: str) -> float:
 
 def _gap(text: str) -> float:
     """--gap: a finite ratio of at least 1 between the largest fitted and the smallest held-out scale."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text)
     if not (math.isfinite(value) and value >= 1):
         raise argparse.ArgumentTypeError(f"{text}: must be a finite number of at least 1")
     return value
 
 
 def _unit_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be between 0 and 1")
     return value
