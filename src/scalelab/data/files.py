@@ -12,6 +12,8 @@ Relative paths are relative to the current directory.
 
 from __future__ import annotations
 
+import csv
+
 import zipfile
 import zlib
 from pathlib import Path
@@ -50,6 +52,9 @@ def load_npz(*, path: str, n_classes: int | None, test_size: float, split_seed: 
             if missing:
                 raise DatasetError(f"{file}: no array {missing[0]!r}; the file holds {sorted(names) or 'no arrays'}, and needs X and y")
             arrays = {key: archive[key] for key in ("X", "y", "X_test", "y_test", "group", "group_test") if key in names}
+            for key in ("X", "y", "X_test", "y_test"):
+                if key in arrays and np.iscomplexobj(arrays[key]):  # a cast to float would drop the imaginary part
+                    raise DatasetError(f"{file}: array {key!r} holds complex numbers; features and labels must be real")
     except DatasetError:
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
@@ -94,6 +99,13 @@ def _read_csv(file: Path, *, target: str, group: str | None = None) -> tuple[np.
         frame = pd.read_csv(file)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as exc:
         raise DatasetError(f"{file}: cannot read as CSV ({_one_line(exc)})") from None
+    if not len(frame):
+        raise DatasetError(f"{file}: a header and no rows; a dataset needs at least one row per class")
+    with file.open(encoding="utf-8", errors="replace") as stream:
+        header = next(csv.reader(stream), [])
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:  # pandas would rename the second one 'name.1' and carry on
+        raise DatasetError(f"{file}: column {repeated[0]!r} appears more than once in the header; give each column its own name")
     if target not in frame.columns:
         raise DatasetError(f"{file}: no column {target!r} (the target); columns are {', '.join(map(str, frame.columns))}")
     groups = None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -40,14 +41,20 @@ def load_weights(path: str | Path | bytes, *, label: str | None = None) -> dict[
         path = Path(path).expanduser()
         source = path
     try:
-        loaded = torch.load(source, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about a plain pickle's protocol before refusing it: the refusal says enough.
+            warnings.simplefilter("ignore", UserWarning)
+            loaded = torch.load(source, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise InputError(f"{path}: checkpoint file not found") from None
     except pickle.UnpicklingError as exc:
-        first = " ".join(str(exc).split())[:200]
-        raise InputError(f"{path}: refused: the checkpoint holds objects other than weights, which could run code ({first})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read as a torch checkpoint ({' '.join(str(exc).split())[:200]})") from None
+        # torch's own message goes on to suggest weights_only=False, the unsafe option: not shown.
+        if "weights only" in str(exc).lower() or "unsupported global" in str(exc).lower():
+            raise InputError(f"{path}: refused: the checkpoint holds objects other than weights, which could run code") from None
+        raise InputError(f"{path}: not a torch checkpoint (torch.save of a state_dict); it could not be unpickled") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        # A text file or truncated bytes fail deep inside the unpickler with any of these.
+        raise InputError(f"{path}: not a torch checkpoint (torch.save of a state_dict): {type(exc).__name__} while reading it") from None
     if isinstance(loaded, dict):
         for key in ("state_dict", "model"):
             if isinstance(loaded.get(key), dict):
