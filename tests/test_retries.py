@@ -26,7 +26,7 @@ cue_dir = "{cue}"
 
 [train]
 device = "cpu"
-epochs = 200
+epochs = 40
 batch_size = 32
 
 [grid]
