@@ -83,11 +83,20 @@ def load_csv(
     X, y, groups = _read_csv(_existing_file(path), target=target, group=group)
     X_test = y_test = groups_test = None
     if test_path is not None:
-        X_test, y_test, groups_test = _read_csv(_existing_file(test_path), target=target, group=group)
+        test_file = _existing_file(test_path)
+        X_test, y_test, groups_test = _read_csv(test_file, target=target, group=group)
+        header, test_header = _csv_header(_existing_file(path)), _csv_header(test_file)
+        if test_header != header:  # features are matched by position: other columns would be mixed up
+            raise DatasetError(f"{test_file}: columns {', '.join(test_header)} are not the training file's ({', '.join(header)})")
     return dataset_from_arrays(
         str(Path(path).expanduser()), X, y, X_test, y_test,
         n_classes=n_classes, test_size=test_size, split_seed=split_seed, groups=groups, groups_test=groups_test,
     )  # fmt: skip
+
+
+def _csv_header(file: Path) -> list[str]:
+    with file.open(encoding="utf-8", errors="replace") as stream:
+        return next(csv.reader(stream), [])
 
 
 def _read_csv(file: Path, *, target: str, group: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
