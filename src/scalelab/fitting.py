@@ -8,6 +8,7 @@ fits, predicts or backtests each group, turning a group that cannot be fitted in
 
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,9 +85,15 @@ def read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(f"{path}: CSV file not found")
     try:
-        return pd.read_csv(path)
+        table = pd.read_csv(path)
+        with path.open(encoding="utf-8") as stream:
+            header = next(csv.reader(stream), [])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read as CSV ({str(exc).splitlines()[0]})") from None
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:  # pandas would rename the second one 'name.1' and carry on
+        raise InputError(f"{path}: column {repeated[0]!r} appears more than once in the header; give each column its own name")
+    return table
 
 
 def numeric_column(table: pd.DataFrame, column: str, *, label: str) -> np.ndarray:
@@ -313,7 +320,8 @@ def plan_table(table, *, label, x_cols, y_col, flops_col=None, budget=None, targ
         if not np.all(C > 0):
             row = int(np.flatnonzero(~(C > 0))[0])
             raise InputError(f"{label}: column {flops_col!r} (measured FLOPs) must be positive; row {row + 1} holds {C[row]:g}")
-        k = float(np.median(C / (N * D)))
+        with np.errstate(divide="ignore", invalid="ignore"):  # a zero N or D is refused by the fit, in one line
+            k = float(np.median(C / (N * D)))
         notes.append(f"cost model: C = {k:.3g}·N·D FLOPs, the median measured in the runs ({flops_col})")
     else:
         k = 6.0
