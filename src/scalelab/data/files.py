@@ -80,28 +80,22 @@ def load_csv(
 ) -> Dataset:
     """A dataset from a CSV file with a header, numeric features and a ``target`` column
     (and, with ``group``, a column of group values, for per-group metrics)."""
-    X, y, groups = _read_csv(_existing_file(path), target=target, group=group)
+    X, y, groups, features = _read_csv(_existing_file(path), target=target, group=group)
     X_test = y_test = groups_test = None
     if test_path is not None:
-        test_file = _existing_file(test_path)
-        X_test, y_test, groups_test = _read_csv(test_file, target=target, group=group)
-        header, test_header = _csv_header(_existing_file(path)), _csv_header(test_file)
-        if test_header != header:  # features are matched by position: other columns would be mixed up
-            raise DatasetError(f"{test_file}: columns {', '.join(test_header)} are not the training file's ({', '.join(header)})")
+        # The test file's features are matched to the training file's by name, in any order.
+        X_test, y_test, groups_test, _ = _read_csv(_existing_file(test_path), target=target, group=group, features=features)
     return dataset_from_arrays(
         str(Path(path).expanduser()), X, y, X_test, y_test,
         n_classes=n_classes, test_size=test_size, split_seed=split_seed, groups=groups, groups_test=groups_test,
     )  # fmt: skip
 
 
-def _csv_header(file: Path) -> list[str]:
-    with file.open(encoding="utf-8", errors="replace") as stream:
-        return next(csv.reader(stream), [])
-
-
-def _read_csv(file: Path, *, target: str, group: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Features, labels and (with ``group``) group values of one CSV file, naming the line
-    and column of any bad value. The group column is not a feature."""
+def _read_csv(file: Path, *, target: str, group: str | None = None, features: list[str] | None = None):
+    """Features, labels, (with ``group``) group values and the feature names of one CSV
+    file, naming the line and column of any bad value. The group column is not a feature.
+    With ``features`` (the training file's), the file must hold exactly those feature
+    columns, in any order; they are taken in that order."""
     import pandas as pd
 
     try:
@@ -127,9 +121,12 @@ def _read_csv(file: Path, *, target: str, group: str | None = None) -> tuple[np.
         if len(missing):
             raise DatasetError(f"{file}: group column {group!r} is empty on line {int(missing[0]) + 2}")
         groups = frame[group].astype(str).to_numpy()
-    features = [c for c in frame.columns if c not in (target, group)]
-    if not features:
+    found = [c for c in frame.columns if c not in (target, group)]
+    if not found:
         raise DatasetError(f"{file}: only the target column {target!r}; a dataset needs feature columns too")
+    if features is not None and set(found) != set(features):
+        raise DatasetError(f"{file}: feature columns {', '.join(map(str, found))} are not the training file's ({', '.join(map(str, features))})")
+    features = list(features) if features is not None else found
     for column in [*features, target]:
         values = frame[column]
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
@@ -149,7 +146,7 @@ def _read_csv(file: Path, *, target: str, group: str | None = None) -> tuple[np.
         if bad_label.any():
             row = int(np.flatnonzero(bad_label)[0])
             raise DatasetError(f"{file}: target {target!r} must hold integer class indices, found {y[row].item()!r} on line {row + 2}")
-    return X.astype(np.float32), y, groups
+    return X.astype(np.float32), y, groups, features
 
 
 def _one_line(exc: BaseException) -> str:
