@@ -99,37 +99,46 @@ def refine(
     bootstrap's resampling counts) or None. A row stops when a step improves its loss by
     less than ``tolerance`` (relative). Returns the refined (R, p) and their losses.
     """
-    U = problem.clip(np.array(U, dtype=float, copy=True))
-    R, p = U.shape
-    w = np.ones((R, problem.y.shape[-1])) if weights is None else weights
-    r = problem.residuals(U)
-    F = problem.loss(r, w)
-    damping = np.full(R, 1e-3)
-    active = np.ones(R, dtype=bool)
+    p = np.shape(U)[1]
     eye = np.eye(p)
+
+    def fresh_jacobian(idx, Ua, ra):
+        # Forward differences of the residuals, all rows and parameters in one call.
+        shifted = Ua[:, None, :] + FD_STEP * eye[None, :, :]
+        r_shift = problem.rows(np.repeat(idx, p)).residuals(shifted.reshape(-1, p)).reshape(len(idx), p, -1)
+        return np.transpose((r_shift - ra[:, None, :]) / FD_STEP, (0, 2, 1))  # (Ra, n, p)
+
+    w = np.ones((len(U), problem.y.shape[-1])) if weights is None else weights
+    # A row is done when a step barely helps, or when no damping makes progress.
+    return _levenberg_marquardt(problem, U, w, fresh_jacobian, iterations=iterations, tolerance=tolerance, max_damping=1e7)
+
+
+def _levenberg_marquardt(problem: Problem, U, weights, jacobian_of, *, iterations: int, tolerance: float, max_damping: float):
+    """The batched LM loop of :func:`refine` and :func:`refine_chord`: ``jacobian_of(idx,
+    U_active, r_active)`` gives the active rows' Jacobians (R_a, n, p); a row stops when a
+    step improves its loss by less than ``tolerance`` or its damping passes ``max_damping``."""
+    U = problem.clip(np.array(U, dtype=float, copy=True))
+    r = problem.residuals(U)
+    F = problem.loss(r, weights)
+    damping = np.full(len(U), 1e-3)
+    active = np.ones(len(U), dtype=bool)
     for _ in range(iterations):
         if not active.any():
             break
         idx = np.flatnonzero(active)
         sub = problem.rows(idx)
-        Ua, ra, wa = U[idx], r[idx], w[idx]
-        # Forward-difference Jacobian of the residuals, all rows and parameters in one call.
-        shifted = Ua[:, None, :] + FD_STEP * eye[None, :, :]
-        r_shift = problem.rows(np.repeat(idx, p)).residuals(shifted.reshape(-1, p)).reshape(len(idx), p, -1)
-        J = np.transpose((r_shift - ra[:, None, :]) / FD_STEP, (0, 2, 1))  # (Ra, n, p)
+        Ua, ra, wa = U[idx], r[idx], weights[idx]
+        J = jacobian_of(idx, Ua, ra)
         omega = wa * np.minimum(1.0, sub.delta / np.maximum(np.abs(ra), 1e-300))
         JtW = np.transpose(J, (0, 2, 1)) * omega[:, None, :]
-        A = JtW @ J
-        g = (JtW @ ra[:, :, None])[:, :, 0]
-        U_new = sub.clip(Ua + _lm_step(A, g, damping[idx]))
+        U_new = sub.clip(Ua + _lm_step(JtW @ J, (JtW @ ra[:, :, None])[:, :, 0], damping[idx]))
         r_new = sub.residuals(U_new)
         F_new = sub.loss(r_new, wa)
         better = F_new < F[idx]
         gain = np.where(better, (F[idx] - F_new) / np.maximum(F[idx], 1e-300), 0.0)
         U[idx[better]], r[idx[better]], F[idx[better]] = U_new[better], r_new[better], F_new[better]
         damping[idx] = np.where(better, damping[idx] * 0.3, damping[idx] * 10.0)
-        # A row is done when a step barely helps, or when no damping makes progress.
-        done = (better & (gain < tolerance)) | (damping[idx] > 1e7)
+        done = (better & (gain < tolerance)) | (damping[idx] > max_damping)
         active[idx[done]] = False
     return U, F
 
@@ -170,29 +179,8 @@ def refine_chord(
     law instead of p + 1. What it settles on is not quite the replicate's optimum (the
     gradient uses the start's Jacobian), so :func:`refine` finishes from it.
     """
-    U = problem.clip(np.array(U, dtype=float, copy=True))
-    r = problem.residuals(U)
-    F = problem.loss(r, weights)
-    damping = np.full(len(U), 1e-3)
-    active = np.ones(len(U), dtype=bool)
-    for _ in range(iterations):
-        if not active.any():
-            break
-        idx = np.flatnonzero(active)
-        sub = problem.rows(idx)
-        ra, wa, Ja = r[idx], weights[idx], J[idx]
-        omega = wa * np.minimum(1.0, sub.delta / np.maximum(np.abs(ra), 1e-300))
-        JtW = np.transpose(Ja, (0, 2, 1)) * omega[:, None, :]
-        U_new = sub.clip(U[idx] + _lm_step(JtW @ Ja, (JtW @ ra[:, :, None])[:, :, 0], damping[idx]))
-        r_new = sub.residuals(U_new)
-        F_new = sub.loss(r_new, wa)
-        better = F_new < F[idx]
-        gain = np.where(better, (F[idx] - F_new) / np.maximum(F[idx], 1e-300), 0.0)
-        U[idx[better]], r[idx[better]], F[idx[better]] = U_new[better], r_new[better], F_new[better]
-        damping[idx] = np.where(better, damping[idx] * 0.3, damping[idx] * 10.0)
-        done = (better & (gain < tolerance)) | (damping[idx] > 1e4)
-        active[idx[done]] = False
-    return U, F
+    return _levenberg_marquardt(problem, U, weights, lambda idx, Ua, ra: J[idx], iterations=iterations, tolerance=tolerance,
+                                max_damping=1e4)  # fmt: skip
 
 
 def polish(problem: Problem, U: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
