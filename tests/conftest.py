@@ -19,3 +19,16 @@ def private_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
 def tmp_store(tmp_path: Path) -> Path:
     """Path of a run store (SQLite file) that does not exist yet, in a private folder."""
     return tmp_path / "scalelab.db"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """In-process training on one thread, as a worker would on a busy 2-core machine (tiny
+    models train far faster so). Modules that train in process ask for it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

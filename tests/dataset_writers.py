@@ -1,4 +1,5 @@
-"""Small datasets written in the exact on-disk formats users have: CIFAR folders, npz, csv.
+"""Small datasets written in the exact on-disk formats users have: CIFAR folders, npz, csv
+(and, for store tests, another program's SQLite database).
 
 Nothing is downloaded. The CIFAR writers produce the layouts the dataset's authors
 distribute (see ``scalelab.data.cifar``) with a few images per batch. Images are
@@ -8,6 +9,7 @@ learnable: each class has its own mean colour, plus noise.
 from __future__ import annotations
 
 import pickle
+import sqlite3
 import struct
 from pathlib import Path
 
@@ -156,3 +158,12 @@ class RunsCommand:
         import os
 
         return (os.system, (f"touch '{self.path}'",))
+
+
+def write_foreign_sqlite(path: Path) -> None:
+    """Some other program's SQLite database (rollback journal, one table)."""
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE notes (body TEXT)")
+    connection.execute("INSERT INTO notes VALUES ('not scalelab')")
+    connection.commit()
+    connection.close()

@@ -16,15 +16,12 @@ real ``python -m scalelab`` subprocesses with the same assertions.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import math
-import os
 import pickle
 import shutil
 import signal
-import sqlite3
 import sys
 import warnings
 import zipfile
@@ -35,6 +32,7 @@ from typing import Callable
 import numpy as np
 import pytest
 from cli_helpers import cli_env, nonempty_lines, run_cli, write_study
+from dataset_writers import write_foreign_sqlite
 
 from scalelab.cli import main
 
@@ -72,14 +70,6 @@ def case(id, argv, needles, files=None, store="existing", xfail=None) -> Case:
     return Case(id, tuple(argv), tuple(needles), dict(files or {}), store, xfail)
 
 
-def _foreign_sqlite(path: Path) -> None:
-    connection = sqlite3.connect(path)
-    connection.execute("CREATE TABLE notes (body TEXT)")
-    connection.execute("INSERT INTO notes VALUES ('not scalelab')")
-    connection.commit()
-    connection.close()
-
-
 def _truncated_store(path: Path, pristine: Path) -> None:
     path.write_bytes(pristine.read_bytes()[:4096 + 100])
 
@@ -87,7 +77,7 @@ def _truncated_store(path: Path, pristine: Path) -> None:
 STORE_MAKERS: dict[str, Callable] = {
     "folder": lambda path, pristine: path.mkdir(),
     "text": lambda path, pristine: path.write_text("these are not the runs you are looking for\n"),
-    "foreign": lambda path, pristine: _foreign_sqlite(path),
+    "foreign": lambda path, pristine: write_foreign_sqlite(path),
     "garbage": lambda path, pristine: path.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 16),
     "truncated": _truncated_store,
     "empty": lambda path, pristine: path.write_bytes(b""),

@@ -22,6 +22,7 @@ from cli_helpers import (
     run_cli,
     write_study,
 )
+from dataset_writers import write_foreign_sqlite
 
 EXIT_USAGE = 2
 
@@ -230,22 +231,11 @@ def test_dry_run_lists_cells_with_flops_and_writes_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("dry-run")) == []
 
 
-def _foreign_sqlite(path: Path) -> None:
-    """Some other program's SQLite database (rollback journal, one table)."""
-    import sqlite3
-
-    connection = sqlite3.connect(path)
-    connection.execute("CREATE TABLE notes (body TEXT)")
-    connection.execute("INSERT INTO notes VALUES ('not scalelab')")
-    connection.commit()
-    connection.close()
-
-
 @pytest.mark.parametrize(
     "args, make",
     [
-        pytest.param(["status"], _foreign_sqlite, id="status-on-foreign-sqlite"),
-        pytest.param(["runs", "tiny"], _foreign_sqlite, id="runs-on-foreign-sqlite"),
+        pytest.param(["status"], write_foreign_sqlite, id="status-on-foreign-sqlite"),
+        pytest.param(["runs", "tiny"], write_foreign_sqlite, id="runs-on-foreign-sqlite"),
         pytest.param(["status"], lambda path: path.write_bytes(b""), id="status-on-empty-file"),
     ],
 )
@@ -265,7 +255,7 @@ def test_run_refuses_a_store_that_is_another_programs_database(tmp_path):
     """`run --store` on someone else's SQLite file exits 2 and leaves the file as it was."""
     study = write_study(tmp_path / "tiny.toml", VALID_STUDY)
     store = tmp_path / "other.db"
-    _foreign_sqlite(store)
+    write_foreign_sqlite(store)
     before = (_digest(store), store.stat().st_mtime_ns)
     cli = run_cli("run", study, "--store", store, "--quiet", env=cli_env(tmp_path / "cache"), cwd=tmp_path)
     assert (_digest(store), store.stat().st_mtime_ns) == before

@@ -20,6 +20,8 @@ from scalelab.models import build_model, count_parameters
 from scalelab.spec import parse_spec
 from scalelab.train.cell import run_cell
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = "f.toml"
 
@@ -34,14 +36,6 @@ def config(model: dict, *, data=None, **train) -> dict:
 def digits():
     return load_dataset(config({"family": "mlp"})["data"])
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """In-process training on one thread, as a worker would on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def resnet(width: float, depth: int, shape=(3, 32, 32), n_classes: int = 10):

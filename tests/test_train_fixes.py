@@ -18,6 +18,8 @@ from scalelab.train.cell import run_cell, run_seed_group
 from scalelab.train.flops import forward_flops, training_step_flops
 from scalelab.train.torch_trainer import cpu_name, device_name, resolve_precision, train_cell
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 RESNET = {"family": "resnet", "width": 0.25, "depth": 1}
 
 
@@ -36,14 +38,6 @@ def configs(*, model=None, grid=None, **train) -> list[dict]:
 def digits():
     return load_dataset(configs()[0]["data"])
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models on a busy 2-core machine train far faster on one thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def batch_norm_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

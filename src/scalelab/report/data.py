@@ -148,7 +148,7 @@ def study_data(study, *, x=None, y=None, group=None) -> ReportData:
     transfer_keys = roles.transfer
     clean = main.frame("model")
     if transfer_keys:
-        notes.append(f"Laws, curves and frontiers use the runs trained from scratch ("
+        notes.append("Laws, curves and frontiers use the runs trained from scratch ("
                      + ", ".join(f"{k} = {_fmt_value(v)}" for k, v in main.held.items() if k in transfer_keys)
                      + "); the transfer learning section compares them with the fine-tuned runs.")  # fmt: skip
     compression = None
