@@ -95,16 +95,22 @@ class Study:
             pool = RayExecutor(workers=workers, address=address, **self.spec.resources)
         else:
             raise InputError(f"executor {executor!r} is not available; use 'local' or 'ray'")
-        # This machine's matmul peak, for every run's MFU: measured once per store, now,
-        # before any worker competes for the cores (kept when the study is registered).
-        cpu_peak = _stored_cpu_peak(self.store_path) or measure_cpu_peak()
+        # This machine's matmul peak, for every run's MFU, is measured once per store (kept
+        # when the study is registered): after the checks, so a bad study costs nothing,
+        # and before any worker competes for the cores.
+        cpu_peak = _stored_cpu_peak(self.store_path)
+        shapes = None
         try:
+            if cpu_peak is None:
+                shapes = preflight(self.spec, local=executor == "local")
+                cpu_peak = measure_cpu_peak()
             if executor == "local":
-                # Start the workers first: each is a new Python process importing torch,
+                # Start the workers early: each is a new Python process importing torch,
                 # seconds of work that the checks and the cost estimate below (loading the
                 # data, counting FLOPs) overlap instead of preceding. Failed checks stop them.
                 pool.start(self._tasks_to_run(retry_failed), preload=_distinct_datasets(self.spec))
-            shapes = preflight(self.spec, local=executor == "local")
+            if shapes is None:
+                shapes = preflight(self.spec, local=executor == "local")
             if executor == "ray":
                 # Ray starts after the checks: starting a cluster for a study that fails
                 # them would cost more than the overlap gains.
