@@ -126,6 +126,8 @@ def analyse(data: ReportData, *, form: str = "auto", level: float = 0.8, chance:
 
     notes: list[str] = []
     if not len(data.done):
+        if data.kind == "csv":  # a report on a file of runs that holds none is a mistake, not a report
+            raise InputError(f"{data.source}: no done rows to fit ({len(data.runs)} rows in the file)")
         return Analysis([], [], [], ["No done runs yet: nothing to fit."], level)
     check_options(data, form=form)
     if chance is None:
@@ -160,6 +162,8 @@ def fit_laws(data: ReportData, *, form, level, chance, n_boot, notes) -> list[La
         results = fit_groups(data.done, label=data.source, x_cols=data.x_cols, y_col=data.y_col, group=data.group,
                              form=form, level=level, chance=chance, n_boot=n_boot)  # fmt: skip
     except InputError as exc:
+        if data.kind == "csv":  # a CSV is fitted as given, so the report fails as `scalelab fit` would
+            raise
         notes.append(f"No law could be fitted: {exc}")
         return []
     out = []
