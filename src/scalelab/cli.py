@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("study", metavar="STUDY", help="study file (.toml), or the name of a study in the store")
     with_store(run)
     run.add_argument("--workers", type=_positive_int, default=None, metavar="N", help="worker processes (default: one per core)")
+    run.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                     help="torch threads per worker (default: its share of the cores, fewer while other processes keep some busy)")  # fmt: skip
     run.add_argument("--executor", choices=["local", "ray"], default="local", help="where cells run: a local process pool (default) or a Ray cluster")
     run.add_argument("--address", default=None, metavar="ADDR", help="with --executor ray: the cluster to join (host:port, ray://host:port or auto); default: a private local instance")
     run.add_argument("--retry-failed", action="store_true", help="also rerun failed and diverged cells")
@@ -256,16 +258,19 @@ def cmd_run(args) -> int:
         return _dry_run(spec, workers=args.workers)
     study = Study(spec, store=args.store)
     return _run_and_report(
-        study, workers=args.workers, retry_failed=args.retry_failed, quiet=args.quiet, executor=args.executor, address=args.address
+        study, workers=args.workers, threads=args.threads, retry_failed=args.retry_failed, quiet=args.quiet, executor=args.executor,
+        address=args.address,
     )
 
 
-def _run_and_report(study, *, workers, retry_failed: bool, quiet: bool, executor: str = "local", address: str | None = None) -> int:
+def _run_and_report(study, *, workers, retry_failed: bool, quiet: bool, executor: str = "local", address: str | None = None,
+                    threads: int | None = None) -> int:  # fmt: skip
     from scalelab.execute.runner import Interrupted
 
     out = _console()
     try:
-        summary = study.run(workers=workers, executor=executor, address=address, retry_failed=retry_failed, progress=not quiet)
+        summary = study.run(workers=workers, threads=threads, executor=executor, address=address, retry_failed=retry_failed,
+                            progress=not quiet)  # fmt: skip
     except Interrupted as exc:
         print(f"scalelab: {exc}; unfinished cells are pending again. Rerun the same command to resume.", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -291,7 +296,7 @@ def _dry_run(spec, *, workers) -> int:
     from rich.table import Table
 
     from scalelab.estimate import estimate_grid, preflight
-    from scalelab.execute.local import available_cores
+    from scalelab.execute.threads import available_cores
     from scalelab.spec import pretraining_cells
 
     workers = workers or available_cores()

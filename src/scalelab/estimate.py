@@ -188,12 +188,12 @@ def estimate_grid(spec, shapes: dict[str, CellShape], *, workers: int, calibrate
     """
     import torch
 
-    from scalelab.execute.local import threads_per_worker
+    from scalelab.execute.threads import fair_share
     from scalelab.models import count_parameters, is_torch_model
     from scalelab.train.flops import training_step_flops
     from scalelab.train.torch_trainer import planned_epochs
 
-    torch.set_num_threads(threads_per_worker(workers))
+    torch.set_num_threads(fair_share(workers))
     measured: dict[str, tuple] = {}  # key -> ("torch", n_params, flops/sample, flop/s) or ("sklearn", estimator)
     model_of: dict[str, str] = {}  # cell id -> key
     budget_end = time.perf_counter() + calibrate_s

@@ -62,12 +62,17 @@ class Study:
         self,
         *,
         workers: int | None = None,
+        threads: int | None = None,
         executor: str = "local",
         address: str | None = None,
         retry_failed: bool = False,
         progress: bool = True,
     ):
         """Run or resume every unfinished cell; returns a :class:`~scalelab.execute.runner.RunSummary`.
+
+        ``threads``: torch threads per local worker; by default each worker takes its share
+        of the cores, fewer while other processes keep some busy
+        (:mod:`scalelab.execute.threads`).
 
         ``executor``: ``"local"`` (a pool of ``workers`` processes, default one per core) or
         ``"ray"`` (actors on the Ray cluster at ``address``, or on a private local instance
@@ -83,13 +88,17 @@ class Study:
 
         if workers is not None and workers < 1:
             raise InputError(f"--workers {workers}: must be at least 1")
+        if threads is not None and threads < 1:
+            raise InputError(f"--threads {threads}: must be at least 1")
         if not self.store_path.parent.is_dir():  # checked before any worker starts or data loads
             raise InputError(f"{self.store_path}: the store's folder {self.store_path.parent} does not exist")
         if executor == "local":
             if address is not None:
                 raise InputError("--address is for --executor ray")
-            pool = LocalExecutor(workers=workers or available_cores())
+            pool = LocalExecutor(workers=workers or available_cores(), threads=threads)
         elif executor == "ray":
+            if threads is not None:
+                raise InputError("--threads is for the local executor; on Ray a cell's threads are its [resources] cpus")
             from scalelab.execute.ray_pool import RayExecutor
 
             pool = RayExecutor(workers=workers, address=address, **self.spec.resources)

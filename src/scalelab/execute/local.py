@@ -18,31 +18,20 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
+from scalelab.execute.threads import ThreadSizer, available_cores, fair_share
 from scalelab.execute.work import CellResult
 from scalelab.processes import exit_when_parent_dies
 
-
-def available_cores() -> int:
-    """CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+__all__ = ["LocalExecutor", "WorkerLost", "available_cores"]
 
 
-def threads_per_worker(workers: int) -> int:
-    """Intra-op threads per worker so that workers × threads does not exceed the cores."""
-    return max(1, available_cores() // max(1, workers))
-
-
-def _worker_main(conn: Connection, threads: int, parent_pid: int, preload: list[dict]) -> None:
+def _worker_main(conn: Connection, sizer: ThreadSizer, parent_pid: int, preload: list[dict]) -> None:
     # SIGINT arrives blocked (see _Slot); ignore it, then unblock so a pending one is dropped.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     exit_when_parent_dies(parent_pid)  # the coordinator is gone (kill -9): nobody will read our results
     import torch
 
-    torch.set_num_threads(threads)
     from scalelab.execute.work import CellWorker
 
     worker = CellWorker(preload=preload)
@@ -59,6 +48,9 @@ def _worker_main(conn: Connection, threads: int, parent_pid: int, preload: list[
             task = None
         if task is None:
             break
+        # Sized per task: a process that started beside this one since the last cell
+        # (a second runner, say) takes cores that these threads would wait for.
+        torch.set_num_threads(sizer.threads())
         conn.send(("results", worker.run_group(task)))
     # Every result is sent and the worker holds no open files: skip the interpreter's
     # teardown of torch, most of a second that the coordinator would wait for at the end.
@@ -76,12 +68,12 @@ class WorkerLost:
 
 
 class _Slot:
-    def __init__(self, ctx, threads: int, preload: list[dict]):
+    def __init__(self, ctx, sizer: ThreadSizer, preload: list[dict]):
         self.conn, child = ctx.Pipe()
         # Not a daemon: a data-parallel cell starts processes of its own, which daemonic
         # processes may not. The pool stops its workers itself, and they exit on their own
         # when the coordinator dies (exit_when_parent_dies).
-        self.process = ctx.Process(target=_worker_main, args=(child, threads, os.getpid(), preload), daemon=False)
+        self.process = ctx.Process(target=_worker_main, args=(child, sizer, os.getpid(), preload), daemon=False)
         # A terminal's Ctrl-C goes to the whole process group. The child inherits this
         # mask, so SIGINT stays blocked while its interpreter starts (before it can
         # ignore the signal) instead of printing a KeyboardInterrupt traceback.
@@ -95,15 +87,21 @@ class _Slot:
 
 
 class LocalExecutor:
-    """Runs cells on ``workers`` warm processes of this machine."""
+    """Runs cells on ``workers`` warm processes of this machine.
+
+    ``threads``: torch threads per worker. By default each worker takes, before each
+    task, its share of the cores (``cores // workers``) or fewer when other processes
+    keep some of them busy (:mod:`scalelab.execute.threads`).
+    """
 
     name = "local"
 
-    def __init__(self, *, workers: int):
+    def __init__(self, *, workers: int, threads: int | None = None):
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.workers = workers
-        self.threads = threads_per_worker(workers)
+        self.threads = threads or fair_share(workers)  # at most this many
+        self._sizer = ThreadSizer(fair_share(workers), fixed=threads)
         self._ctx = mp.get_context("spawn")
         self._slots: list[_Slot] = []
         self._preload: list[dict] = []
@@ -119,7 +117,7 @@ class LocalExecutor:
         if preload is not None:
             self._preload = list(preload)
         for _ in range(min(self.workers, n_cells) - len(self._slots)):
-            self._slots.append(_Slot(self._ctx, self.threads, self._preload))
+            self._slots.append(_Slot(self._ctx, self._sizer, self._preload))
 
     def idle_slots(self) -> int:
         return sum(1 for s in self._slots if not s.cell_ids)
@@ -163,7 +161,7 @@ class LocalExecutor:
     def _replace(self, slot: _Slot) -> None:
         index = self._slots.index(slot)
         slot.conn.close()
-        self._slots[index] = _Slot(self._ctx, self.threads, self._preload)
+        self._slots[index] = _Slot(self._ctx, self._sizer, self._preload)
 
     def stop(self) -> None:
         """Stop every worker now; cells they held are the coordinator's to release."""
