@@ -141,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("study", metavar="STUDY")
     with_store(runs)
     runs.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    runs.add_argument("--curves", action="store_true", help="the runs' training curves instead: one row per evaluation (step, samples, FLOPs, losses)")
     return parser
 
 
@@ -376,11 +377,9 @@ TABLE_COLUMNS = ("test_loss", "test_error", "n_params", "n_train", "epochs", "fl
 
 
 def cmd_runs(args) -> int:
-    from scalelab.runs import runs_records
+    from scalelab.runs import curve_records, grid_changes, runs_records
     from scalelab.store import RunStore
     from scalelab.study import resolve_spec
-
-    from scalelab.runs import grid_changes
 
     spec = resolve_spec(args.study, store=args.store)
     spec_name = spec.name
@@ -388,8 +387,12 @@ def cmd_runs(args) -> int:
         store.study_info(spec_name)  # a study never run on this store is an input error
         columns, rows = runs_records(store, spec_name, spec=spec)
         changed = grid_changes(store, spec).describe(args.study)
+        if args.curves:
+            columns, rows = curve_records(store, spec, columns, rows)
     if changed:  # stderr: the table, CSV or JSON on stdout stays what a script reads
         print(f"scalelab: {changed}", file=sys.stderr)
+    if args.curves and not rows:
+        print(f"scalelab: {spec_name}: no run has a training curve yet (torch runs record one; train.eval_points = 0 records none)", file=sys.stderr)
     if args.format == "json":
         _print_json([{k: row[k] for k in columns} for row in rows])
     elif args.format == "csv":
@@ -397,6 +400,15 @@ def cmd_runs(args) -> int:
         writer.writeheader()
         for row in rows:
             writer.writerow({k: "" if row[k] is None else row[k] for k in columns})
+    elif args.curves:
+        from rich.table import Table
+
+        table = Table(title=f"{spec_name}: {len(rows)} evaluations", caption="--format csv or json for plotting")
+        for name in columns:
+            table.add_column(name, justify="left" if name == "cell_id" else "right")
+        for row in rows:
+            table.add_row(*[_fmt(row.get(name)) for name in columns])
+        _console().print(table)
     else:
         from rich.table import Table
 

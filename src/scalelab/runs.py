@@ -64,6 +64,21 @@ def runs_records(store: RunStore, study: str, *, spec=None) -> tuple[list[str], 
     return _table(records, list(spec.grid_keys))
 
 
+CURVE_FIELDS = ("step", "samples", "flops", "lr", "train_loss", "val_loss", "val_error")
+
+
+def curve_records(store: RunStore, spec, columns: list[str], rows: list[dict]) -> tuple[list[str], list[dict]]:
+    """The training curves of the runs in ``rows`` (from :func:`runs_records`): one dict
+    per evaluation, with the run's ``cell_id``, its grid values and :data:`CURVE_FIELDS`."""
+    grid_keys = [k for k in spec.grid_keys if k in columns]
+    curves = store.curves(row["cell_id"] for row in rows)
+    out = []
+    for row in rows:
+        for point in curves.get(row["cell_id"], []):
+            out.append({"cell_id": row["cell_id"], **{k: row[k] for k in grid_keys}, **{f: point.get(f) for f in CURVE_FIELDS}})
+    return ["cell_id", *grid_keys, *CURVE_FIELDS], out
+
+
 @dataclass(frozen=True)
 class GridChanges:
     """How a study file's grid differs from the one the store last ran for it."""

@@ -57,7 +57,14 @@ _TRAIN_OFF = {
     "init_from": None,
     "freeze": "none",
     "head_lr": None,
+    "lr_schedule": "constant",
+    "warmup": 0,
+    "grad_clip": 0.0,
+    "early_stopping": None,
+    "eval_points": 10,  # the default is left out of the id: evaluating changes no weight
 }
+# Only a decaying schedule reads these; with "constant" they are left out of the id.
+_DECAY_ONLY = {"min_lr_ratio": 0.0, "cooldown": 0.2}
 
 
 class _Strict(BaseModel):
@@ -125,6 +132,14 @@ class ModelFields(_Strict):
         return value
 
 
+class EarlyStoppingFields(_Strict):
+    """``[train] early_stopping = {patience = 3, min_delta = 0.0}``: stop when the
+    validation loss has not improved by ``min_delta`` for ``patience`` evaluations."""
+
+    patience: int = Field(ge=1, le=1_000_000, description="evaluations without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0, description="smallest drop in validation loss that counts as improvement")
+
+
 class TrainFields(_Strict):
     """``[train]``: how each cell is trained."""
 
@@ -153,6 +168,15 @@ class TrainFields(_Strict):
     freeze: Literal["none", "backbone"] = Field("none", description="backbone: train only the classifier head (needs init_from)")
     head_lr: float | None = Field(None, gt=0, description="learning rate of the classifier head; default lr")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto uses CUDA when present")
+    lr_schedule: Literal["constant", "cosine", "wsd"] = Field(
+        "constant", description="cosine decays to min_lr_ratio at the cell's own last step; wsd holds lr, then decays over the last cooldown share"
+    )
+    warmup: int = Field(0, ge=0, le=100_000_000, description="steps of linear warmup")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine and wsd: the last step's lr as a share of lr")
+    cooldown: float = Field(0.2, gt=0, le=1, description="wsd: share of the steps spent decaying")
+    grad_clip: float = Field(0.0, ge=0, description="clip the gradients' global norm to this; 0 is off")
+    early_stopping: EarlyStoppingFields | None = Field(None, description="{patience, min_delta}: stop on the validation loss, keep the best weights")
+    eval_points: int = Field(10, ge=0, le=10_000, description="log-spaced evaluations recorded as the run's training curve; 0 records none")
 
 
 class ResourceFields(_Strict):
@@ -193,7 +217,9 @@ class StudyFile(_Strict):
 
 
 # What a pretraining run may not set: it trains one plain model whose weights are kept.
-_PRETRAIN_TRAIN_REFUSED = ("seed", "init_from", "freeze", "head_lr", "batch_seeds", "data_parallel", "prune", "prune_finetune_epochs", "quantize")
+_PRETRAIN_TRAIN_REFUSED = (
+    "seed", "init_from", "freeze", "head_lr", "batch_seeds", "data_parallel", "prune", "prune_finetune_epochs", "quantize", "early_stopping",
+)  # fmt: skip
 PRETRAIN = "pretrain"
 
 
@@ -423,6 +449,7 @@ def _resolve(
     _check_compression(train, source)
     _check_initialisation(train, source)
     data_dict = data_section("data", data_raw, train.seed)
+    _check_schedule(train, data_dict, source)
     train_dict = _train_config(train)
     config = {"data": data_dict, "model": {"family": model.family, "knobs": knobs.model_dump(mode="json")}, "train": train_dict}
     sklearn = family_entry(model.family).framework == "sklearn"
@@ -472,7 +499,27 @@ def _train_config(train: TrainFields) -> dict:
     for name, off in _TRAIN_OFF.items():
         if train_dict[name] == off:
             del train_dict[name]
+    if train.lr_schedule == "constant":
+        for name in _DECAY_ONLY:
+            del train_dict[name]
     return train_dict
+
+
+def _check_schedule(train: TrainFields, data: dict, source: str) -> None:
+    """Schedule settings that would do nothing, and early stopping without a validation split."""
+    if train.lr_schedule == "constant":
+        stray = next((name for name in _DECAY_ONLY if name in train.model_fields_set), None)
+        if stray:
+            raise InputError(f'{source}: train.{stray} applies to a decaying schedule; set train.lr_schedule = "cosine" or "wsd"')
+    if train.lr_schedule == "cosine" and "cooldown" in train.model_fields_set:
+        raise InputError(f'{source}: train.cooldown applies to lr_schedule = "wsd", not "cosine"')
+    if train.early_stopping is not None:
+        if train.data_parallel > 1:
+            raise InputError(f"{source}: train.early_stopping and train.data_parallel = {train.data_parallel} cannot be combined; choose one")
+        if not data.get("validation_split"):
+            raise InputError(f"{source}: train.early_stopping watches the validation loss; set data.validation_split (for example 0.1)")
+        if train.eval_points < 2:
+            raise InputError(f"{source}: train.early_stopping needs train.eval_points of 2 or more (it checks at each evaluation)")
 
 
 def pretrain_config(config: dict) -> dict | None:
@@ -497,7 +544,7 @@ def _check_seed_batching(family: str, train: TrainFields, source: str) -> None:
     if not family_entry(family).seed_batchable:
         able = ", ".join(name for name, entry in FAMILIES.items() if entry.seed_batchable)
         raise InputError(f"{source}: train.batch_seeds = true: model family {family!r} cannot batch its seeds (families that can: {able})")
-    clash = _first_on(train, ("compile", "data_parallel"))
+    clash = _first_on(train, ("compile", "data_parallel", "lr_schedule", "warmup", "grad_clip", "early_stopping"))
     if clash:
         raise InputError(f"{source}: train.batch_seeds = true and {clash} cannot be combined; choose one")
 
@@ -516,7 +563,8 @@ def _first_on(train: TrainFields, names: tuple[str, ...]) -> str | None:
     for name in names:
         value = getattr(train, name)
         if value != _TRAIN_OFF[name]:
-            return f"train.{name} = {json.dumps(value)}"
+            shown = json.dumps(value.model_dump() if isinstance(value, BaseModel) else value)
+            return f"train.{name} = {shown}"
     return None
 
 

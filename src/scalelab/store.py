@@ -11,6 +11,8 @@ Semantics (see DESIGN.md, "The run store"):
   claimable again. So ``kill -9`` at any moment loses only unfinished work.
 * A finished cell is written in one transaction with its metrics, so a crash never
   leaves a half-recorded result.
+* A run's training curve (its log-spaced evaluations) is written with its result, in
+  the same transaction, to a table of its own (``run_curves``), so a rerun replaces it.
 * Pretrained checkpoints (a study's ``[pretrain]`` stage) are kept beside the cells,
   keyed by the hash of the configuration that trained them, with the SHA-256 of their
   bytes: trained once, reused by every cell and every later run that needs them.
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scalelab.errors import InputError
+from scalelab.train.outcome import CURVE_KEY
 
 STATES = ("pending", "running", "done", "failed", "diverged")
 FINISHED = ("done", "failed", "diverged")
@@ -83,6 +86,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     weights BLOB NOT NULL,
     metrics_json TEXT NOT NULL,
     created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_curves (
+    cell_id TEXT NOT NULL REFERENCES cells(cell_id),
+    step INTEGER NOT NULL,
+    point_json TEXT NOT NULL,
+    PRIMARY KEY (cell_id, step)
 );
 CREATE TABLE IF NOT EXISTS file_hashes (
     path TEXT PRIMARY KEY,
@@ -469,13 +478,42 @@ class RunStore:
         """
         if state not in FINISHED:
             raise ValueError(f"finish() takes one of {FINISHED}, not {state!r}")
+        metrics = dict(metrics or {})
+        curve = metrics.pop(CURVE_KEY, None) or []
         with _transaction(self._db):
             cursor = self._db.execute(
                 "UPDATE cells SET state = ?, metrics_json = ?, reason = ?, finished_at = ?, "
                 "lease_owner = NULL, lease_expires = NULL WHERE cell_id = ? AND state = 'running' AND lease_owner = ?",
-                (state, _json_safe(metrics or {}), reason, time.time(), cell_id, owner),
+                (state, _json_safe(metrics), reason, time.time(), cell_id, owner),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            self._db.execute("DELETE FROM run_curves WHERE cell_id = ?", (cell_id,))
+            self._db.executemany(
+                "INSERT INTO run_curves(cell_id, step, point_json) VALUES (?, ?, ?)",
+                [(cell_id, int(point["step"]), _json_safe(point)) for point in curve],
+            )
+            return True
+
+    def curves(self, cell_ids: Iterable[str]) -> dict[str, list[dict]]:
+        """The training curves of ``cell_ids`` that have one, by id, each point a dict in
+        step order (a store from before curves were kept has none)."""
+        if "run_curves" not in {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}:
+            return {}
+        ids, out = list(dict.fromkeys(cell_ids)), {}
+        for begin in range(0, len(ids), 500):  # SQLite caps the number of bound parameters
+            chunk = ids[begin : begin + 500]
+            rows = self._db.execute(
+                f"SELECT cell_id, point_json FROM run_curves WHERE cell_id IN ({', '.join('?' * len(chunk))}) ORDER BY cell_id, step",
+                chunk,
+            ).fetchall()
+            for cell_id, text in rows:
+                point, problem = _parse_json(_decode_text(text) if isinstance(text, bytes) else text, dict)
+                if point is None:
+                    _warn_once((str(self.path), "curve", cell_id), f"{self.path}: a training-curve point of cell {cell_id} is unreadable ({problem}); left out")
+                    continue
+                out.setdefault(cell_id, []).append(point)
+        return out
 
     def fail_pending(self, cell_ids: Iterable[str], reason: str) -> int:
         """Mark pending cells ``failed`` without running them (their pretraining failed)."""

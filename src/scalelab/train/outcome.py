@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The metrics key of a run's training curve: a list of points (step, samples, flops, lr,
+# train_loss, and val_loss with a validation split). The store keeps it in a table of its
+# own (``run_curves``), not among the run's metrics.
+CURVE_KEY = "curve"
+
 
 @dataclass
 class CellOutcome:

@@ -24,7 +24,8 @@ from scalelab.train import compress
 from scalelab.train.checkpoints import apply_weights, load_weights, parameter_groups, state_dict_bytes, train_mode
 from scalelab.train.class_metrics import prediction_metrics
 from scalelab.train.flops import forward_flops, training_step_flops
-from scalelab.train.outcome import CellOutcome
+from scalelab.train.outcome import CURVE_KEY, CellOutcome
+from scalelab.train.schedule import EarlyStopping, eval_steps, scheduler_for
 
 EVAL_BATCH_SIZE = 1024
 TRAINING_LOOP_RANGE = "scalelab.training_loop"
@@ -91,8 +92,21 @@ def cpu_name() -> str:
 
 
 def _uses_channels_last(model: torch.nn.Module, X: torch.Tensor) -> bool:
-    """Image convolutions run faster on NHWC tensors with oneDNN and cuDNN."""
-    return X.dim() == 4 and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    """Image convolutions run faster on NHWC tensors with oneDNN and cuDNN, except where
+    a CPU kernel is known to break on them (:func:`_nhwc_breaks_on_cpu`)."""
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    if X.dim() != 4 or not convs:
+        return False
+    return not (X.device.type == "cpu" and any(_nhwc_breaks_on_cpu(conv) for conv in convs))
+
+
+def _nhwc_breaks_on_cpu(conv: torch.nn.Conv2d) -> bool:
+    """A 1×1, strided convolution of 2 to 6 input channels (a narrow ResNet's shortcut):
+    on torch 2.13's CPU build, one thread, its NHWC backward pass corrupts the heap on
+    some x86 CPUs (seen on an AMD EPYC with AVX2: ``double free or corruption``, then a
+    crash). Such a model trains in the default layout instead; these convolutions are too
+    narrow for NHWC to gain anything."""
+    return conv.kernel_size == (1, 1) and conv.stride != (1, 1) and conv.in_channels < 8
 
 
 def autocast_for(precision: str, device: torch.device):
@@ -189,10 +203,19 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
     shuffler = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(n_train / batch_size)
     epochs = planned_epochs(n_train, batch_size, train_cfg)
+    total_steps = epochs * steps_per_epoch
+    scheduler = scheduler_for(optimizer, train_cfg, total_steps)
+    grad_clip = float(train_cfg.get("grad_clip", 0.0))
+    # The training curve: log-spaced evaluations (one process only: a data-parallel
+    # group's losses are summed over its ranks at each epoch's end, not at every step).
+    curve = TrainingCurve(view, device, autocast, flops_per_sample=flops_per_sample, n_train=n_train, batch_size=batch_size,
+                          at_steps=eval_steps(total_steps, int(train_cfg.get("eval_points", 10))) if replica is None else [])  # fmt: skip
+    stopper = EarlyStopping(**train_cfg["early_stopping"]) if train_cfg.get("early_stopping") else None
     outcome = CellOutcome(state="done")
     epochs_done = 0
     steps = 0
     train_loss = float("nan")
+    stopped = False
 
     train_mode(model, freeze=train_cfg.get("freeze", "none"))
     synchronize(device)
@@ -202,6 +225,7 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
         for epoch in range(epochs):
             order = torch.randperm(n_train, generator=shuffler).to(device)
             step_losses = torch.empty(steps_per_epoch, device=device)
+            taken = 0
             for step in range(steps_per_epoch):
                 index = order[step * batch_size : (step + 1) * batch_size]
                 if replica is None:
@@ -219,20 +243,38 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
                     recorded = shard_sum / len(index)  # summed over the ranks at the epoch's end
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
                 optimizer.step()
+                lr = optimizer.param_groups[0]["lr"]  # the rate this step used
+                if scheduler is not None:
+                    scheduler.step()
                 step_losses[step] = recorded.detach()
+                taken = step + 1
+                point = curve.step(steps + taken, recorded.detach(), model, lr=lr)
+                if point is not None and stopper is not None and stopper.should_stop(point["val_loss"], steps + taken, model):
+                    stopped = True
+                    break
+            step_losses = step_losses[:taken]
             if replica is not None:
                 torch.distributed.all_reduce(step_losses)
-            steps += steps_per_epoch
+            steps += taken
             epochs_done = epoch + 1
             finite = torch.isfinite(step_losses)
             if not bool(finite.all()):  # one host sync per epoch
                 outcome = diverged_outcome(epoch, steps_per_epoch, first_bad=int((~finite).nonzero()[0, 0]))
                 steps = outcome.metrics["diverged_step"]
                 break
-            train_loss = float(epoch_mean_loss(step_losses, n_train, batch_size))
+            train_loss = float(epoch_mean_loss(step_losses, n_train, batch_size) if taken == steps_per_epoch else step_losses.mean())
+            if stopped:
+                break
     synchronize(device)
     train_s = time.perf_counter() - train_started
+    if stopper is not None and outcome.state == "done":
+        stopper.restore(model)  # the weights of the best validation loss, evaluated below
+        outcome.metrics.update(early_stopped=stopped, best_step=stopper.best_step, stopped_step=steps)
+    if curve.points:
+        outcome.metrics[CURVE_KEY] = curve.points
 
     if replica is None or replica.rank == 0:  # every rank holds the same model; one evaluates
         evaluate_into(outcome, model, view, X_test, y_test, autocast=autocast, steps=steps)
@@ -364,6 +406,39 @@ def training_rate(model, inputs, targets, optimizer, autocast, *, steps: int) ->
     synchronize(inputs.device)
     elapsed = time.perf_counter() - started
     return steps * len(inputs) / elapsed if elapsed > 0 else math.inf
+
+
+class TrainingCurve:
+    """A run's loss at log-spaced steps: the mean training loss since the last point and,
+    with a validation split, the validation loss; each with its samples and FLOPs so far."""
+
+    def __init__(self, view, device, autocast, *, flops_per_sample: float, n_train: int, batch_size: int, at_steps: list[int]):
+        self.at_steps = set(at_steps)
+        self.points: list[dict] = []
+        self._autocast = autocast
+        self._flops_per_sample = flops_per_sample
+        self._n_train, self._batch_size = n_train, batch_size
+        self._val = (torch.from_numpy(view.X_val).to(device), torch.from_numpy(view.y_val).to(device)) if view.has_validation else None
+        self._loss_sum = torch.zeros((), device=device)
+        self._since = 0
+
+    def step(self, steps_done: int, loss: torch.Tensor, model, *, lr: float) -> dict | None:
+        """Count one step's loss; at an evaluation step, evaluate and return the new point."""
+        if not self.at_steps:
+            return None
+        self._loss_sum += loss.float()
+        self._since += 1
+        if steps_done not in self.at_steps:
+            return None
+        samples = samples_seen(self._n_train, self._batch_size, steps_done)
+        point = {"step": steps_done, "samples": samples, "flops": float(self._flops_per_sample * samples), "lr": float(lr),
+                 "train_loss": float(self._loss_sum) / self._since}  # fmt: skip
+        if self._val is not None:
+            point["val_loss"], point["val_error"] = evaluate(model, *self._val, autocast=self._autocast)
+        self._loss_sum.zero_()
+        self._since = 0
+        self.points.append(point)
+        return point
 
 
 def evaluate_into(outcome: CellOutcome, model, view, X_test, y_test, *, autocast, steps: int) -> None:
