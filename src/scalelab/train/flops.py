@@ -19,7 +19,37 @@ import contextlib
 
 import torch
 from torch.func import functional_call
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
+
+
+def _count_cpu_attention() -> None:
+    """Teach the counter the CPU kernels of ``scaled_dot_product_attention``.
+
+    It knows the CUDA ones (flash, memory-efficient, cuDNN) but not the CPU flash
+    kernel, so attention on the CPU would count as free. Its cost is the same: two
+    matmuls forward (QKᵀ and the weighted sum of V), four backward; the counter's own
+    formulas give it from the shapes.
+    """
+    if not hasattr(flop_counter, "register_flop_formula"):  # older torch: attention stays uncounted
+        return
+    aten = torch.ops.aten
+    forward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    backward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+    if forward is not None and forward not in flop_counter.flop_registry:
+
+        @flop_counter.register_flop_formula(forward)
+        def _forward(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+            return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    if backward is not None and backward not in flop_counter.flop_registry:
+
+        @flop_counter.register_flop_formula(backward)
+        def _backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+            return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+_count_cpu_attention()
 
 
 def training_step_flops(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> int:
