@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from scalelab.errors import InputError
 from scalelab.user_code import import_reference, is_python_reference
@@ -44,6 +44,26 @@ class GBDTKnobs(_Knobs):
     max_iter: int = Field(100, ge=1, le=100_000, description="boosting rounds")
     max_leaf_nodes: int = Field(31, ge=2, le=1_000_000, description="leaves per tree")
     learning_rate: float = Field(0.1, gt=0, le=10, description="shrinkage of each round")
+
+
+class GPTKnobs(_Knobs):
+    n_layer: int = Field(2, ge=1, le=256, description="transformer blocks")
+    n_embd: int = Field(64, ge=1, le=65_536, description="residual stream width at width = 1")
+    n_head: int = Field(4, ge=1, le=1024, description="attention heads")
+    context: int = Field(64, ge=1, le=1_000_000, description="longest sequence the model reads (position embeddings)")
+    width: float = Field(1.0, gt=0, le=1024, description="multiplier of n_embd, rounded to a multiple of n_head")
+    depth: int | None = Field(None, ge=1, le=256, description="blocks; overrides n_layer when given (the grid's size knob)")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"model.n_embd = {self.n_embd} is not divisible by model.n_head = {self.n_head}")
+        return self
+
+    def shape(self) -> tuple[int, int]:
+        """``(n_layer, n_embd)`` after ``depth`` and ``width``: round(n_embd·width) to a multiple of n_head, at least one head wide."""
+        n_embd = max(1, round(round(self.n_embd * self.width) / self.n_head)) * self.n_head
+        return (self.depth or self.n_layer), n_embd
 
 
 class PythonKnobs(_Knobs):
@@ -97,6 +117,21 @@ def _build_gbdt(knobs, input_shape, n_classes, seed):
     return build_gbdt(max_iter=knobs.max_iter, max_leaf_nodes=knobs.max_leaf_nodes, learning_rate=knobs.learning_rate, seed=seed)
 
 
+def _build_gpt(knobs, input_shape, n_classes, seed):
+    # A language-model dataset presents each sample as a window of input_shape = (T,)
+    # token ids whose n_classes is the vocabulary; the model reads windows up to its
+    # context, so a longer window is a mismatch of the study, not of the model.
+    from scalelab.models.gpt import GPT
+
+    if len(input_shape) != 1 or input_shape[0] > knobs.context:
+        raise InputError(
+            f"model.context = {knobs.context}: the gpt family reads token windows of shape (T,) with T <= context, "
+            f"but the data's samples have shape {tuple(input_shape)}"
+        )
+    n_layer, n_embd = knobs.shape()
+    return GPT(n_classes, n_layer=n_layer, n_embd=n_embd, n_head=knobs.n_head, context=knobs.context)
+
+
 FAMILIES: dict[str, FamilyEntry] = {
     entry.name: entry
     for entry in (
@@ -105,6 +140,7 @@ FAMILIES: dict[str, FamilyEntry] = {
         FamilyEntry("resnet", ResNetKnobs, _build_resnet, "CIFAR-style ResNet with batch norm; width x 16-32-64 channels, depth blocks per stage", "torch"),
         FamilyEntry("tree", TreeKnobs, _build_tree, "scikit-learn decision tree; max_leaf_nodes leaves", "sklearn"),
         FamilyEntry("gbdt", GBDTKnobs, _build_gbdt, "scikit-learn histogram gradient boosting; max_iter rounds of max_leaf_nodes leaves", "sklearn"),
+        FamilyEntry("gpt", GPTKnobs, _build_gpt, "GPT-2-style decoder-only transformer on token windows; depth blocks, width x n_embd", "torch"),
     )
 }
 
