@@ -284,3 +284,72 @@ def assert_one_line_error(cli, *needles: str) -> str:
     assert "Traceback" not in cli.stderr
     return line
 
+
+# -- the same commands in this process ----------------------------------------------------
+class InProcessCLI:
+    """What :func:`run_in_process` returns: ``.returncode``, ``.stdout``, ``.stderr`` and
+    ``describe()``, as :class:`CLIProcess` has them."""
+
+    def __init__(self, args, returncode, stdout: str, stderr: str):
+        self.args = [str(a) for a in args]
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def describe(self) -> str:
+        return (
+            f"`scalelab {' '.join(self.args)}` (in process) exited {self.returncode}\n"
+            f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
+        )
+
+
+def run_in_process(*args, cache_dir: Path, cwd: Path, monkeypatch, capfd) -> InProcessCLI:
+    """Run ``scalelab ARGS`` through :func:`scalelab.cli.main`, the console script's own entry
+    point, in ``cwd`` with the environment :func:`cli_env` gives a subprocess, and return
+    what it printed. For commands whose test is about what they answer, not about how a
+    process starts, stops or is killed: those keep :func:`run_cli`.
+
+    Warnings are printed to stderr as a console script prints them (not kept by pytest),
+    so that a test counting stderr lines sees them; the SIGTERM handler the command
+    installs, ``sys.path`` and torch's thread count are put back afterwards.
+    """
+    import signal
+    import warnings
+
+    from scalelab import store
+    from scalelab.cli import main
+
+    store._WARNED.clear()  # a new process has warned about nothing yet
+    argv = [str(a) for a in args]
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "path", list(sys.path))  # a python: reference may append the folder
+        patch.setenv("SCALELAB_CACHE_DIR", str(cache_dir))
+        patch.setenv("COLUMNS", "250")
+        patch.chdir(cwd)
+        capfd.readouterr()
+        old_term = signal.getsignal(signal.SIGTERM)
+        try:
+            with warnings.catch_warnings():
+                warnings.resetwarnings()  # the interpreter's defaults, as a console script has them
+                for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                    warnings.simplefilter("ignore", category)
+                warnings.showwarning = lambda m, cat, f, n, file=None, line=None: sys.stderr.write(
+                    warnings.formatwarning(m, cat, f, n, line)
+                )
+                try:
+                    code = main(argv)
+                except SystemExit as exc:
+                    code = exc.code
+        finally:
+            signal.signal(signal.SIGTERM, old_term)
+            torch = sys.modules.get("torch")
+            if torch is not None:  # a run sizes this process's torch threads to its workers
+                torch.set_num_threads(threads or torch.get_num_threads())
+            sys.stdout.flush()
+            sys.stderr.flush()
+        out, err = capfd.readouterr()
+    if code is None:
+        code = 0
+    return InProcessCLI(argv, code, out, err)

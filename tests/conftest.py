@@ -32,3 +32,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def scalelab_main(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture):
+    """``scalelab_main(*args, cwd=..., cache_dir=...)``: the command line run in this process
+    through ``scalelab.cli.main`` (see ``cli_helpers.run_in_process``); ``cache_dir``
+    defaults to ``cwd / "cache"``, as the subprocess tests' ``cli_env(cwd / "cache")``."""
+    from cli_helpers import run_in_process
+
+    def run(*args, cwd: Path, cache_dir: Path | None = None):
+        return run_in_process(*args, cache_dir=cache_dir or Path(cwd) / "cache", cwd=cwd, monkeypatch=monkeypatch, capfd=capfd)
+
+    return run

@@ -1,9 +1,13 @@
 """The store when its disk, its file or its medium fails: a full disk, a damaged page, one
 unreadable record, read-only media (DESIGN.md, "The run store" and the exit codes).
 
-Everything runs the real command line on real SQLite files. The disk is a real small
-tmpfs and read-only media a real read-only bind mount; both need root (and a kernel
-that lets us mount), and the tests that need them skip, with the reason, elsewhere.
+Everything runs the real command line on real SQLite files: the store every test starts
+from is trained once per module by a real ``python -m scalelab run`` and copied per test,
+and a full disk is met by a real subprocess; the other commands go through
+``scalelab.cli.main``, the console script's own entry point, in this process (their exit
+status and what they print are the same, without a Python start-up each). The disk is a
+real small tmpfs and read-only media a real read-only bind mount; both need root (and a
+kernel that lets us mount), and the tests that need them skip, with the reason, elsewhere.
 """
 
 from __future__ import annotations
@@ -31,12 +35,29 @@ def study_text(grid: str = SMALL_GRID) -> str:
     return cpu_digits_mlp_study(STUDY, model="width = 0.25", train="epochs = 1\nbatch_size = 64", grid=grid)
 
 
-def scalelab(*args, cwd: Path):
-    return run_cli(*args, env=cli_env(cwd / "cache"), cwd=cwd)
+def run_args(study: Path, store: Path) -> tuple:
+    return ("run", study, "--store", store, "--workers", "1", "--quiet")
 
 
-def run_study(study: Path, store: Path, *, cwd: Path):
-    return scalelab("run", study, "--store", store, "--workers", "1", "--quiet", cwd=cwd)
+def run_study_subprocess(study: Path, store: Path, *, cwd: Path):
+    """``scalelab run`` as a real ``python -m scalelab`` process."""
+    return run_cli(*run_args(study, store), env=cli_env(cwd / "cache"), cwd=cwd)
+
+
+@pytest.fixture
+def scalelab(scalelab_main):
+    """``scalelab(*args, cwd=...)``: a command through ``scalelab.cli.main`` in this process."""
+    return scalelab_main
+
+
+@pytest.fixture
+def run_study(scalelab_main):
+    """``run_study(study, store, cwd=...)``: ``scalelab run`` in this process (real workers)."""
+
+    def run(study: Path, store: Path, *, cwd: Path):
+        return scalelab_main(*run_args(study, store), cwd=cwd)
+
+    return run
 
 
 def assert_one_error_line(cli, status: int, *needles: str) -> str:
@@ -74,7 +95,7 @@ def finished_store(tmp_path_factory) -> Path:
     """A store in which the CLI trained the small grid (two done cells), closed cleanly."""
     folder = tmp_path_factory.mktemp("finished")
     study = write_study(folder / "study.toml", study_text())
-    cli = run_study(study, folder / "store.db", cwd=folder)
+    cli = run_study_subprocess(study, folder / "store.db", cwd=folder)
     assert cli.returncode == 0, cli.describe()
     assert not list(folder.glob("store.db-*")), "a cleanly closed store keeps no -wal or -shm file"
     assert len(peek(folder / "store.db", "SELECT cell_id FROM cells WHERE state = 'done'")) == 2
@@ -148,18 +169,16 @@ def fill_disk(disk: Path, *, leave: int) -> Path:
 
 
 # -- a full disk ----------------------------------------------------------------------------
-def test_a_disk_that_fills_during_a_run_is_one_line_and_the_next_run_finishes(workdir):
+def test_a_disk_that_fills_during_a_run_is_one_line_and_the_next_run_finishes(workdir, finished_store, run_study):
     with small_disk(workdir / "disk") as disk:
-        store = disk / "store.db"
+        store = copy_store(finished_store, disk)  # the small grid, trained by `scalelab run`
         study = workdir / "study.toml"
-        first = run_study(study, store, cwd=workdir)
-        assert first.returncode == 0, first.describe()
         before = done_metrics(store)
         assert len(before) == 2
 
         write_study(study, study_text(LARGE_GRID))  # four more cells to record
         filler = fill_disk(disk, leave=16 * 1024)
-        full = run_study(study, store, cwd=workdir)
+        full = run_study_subprocess(study, store, cwd=workdir)
         # Exit 1, not 2: the study and the store are fine; the disk is not.
         assert_one_error_line(full, 1, str(store), "disk is full", "kept")
 
@@ -177,7 +196,7 @@ def test_a_disk_that_fills_during_a_run_is_one_line_and_the_next_run_finishes(wo
 
 
 @pytest.mark.parametrize("leave", [0, 24 * 1024], ids=["no-space", "room-for-the-header-only"])
-def test_a_store_whose_creation_filled_the_disk_becomes_a_store_on_the_next_run(workdir, leave):
+def test_a_store_whose_creation_filled_the_disk_becomes_a_store_on_the_next_run(workdir, leave, scalelab, run_study):
     with small_disk(workdir / "disk", size="1m") as disk:
         store = disk / "store.db"
         filler = fill_disk(disk, leave=leave)
@@ -212,7 +231,7 @@ def _damage_cells_page(store: Path) -> None:
     [["status"], ["status", STUDY], ["runs", STUDY, "--format", "csv"], ["fit", STUDY], ["report", STUDY, "-o", "r.html"]],
     ids=lambda c: "-".join(c[:2]),
 )
-def test_a_damaged_page_is_one_line_naming_the_damage(workdir, finished_store, command):
+def test_a_damaged_page_is_one_line_naming_the_damage(workdir, finished_store, command, scalelab):
     store = copy_store(finished_store, workdir / "stores")
     _damage_cells_page(store)
     before = snapshot(store)
@@ -224,7 +243,7 @@ def test_a_damaged_page_is_one_line_naming_the_damage(workdir, finished_store, c
     assert snapshot(store) == before, "a reader wrote to the damaged store or left files beside it"
 
 
-def test_run_on_a_damaged_store_is_one_line_and_writes_nothing(workdir, finished_store):
+def test_run_on_a_damaged_store_is_one_line_and_writes_nothing(workdir, finished_store, run_study):
     store = copy_store(finished_store, workdir / "stores")
     _damage_cells_page(store)
     before = snapshot(store)
@@ -233,7 +252,7 @@ def test_run_on_a_damaged_store_is_one_line_and_writes_nothing(workdir, finished
     assert snapshot(store) == before
 
 
-def test_probing_a_malformed_file_leaves_no_log_files_beside_it(workdir, finished_store):
+def test_probing_a_malformed_file_leaves_no_log_files_beside_it(workdir, finished_store, scalelab, run_study):
     """A WAL-mode file whose schema page is garbage: refused, and left exactly as found."""
     store = copy_store(finished_store, workdir / "stores")
     data = bytearray(store.read_bytes())
@@ -247,7 +266,7 @@ def test_probing_a_malformed_file_leaves_no_log_files_beside_it(workdir, finishe
 
 # -- one unreadable record ---------------------------------------------------------------
 @pytest.mark.parametrize("byte", [b"#", b"\xff"], ids=["bad-json", "not-utf8"])
-def test_one_unreadable_record_hides_no_other_run(workdir, finished_store, byte):
+def test_one_unreadable_record_hides_no_other_run(workdir, finished_store, byte, scalelab):
     store = copy_store(finished_store, workdir / "stores")
     good = dict(peek(store, "SELECT cell_id, metrics_json FROM cells WHERE state = 'done'"))
     bad_id = sorted(good)[0]
@@ -276,7 +295,7 @@ def test_one_unreadable_record_hides_no_other_run(workdir, finished_store, byte)
 
 
 # -- readers never write ---------------------------------------------------------------
-def test_a_reader_cannot_write_and_leaves_the_store_as_it_was(workdir, finished_store):
+def test_a_reader_cannot_write_and_leaves_the_store_as_it_was(workdir, finished_store, scalelab):
     store = copy_store(finished_store, workdir / "stores")
     before = snapshot(store)
     with RunStore.open_existing(store) as opened:
@@ -289,7 +308,7 @@ def test_a_reader_cannot_write_and_leaves_the_store_as_it_was(workdir, finished_
     assert snapshot(store) == before
 
 
-def test_an_empty_database_reads_as_a_store_without_studies_and_becomes_one(workdir):
+def test_an_empty_database_reads_as_a_store_without_studies_and_becomes_one(workdir, run_study):
     store = workdir / "stores" / "store.db"
     store.parent.mkdir()
     db = sqlite3.connect(store)
@@ -313,7 +332,7 @@ READERS = [
 ]
 
 
-def test_read_commands_work_on_read_only_media(workdir, finished_store):
+def test_read_commands_work_on_read_only_media(workdir, finished_store, scalelab):
     folder = workdir / "medium"
     copy_store(finished_store, folder)
     expected = {tuple(c): scalelab(*c, "--store", folder / "store.db", cwd=workdir) for c in READERS}
@@ -329,7 +348,7 @@ def test_read_commands_work_on_read_only_media(workdir, finished_store):
         assert sorted(p.name for p in view.iterdir()) == ["store.db"]
 
 
-def test_run_on_read_only_media_is_one_line(workdir, finished_store):
+def test_run_on_read_only_media_is_one_line(workdir, finished_store, run_study):
     folder = workdir / "medium"
     store = copy_store(finished_store, folder)
     before = snapshot(store)
@@ -355,7 +374,7 @@ def _store_with_an_unmerged_log(finished_store: Path, folder: Path, *, with_shm:
     assert (folder / "store.db-wal").stat().st_size > 0
 
 
-def test_a_log_on_read_only_media_is_read_with_its_shm_and_refused_without(workdir, finished_store):
+def test_a_log_on_read_only_media_is_read_with_its_shm_and_refused_without(workdir, finished_store, scalelab):
     with_shm, without = workdir / "with-shm", workdir / "without-shm"
     _store_with_an_unmerged_log(finished_store, with_shm, with_shm=True)
     _store_with_an_unmerged_log(finished_store, without, with_shm=False)
