@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from scalelab.data import DataQuality, dataset_key, load_dataset, plan_rows
+from scalelab.data.tokens import is_token_dataset
 from scalelab.errors import DatasetError, InputError
 from scalelab.models.registry import family_entry, load_factory
 from scalelab.spec import pretraining_cells
@@ -30,6 +31,7 @@ class CellShape:
     n_train: int
     input_shape: tuple[int, ...]
     n_classes: int
+    text: bool = False  # samples are token windows, each trained on once
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,11 @@ def preflight(spec, *, local: bool = True) -> dict[str, CellShape]:
             if key not in datasets:
                 datasets[key] = load_dataset(data_cfg)
             dataset = datasets[key]
-            plan = plan_rows(dataset.y_train, n_classes=dataset.n_classes, quality=DataQuality.of(data_cfg))
+            if is_token_dataset(dataset):
+                shapes[cell.cell_id] = _text_shape(spec, cell, dataset)
+            else:
+                plan = plan_rows(dataset.y_train, n_classes=dataset.n_classes, quality=DataQuality.of(data_cfg))
+                shapes[cell.cell_id] = CellShape(len(plan.train_rows), dataset.input_shape, dataset.n_classes)
         except DatasetError as exc:
             raise InputError(f"{spec.source}: {exc}{where}") from None
         family = cell.config["model"]["family"]
@@ -109,10 +115,27 @@ def preflight(spec, *, local: bool = True) -> dict[str, CellShape]:
             except InputError as exc:
                 raise InputError(f"{spec.source}: model.family: {exc}") from None
             factories.add(family)
-        shapes[cell.cell_id] = CellShape(len(plan.train_rows), dataset.input_shape, dataset.n_classes)
     _check_checkpoints(spec, shapes)
     _check_pretraining(spec, shapes)
     return shapes
+
+
+def _text_shape(spec, cell, dataset) -> CellShape:
+    """A text cell's windows (:func:`scalelab.data.tokens.token_plan`); a FLOP budget is
+    turned into tokens by the model's measured FLOPs per token, as the trainer will."""
+    from scalelab.data.tokens import needs_flops_per_token, token_plan
+    from scalelab.data.view import cell_inputs
+
+    data_cfg = cell.config["data"]
+    input_shape, n_classes = cell_inputs(dataset, data_cfg)
+    shape = CellShape(0, input_shape, n_classes, text=True)
+    flops_per_token = None
+    if needs_flops_per_token(data_cfg):
+        from scalelab.train.torch_trainer import token_flops
+
+        flops_per_token = token_flops(_build_checked(spec, cell, shape), input_shape[0])
+    plan = token_plan(dataset, data_cfg, batch_size=cell.config["train"]["batch_size"], flops_per_token=flops_per_token)
+    return CellShape(plan.n_windows, input_shape, n_classes, text=True)
 
 
 def _check_checkpoints(spec, shapes: dict[str, CellShape]) -> None:
@@ -202,7 +225,7 @@ def estimate_grid(spec, shapes: dict[str, CellShape], *, workers: int, calibrate
         shape = shapes[cell.cell_id]
         train = cell.config["train"]
         batch = min(train.get("batch_size", shape.n_train), shape.n_train)
-        key = json.dumps([cell.config["model"], shape.input_shape, shape.n_classes, batch, train.get("precision")])
+        key = json.dumps([cell.config["model"], shape.input_shape, shape.n_classes, shape.text, batch, train.get("precision")])
         model_of[cell.cell_id] = key
         if key in measured:
             continue
@@ -210,8 +233,12 @@ def estimate_grid(spec, shapes: dict[str, CellShape], *, workers: int, calibrate
         if not is_torch_model(model):
             measured[key] = ("sklearn", model)
             continue
-        inputs = torch.rand(batch, *shape.input_shape)
-        targets = torch.randint(0, shape.n_classes, (batch,))
+        if shape.text:  # token windows and their next tokens
+            inputs = torch.randint(0, shape.n_classes, (batch, *shape.input_shape))
+            targets = torch.randint(0, shape.n_classes, (batch, *shape.input_shape))
+        else:
+            inputs = torch.rand(batch, *shape.input_shape)
+            targets = torch.randint(0, shape.n_classes, (batch,))
         try:
             flops_per_sample = training_step_flops(model, inputs, targets) / batch
         except Exception as exc:
@@ -239,7 +266,8 @@ def estimate_grid(spec, shapes: dict[str, CellShape], *, workers: int, calibrate
             continue
         _, n_params, flops_per_sample, speed = entry
         batch = min(train["batch_size"], shape.n_train)
-        flops = flops_per_sample * shape.n_train * planned_epochs(shape.n_train, batch, train)
+        epochs = 1 if shape.text else planned_epochs(shape.n_train, batch, train)
+        flops = flops_per_sample * shape.n_train * epochs
         estimates.append(
             CellEstimate(cell.cell_id, cell.params, shape.n_train, n_params, flops_per_sample, flops, flops / (speed or fallback))
         )

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from scalelab.data.fingerprint import CONTENT_KEY, ContentHashes, identity_view
 from scalelab.data.quality import QUALITY_DEFAULTS
 from scalelab.data.registry import DATASETS, MNIST1D_GENERATION, dataset_entry, dataset_option_names, is_known_dataset
+from scalelab.data.tokens import TEXT_DATASETS
 from scalelab.errors import InputError
 from scalelab.models.registry import FAMILIES, family_entry, family_knob_names, is_known_family
 
@@ -449,6 +450,7 @@ def _resolve(
     _check_compression(train, source)
     _check_initialisation(train, source)
     data_dict = data_section("data", data_raw, train.seed)
+    _check_text(model.family, knobs, data_dict, data_raw, train, source)
     _check_schedule(train, data_dict, source)
     train_dict = _train_config(train)
     config = {"data": data_dict, "model": {"family": model.family, "knobs": knobs.model_dump(mode="json")}, "train": train_dict}
@@ -516,10 +518,51 @@ def _check_schedule(train: TrainFields, data: dict, source: str) -> None:
     if train.early_stopping is not None:
         if train.data_parallel > 1:
             raise InputError(f"{source}: train.early_stopping and train.data_parallel = {train.data_parallel} cannot be combined; choose one")
-        if not data.get("validation_split"):
+        if not data.get("validation_split") and data["name"] not in TEXT_DATASETS:
             raise InputError(f"{source}: train.early_stopping watches the validation loss; set data.validation_split (for example 0.1)")
         if train.eval_points < 2:
             raise InputError(f"{source}: train.early_stopping needs train.eval_points of 2 or more (it checks at each evaluation)")
+
+
+# [data] fields a text dataset reads; its held-out text is whole documents (val_share, test_share).
+_TEXT_DATA_FIELDS = ("name", "split_seed", "data_fraction", "subsample_seed")
+# [train] settings a text cell does not take: its tokens set its steps, and these paths
+# train classifiers only so far.
+_TEXT_TRAIN_REFUSED = {
+    "epochs": "the token budget sets a text cell's steps; use data.tokens or data.flops_budget",
+    "min_steps": "the token budget sets a text cell's steps; use data.tokens or data.flops_budget",
+    "batch_seeds": "seed batching trains classifiers only; train the seeds as separate cells",
+    "data_parallel": "data-parallel training is for classifiers so far; train each text cell in one process",
+    "prune": "compression is for classifiers so far",
+    "quantize": "compression is for classifiers so far",
+    "init_from": "starting from other weights is for classifiers so far",
+}
+
+
+def _check_text(family: str, knobs: BaseModel, data: dict, data_raw: dict, train: TrainFields, source: str) -> None:
+    """A text dataset needs a model that reads token windows, and the reverse; fills the
+    window length (``data.window``) from the model's ``context`` when it is unset."""
+    text = data["name"] in TEXT_DATASETS
+    if family == "gpt" and not text:
+        raise InputError(f"{source}: model.family = 'gpt' reads token windows; use data.name = 'text' or 'pystdlib'")
+    if not text:
+        return
+    if family_entry(family).framework != "python" and family != "gpt":
+        raise InputError(f"{source}: model.family = {family!r} cannot read token windows; use family = 'gpt' with data.name = {data['name']!r}")
+    stray = next((name for name in data_raw if name in DataFields.model_fields and name not in _TEXT_DATA_FIELDS), None)
+    if stray:
+        raise InputError(f"{source}: data.{stray} does not apply to a text dataset (validation and test text are held-out documents: data.val_share, data.test_share)")
+    for name, why in _TEXT_TRAIN_REFUSED.items():
+        # epochs and min_steps are refused when written at all: they would be ignored.
+        if name in train.model_fields_set and (name in ("epochs", "min_steps") or getattr(train, name) != TrainFields.model_fields[name].default):
+            raise InputError(f"{source}: train.{name} with data.name = {data['name']!r}: {why}")
+    options = data["options"]
+    if options.get("window") is None:
+        if family != "gpt":
+            raise InputError(f"{source}: data.window (tokens per window) is needed for model.family = {family!r}")
+        options["window"] = knobs.context
+    elif family == "gpt" and options["window"] > knobs.context:
+        raise InputError(f"{source}: data.window = {options['window']} is longer than model.context = {knobs.context}, the longest window the model reads")
 
 
 def pretrain_config(config: dict) -> dict | None:

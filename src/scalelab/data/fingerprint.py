@@ -29,7 +29,7 @@ from scalelab.errors import DatasetError
 CONTENT_KEY = "content_sha256"
 # The options of each built-in dataset that name what it reads. With the content hashed,
 # they are left out of the cell's id: the bytes decide what the cell is, not where they lie.
-PATH_OPTIONS = {"csv": ("path", "test_path"), "npz": ("path",), "cifar10": ("path",), "cifar100": ("path",)}
+PATH_OPTIONS = {"csv": ("path", "test_path"), "npz": ("path",), "cifar10": ("path",), "cifar100": ("path",), "text": ("path",)}
 DECLARED = "files"  # [data] files = [...]: what a python: dataset function reads
 
 # (resolved path, size, mtime_ns) -> SHA-256, for every file hashed in this process.
@@ -123,7 +123,24 @@ def loader_files(data: dict) -> list[tuple[str, Path]]:
 
         _, files, _ = (cifar10_files if name == "cifar10" else cifar100_files)(options.get("path"))
         return [(file.name, file) for file in files]
+    if name == "text":
+        from scalelab.data.text import text_files
+
+        return _relative_roles(text_files(options["path"]))
+    if name == "pystdlib":
+        from scalelab.data.text import stdlib_files, stdlib_root
+
+        return _relative_roles(stdlib_files(), root=stdlib_root())
     return []
+
+
+def _relative_roles(files: list[Path], root: Path | None = None) -> list[tuple[str, Path]]:
+    """Each file named by its path below ``root`` (by default the files' common folder),
+    so a corpus keeps its hash when its folder moves."""
+    if not files:
+        return []
+    root = root if root is not None else Path(os.path.commonpath([f.parent for f in files]))
+    return [(f.relative_to(root).as_posix(), f) for f in files]
 
 
 def declared_files(data: dict) -> list[tuple[str, Path]]:

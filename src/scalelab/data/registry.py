@@ -87,6 +87,33 @@ class CsvOptions(_Options):
     group: str | None = Field(None, min_length=1, description="a column of group values (not a feature), for per-group metrics")
 
 
+class PystdlibOptions(_Options):
+    """A language-model corpus: how it is tokenized and split, and what one cell trains on
+    (see :mod:`scalelab.data.tokens`)."""
+
+    tokenizer: Literal["byte", "bpe"] = Field("byte", description="byte (257 symbols, no dependency) or bpe (the optional text extra)")
+    vocab_size: int | None = Field(None, ge=257, le=2**20, description="BPE vocabulary size (tokenizer = 'bpe' only)")
+    val_share: float = Field(0.05, gt=0, lt=0.5, description="share of the documents held out for validation")
+    test_share: float = Field(0.05, gt=0, lt=0.5, description="share of the documents held out for test")
+    window: int | None = Field(None, ge=1, le=2**16, description="tokens per training window; defaults to the model's context")
+    tokens: int | None = Field(None, ge=1, le=10**13, description="training tokens per cell; defaults to unique_tokens (one epoch)")
+    unique_tokens: int | None = Field(None, ge=2, le=10**13, description="distinct training tokens (a prefix); beyond them the data repeats")
+    flops_budget: float | None = Field(None, gt=0, le=1e30, description="training FLOPs per cell instead of tokens (tokens = budget / measured FLOPs per token)")
+    eval_tokens: int = Field(65_536, ge=1, le=10**10, description="validation and test tokens scored per evaluation")
+
+    def model_post_init(self, _context) -> None:
+        if self.tokens is not None and self.flops_budget is not None:
+            raise ValueError("tokens and flops_budget both set a cell's training length; give one")
+        if self.tokenizer == "bpe" and self.vocab_size is None:
+            raise ValueError("tokenizer = 'bpe' needs a vocab_size (at least 257)")
+        if self.tokenizer == "byte" and self.vocab_size is not None:
+            raise ValueError("vocab_size is for tokenizer = 'bpe'; the byte tokenizer's vocabulary is always 257")
+
+
+class TextOptions(PystdlibOptions):
+    path: str = Field(min_length=1, description="a UTF-8 text file, a folder of them or a glob; each file is a document")
+
+
 class PythonDatasetOptions(_Options):
     """Any keys: they are the function's keyword arguments (JSON-like values only)."""
 
@@ -150,6 +177,31 @@ def _csv(options, *, test_size, split_seed):
     return load_csv(**options.model_dump(), test_size=test_size, split_seed=split_seed)
 
 
+def _text(options, *, test_size, split_seed):
+    from scalelab.data.text import read_documents
+
+    documents = read_documents(options.path)
+    return _token_dataset("text", documents, options, split_seed=split_seed, record={})
+
+
+def _pystdlib(options, *, test_size, split_seed):
+    from scalelab.data.text import pystdlib_documents
+
+    documents, record = pystdlib_documents()
+    return _token_dataset("pystdlib", documents, options, split_seed=split_seed, record={"python_version": record["python_version"]})
+
+
+def _token_dataset(name: str, documents, options, *, split_seed: int, record: dict):
+    from scalelab.data.text import build_corpus
+    from scalelab.data.tokens import TokenDataset
+
+    corpus = build_corpus(documents, tokenizer=options.tokenizer, vocab_size=options.vocab_size, val_share=options.val_share,
+                          test_share=options.test_share, seed=split_seed)  # fmt: skip
+    record = {**record, "corpus_sha256": corpus.sha256, "n_documents": len(documents), "tokenizer": corpus.tokenizer,
+              "vocab_size": corpus.vocab_size, "train_tokens_available": int(len(corpus.train))}  # fmt: skip
+    return TokenDataset(name=name, corpus=corpus, record=record)
+
+
 DATASETS: dict[str, DatasetEntry] = {
     entry.name: entry
     for entry in (
@@ -160,6 +212,8 @@ DATASETS: dict[str, DatasetEntry] = {
         DatasetEntry("cifar100", Cifar100Options, _cifar100, "CIFAR-100 from its python or binary folder on disk", preprocess="scale"),
         DatasetEntry("npz", NpzOptions, _npz, "arrays X and y (and X_test, y_test) from an .npz file"),
         DatasetEntry("csv", CsvOptions, _csv, "numeric feature columns and a target column from a CSV file"),
+        DatasetEntry("text", TextOptions, _text, "UTF-8 text (a file, folder or glob) as tokens, for language models"),
+        DatasetEntry("pystdlib", PystdlibOptions, _pystdlib, "this Python's standard library source as text, for language models"),
     )
 }
 
@@ -245,5 +299,9 @@ def dataset_key(data_config: dict) -> str:
     content is part of it, see :mod:`scalelab.data.fingerprint`)."""
     import json
 
+    from scalelab.data.tokens import CELL_OPTIONS, TEXT_DATASETS
+
     keep = {k: data_config[k] for k in ("name", "test_size", "split_seed", "options", "classes", "content_sha256") if k in data_config}
+    if keep["name"] in TEXT_DATASETS:  # one corpus serves every cell's windows
+        keep["options"] = {k: v for k, v in keep.get("options", {}).items() if k not in CELL_OPTIONS}
     return json.dumps(keep, sort_keys=True)

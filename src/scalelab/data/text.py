@@ -72,6 +72,12 @@ class ByteTokenizer:
         """The text's UTF-8 bytes as tokens (no end-of-document token)."""
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.uint16)
 
+    def token_bytes(self) -> np.ndarray:
+        """Bytes of text each token stands for: one, and none for the separator."""
+        lengths = np.ones(self.vocab_size, dtype=np.int64)
+        lengths[self.end_of_document] = 0
+        return lengths
+
     def decode(self, tokens) -> str:
         """Text of tokens, end-of-document tokens dropped; a byte sequence cut
         mid-character (a window's edge) decodes to U+FFFD rather than failing."""
@@ -99,6 +105,17 @@ class BPETokenizer:
         dtype = _stream_dtype(self)
         encoded = self._tokenizer.encode_batch(texts)  # in parallel, in Rust
         return [np.asarray(item.ids, dtype=dtype) for item in encoded]
+
+    def token_bytes(self) -> np.ndarray:
+        """Bytes of text each token stands for. Byte-level BPE spells every token in its
+        256-symbol alphabet, one symbol per byte; the separator stands for none."""
+        vocab = self._tokenizer.get_vocab()
+        lengths = np.zeros(self.vocab_size, dtype=np.int64)
+        for token, index in vocab.items():
+            if index < self.vocab_size:
+                lengths[index] = len(token)
+        lengths[self.end_of_document] = 0
+        return lengths
 
     def decode(self, tokens) -> str:
         """Text of tokens, end-of-document tokens dropped."""
@@ -188,23 +205,26 @@ def _stream_dtype(tokenizer) -> type:
 # --- corpora --------------------------------------------------------------------------
 
 
+def text_files(path: str | Path) -> list[Path]:
+    """The files of a text corpus at ``path``: the file itself, every file under a folder
+    (recursively), or the files a glob pattern matches, in sorted order."""
+    target = Path(str(path)).expanduser()
+    if target.is_file():
+        return [target]
+    if target.is_dir():
+        return sorted(p for p in target.rglob("*") if p.is_file())
+    return sorted(Path(p) for p in glob.glob(str(target), recursive=True) if Path(p).is_file())
+
+
 def read_documents(path: str | Path) -> list[Document]:
-    """The documents at ``path``: one UTF-8 file, every file under a folder (recursively,
-    in sorted order), or the files a glob pattern matches (sorted); each file is a
-    document, named by its path. Empty files are left out.
+    """The documents at ``path`` (:func:`text_files`): each file is a document, named by
+    its path. Empty files are left out.
 
     Raises :class:`DatasetError` naming the path when nothing matches or every file is
     empty, and naming the file when one is not UTF-8 text.
     """
     text = str(path)
-    target = Path(text).expanduser()
-    if target.is_file():
-        files = [target]
-    elif target.is_dir():
-        files = sorted(p for p in target.rglob("*") if p.is_file())
-    else:
-        matches = glob.glob(str(target), recursive=True)
-        files = sorted(Path(p) for p in matches if Path(p).is_file())
+    files = text_files(path)
     if not files:
         raise DatasetError(
             f"{text}: no text files found (no such file or folder, or no match)"
@@ -224,6 +244,22 @@ def read_documents(path: str | Path) -> list[Document]:
     return documents
 
 
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def stdlib_files() -> list[Path]:
+    """The standard library's ``.py`` files, sorted by their path relative to the library
+    (:func:`pystdlib_documents` says which are left out)."""
+    root = stdlib_root()
+    files = []
+    for folder, subfolders, names in os.walk(root):
+        # Pruned in place, so os.walk never descends into site-packages (it is large).
+        subfolders[:] = [name for name in subfolders if name not in STDLIB_SKIPPED]
+        files += [Path(folder, name) for name in names if name.endswith(".py")]
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
 def pystdlib_documents() -> tuple[list[Document], dict]:
     """The running Python's standard library ``.py`` files: a corpus every machine has.
 
@@ -234,14 +270,10 @@ def pystdlib_documents() -> tuple[list[Document], dict]:
     documents and a record ``{"python_version", "n_files", "sha256"}``, the SHA-256 of
     the texts (:func:`corpus_sha256`).
     """
-    root = Path(sysconfig.get_paths()["stdlib"])
-    files = []
-    for folder, subfolders, names in os.walk(root):
-        # Pruned in place, so os.walk never descends into site-packages (it is large).
-        subfolders[:] = [name for name in subfolders if name not in STDLIB_SKIPPED]
-        files += [Path(folder, name) for name in names if name.endswith(".py")]
+    root = stdlib_root()
+    files = stdlib_files()
     documents = []
-    for file in sorted(files, key=lambda p: p.relative_to(root).as_posix()):
+    for file in files:
         try:
             text = file.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
@@ -317,6 +349,7 @@ class TokenCorpus:
     bytes_per_token: dict[str, float]
     documents: dict[str, tuple[str, ...]]
     sha256: str
+    token_bytes: np.ndarray | None = None  # bytes of text per token id (separator: 0)
 
     def split(self, name: str) -> np.ndarray:
         """The token stream of ``"train"``, ``"val"`` or ``"test"``."""
@@ -325,6 +358,10 @@ class TokenCorpus:
     def bits_per_byte(self, loss_nats_per_token: float, split: str) -> float:
         """A loss in nats per token as bits per byte of the split's text."""
         return loss_nats_per_token / math.log(2) / self.bytes_per_token[split]
+
+    def bytes_of(self, tokens) -> int:
+        """Bytes of text that ``tokens`` (any shape) stand for, exactly."""
+        return int(self.token_bytes[np.asarray(tokens)].sum())
 
     def check_context(self, context: int) -> None:
         """Raise :class:`DatasetError` when a split is too short for one window
@@ -380,6 +417,7 @@ def build_corpus(
         bytes_per_token={name: n_bytes[name] / len(streams[name]) for name in SPLITS},
         documents={name: tuple(d.name for d in docs) for name, docs in splits.items()},
         sha256=corpus_sha256(documents),
+        token_bytes=encoder.token_bytes(),
     )
 
 

@@ -39,6 +39,12 @@ class TrainingView:
     n_classes: int
     preprocess: str
     groups_test: np.ndarray | None = None  # each test sample's group, when the dataset declares groups
+    # A text cell's token plan (scalelab.data.tokens.TokenPlan): samples are windows of
+    # tokens, trained once in the order given; the bytes of text the held-out targets
+    # stand for turn a loss in nats per token into bits per byte.
+    tokens: object | None = None
+    val_bytes: int = 0
+    test_bytes: int = 0
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -49,17 +55,29 @@ class TrainingView:
         return len(self.y_val) > 0
 
     @property
+    def is_text(self) -> bool:
+        return self.tokens is not None
+
+    @property
     def n_distinct(self) -> int:
         """Different training samples (fewer than ``len(y_train)`` when some are duplicates)."""
         return int(len(np.unique(self.train_rows)))
 
 
-def training_view(dataset: Dataset, data_config: dict) -> TrainingView:
+def training_view(dataset: Dataset, data_config: dict, *, batch_size: int | None = None, flops_per_token: float | None = None) -> TrainingView:
     """Prepare the data of one cell from its resolved ``[data]`` configuration.
+
+    A text dataset's cell is its token windows (:func:`scalelab.data.tokens.token_view`),
+    which need the cell's ``batch_size`` (tokens are whole steps) and, with a FLOP budget,
+    the model's measured ``flops_per_token``.
 
     Raises :class:`~scalelab.errors.DatasetError` when the cell's settings cannot be met
     (a fraction that empties a class, a validation split that holds out nothing).
     """
+    from scalelab.data.tokens import is_token_dataset, token_view
+
+    if is_token_dataset(dataset):
+        return token_view(dataset, data_config, batch_size=batch_size, flops_per_token=flops_per_token)
     quality = DataQuality.of(data_config)
     plan = plan_rows(dataset.y_train, n_classes=dataset.n_classes, quality=quality)
 
@@ -91,3 +109,13 @@ def training_view(dataset: Dataset, data_config: dict) -> TrainingView:
         preprocess=method,
         groups_test=dataset.groups_test,
     )
+
+
+def cell_inputs(dataset, data_config: dict) -> tuple[tuple[int, ...], int]:
+    """``(input_shape, n_classes)`` a cell's model is built for: the dataset's own, or for
+    text a window of ``window`` tokens and the vocabulary."""
+    from scalelab.data.tokens import is_token_dataset
+
+    if is_token_dataset(dataset):
+        return (int(data_config["options"]["window"]),), dataset.n_classes
+    return dataset.input_shape, dataset.n_classes

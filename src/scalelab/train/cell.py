@@ -8,6 +8,7 @@ estimator).
 from __future__ import annotations
 
 from scalelab.data import Dataset
+from scalelab.data.view import cell_inputs
 from scalelab.models import build_model, family_entry, is_torch_model
 from scalelab.train.outcome import CellOutcome
 
@@ -17,7 +18,8 @@ def run_cell(config: dict, dataset: Dataset) -> CellOutcome:
     framework = family_entry(config["model"]["family"]).framework
     model = None
     if framework == "python":
-        model = build_model(config["model"], dataset.input_shape, dataset.n_classes, seed=config["train"]["seed"])
+        input_shape, n_classes = cell_inputs(dataset, config["data"])
+        model = build_model(config["model"], input_shape, n_classes, seed=config["train"]["seed"])
         framework = "torch" if is_torch_model(model) else "sklearn"
     if framework == "sklearn":
         from scalelab.train.sklearn_trainer import train_cell

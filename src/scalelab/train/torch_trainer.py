@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from scalelab.data import Dataset, training_view
+from scalelab.data.tokens import needs_flops_per_token
+from scalelab.data.view import cell_inputs
 from scalelab.models import build_model, count_parameters
 from scalelab.train import compress
 from scalelab.train.checkpoints import apply_weights, load_weights, parameter_groups, state_dict_bytes, train_mode
@@ -28,6 +30,7 @@ from scalelab.train.outcome import CURVE_KEY, CellOutcome
 from scalelab.train.schedule import EarlyStopping, eval_steps, scheduler_for
 
 EVAL_BATCH_SIZE = 1024
+EVAL_TOKEN_BATCH = 16_384  # text: windows per evaluation batch hold about this many tokens
 TRAINING_LOOP_RANGE = "scalelab.training_loop"
 
 
@@ -161,15 +164,18 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
     precision = resolve_precision(train_cfg["precision"], device)
     autocast = autocast_for(precision, device)
 
-    view = training_view(dataset, config["data"])
+    input_shape, n_classes = cell_inputs(dataset, config["data"])
+    if model is None:
+        model = build_model(model_cfg, input_shape, n_classes, seed=seed)
+    # A text cell's FLOP budget becomes tokens through the model's measured cost per token.
+    budget_flops_per_token = token_flops(model, input_shape[0]) if needs_flops_per_token(config["data"]) else None
+    view = training_view(dataset, config["data"], batch_size=train_cfg["batch_size"], flops_per_token=budget_flops_per_token)
     X = torch.from_numpy(view.X_train).to(device)
     y = torch.from_numpy(view.y_train).to(device)
     X_test = torch.from_numpy(view.X_test).to(device)
     y_test = torch.from_numpy(view.y_test).to(device)
     n_train = len(view.y_train)
 
-    if model is None:
-        model = build_model(model_cfg, view.input_shape, view.n_classes, seed=seed)
     fresh_weights = None
     start = starting_weights(config)
     if start is not None:
@@ -184,6 +190,8 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
     if train_cfg.get("init_from") or train_cfg.get("head_lr"):
         groups = parameter_groups(model, freeze=train_cfg.get("freeze", "none"), lr=train_cfg["lr"], head_lr=train_cfg.get("head_lr"))
         optimizer = make_optimizer(groups, train_cfg)
+    elif model_cfg["family"] == "gpt":
+        optimizer = make_optimizer(weight_decay_groups(model, train_cfg["weight_decay"]), train_cfg)
     else:
         optimizer = make_optimizer(model.parameters(), train_cfg)
     n_params = count_parameters(model)  # trainable: a frozen backbone does not count
@@ -202,7 +210,8 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
 
     shuffler = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(n_train / batch_size)
-    epochs = planned_epochs(n_train, batch_size, train_cfg)
+    # A text cell's windows already hold its epochs over the unique tokens, in order.
+    epochs = 1 if view.is_text else planned_epochs(n_train, batch_size, train_cfg)
     total_steps = epochs * steps_per_epoch
     scheduler = scheduler_for(optimizer, train_cfg, total_steps)
     grad_clip = float(train_cfg.get("grad_clip", 0.0))
@@ -223,7 +232,8 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
     # A named range, so a profile of a whole cell can single out the training steps.
     with torch.profiler.record_function(TRAINING_LOOP_RANGE):
         for epoch in range(epochs):
-            order = torch.randperm(n_train, generator=shuffler).to(device)
+            order = torch.arange(n_train) if view.is_text else torch.randperm(n_train, generator=shuffler)
+            order = order.to(device)
             step_losses = torch.empty(steps_per_epoch, device=device)
             taken = 0
             for step in range(steps_per_epoch):
@@ -303,6 +313,8 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
         seed=seed,
         n_params_total=n_params_total,
     )
+    if view.is_text:
+        outcome.metrics.update(text_metrics(view, dataset, model, flops_per_sample=flops_per_sample, batch_size=batch_size, metrics=outcome.metrics))
     if fresh_weights is not None:
         outcome.metrics.update(init_from_sha256=start_sha256, freeze=train_cfg.get("freeze", "none"), fresh_weights=fresh_weights)
     if config.get("stage") == "pretrain" and outcome.state == "done":
@@ -323,6 +335,53 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
             scaling_efficiency=total_per_s / (replica.world_size * alone_per_s),
         )
     return outcome
+
+
+def token_flops(model: torch.nn.Module, window: int) -> float:
+    """Training FLOPs per token of ``model`` on windows of ``window`` tokens, measured on
+    one window (the count does not depend on the tokens, and is linear in the batch)."""
+    tokens = torch.zeros(1, window, dtype=torch.long, device=next(model.parameters()).device)
+    return training_step_flops(model, tokens, tokens) / window
+
+
+def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups as language models train: matrices decay; norms, biases and embeddings
+    (position and token tables, the tied output head with them) do not."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    decay, keep = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 and id(param) not in embeddings else keep).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+
+
+def text_metrics(view, dataset, model: torch.nn.Module, *, flops_per_sample: float, batch_size: int, metrics: dict) -> dict:
+    """What a language-model run records beside the common metrics: tokens (seen, unique,
+    epochs over the unique ones), losses in bits per byte, FLOPs per token (measured, and
+    the analytic count for a gpt), the model's non-embedding parameters and the corpus."""
+    plan = view.tokens
+    seen = samples_seen(len(view.y_train), batch_size, metrics["steps"])
+    tokens = seen * plan.context
+    found = dict(
+        tokens=tokens,
+        unique_tokens=plan.unique_tokens,
+        epochs=tokens / plan.unique_tokens,
+        context=plan.context,
+        tokens_per_s=tokens / metrics["train_s"] if metrics["train_s"] > 0 else float("nan"),
+        flops_per_token=flops_per_sample / plan.context,
+        val_tokens=int(view.y_val.size),
+        test_tokens=int(view.y_test.size),
+        **dataset.record,
+    )
+    for split, n_bytes in (("val", view.val_bytes), ("test", view.test_bytes)):
+        loss = metrics.get(f"{split}_loss")
+        if loss is not None and n_bytes:
+            found[f"{split}_bpb"] = loss * found[f"{split}_tokens"] / math.log(2) / n_bytes
+    from scalelab.models.gpt import GPT, scaling_metrics
+
+    if isinstance(model, GPT):
+        found.update(scaling_metrics(model))
+    return found
 
 
 def starting_weights(config: dict) -> tuple[dict, str, str] | None:
@@ -418,6 +477,7 @@ class TrainingCurve:
         self._autocast = autocast
         self._flops_per_sample = flops_per_sample
         self._n_train, self._batch_size = n_train, batch_size
+        self._window = view.tokens.context if view.is_text else None
         self._val = (torch.from_numpy(view.X_val).to(device), torch.from_numpy(view.y_val).to(device)) if view.has_validation else None
         self._loss_sum = torch.zeros((), device=device)
         self._since = 0
@@ -433,6 +493,8 @@ class TrainingCurve:
         samples = samples_seen(self._n_train, self._batch_size, steps_done)
         point = {"step": steps_done, "samples": samples, "flops": float(self._flops_per_sample * samples), "lr": float(lr),
                  "train_loss": float(self._loss_sum) / self._since}  # fmt: skip
+        if self._window:
+            point["tokens"] = samples * self._window
         if self._val is not None:
             point["val_loss"], point["val_error"] = evaluate(model, *self._val, autocast=self._autocast)
         self._loss_sum.zero_()
@@ -451,7 +513,8 @@ def evaluate_into(outcome: CellOutcome, model, view, X_test, y_test, *, autocast
     elapsed = time.perf_counter() - started  # the predictions' copy to the host synchronised
     outcome.metrics["inference_samples_per_s"] = len(y_test) / elapsed if elapsed > 0 else float("nan")
     outcome.metrics["inference_device"] = str(device)
-    outcome.metrics.update(prediction_metrics(view, predicted))
+    if not view.is_text:  # per-class metrics of a classifier; a vocabulary has no such use
+        outcome.metrics.update(prediction_metrics(view, predicted))
     if outcome.state == "done" and not math.isfinite(test_loss):
         outcome.state, outcome.reason = "diverged", "non-finite test loss after training"
         outcome.metrics["diverged_step"] = steps
@@ -562,9 +625,10 @@ def evaluate_with_predictions(model: torch.nn.Module, X: torch.Tensor, y: torch.
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     loss_sum = torch.zeros((), device=X.device, dtype=torch.float64)
-    predicted = torch.empty(len(y), dtype=torch.int64, device=X.device)
-    for start in range(0, len(y), EVAL_BATCH_SIZE):
-        xb, yb = X[start : start + EVAL_BATCH_SIZE], y[start : start + EVAL_BATCH_SIZE]
+    predicted = torch.empty_like(y)  # (n,) classes, or (n, T) next tokens
+    rows = EVAL_BATCH_SIZE if y.dim() == 1 else max(1, EVAL_TOKEN_BATCH // y.shape[1])
+    for start in range(0, len(y), rows):
+        xb, yb = X[start : start + rows], y[start : start + rows]
         with autocast or contextlib.nullcontext():
             logits = model(xb)
         loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
@@ -572,4 +636,4 @@ def evaluate_with_predictions(model: torch.nn.Module, X: torch.Tensor, y: torch.
     for module, training in modes:
         module.training = training
     wrong = int((predicted != y).sum())
-    return float(loss_sum) / len(y), wrong / len(y), predicted.cpu().numpy()
+    return float(loss_sum) / y.numel(), wrong / y.numel(), predicted.cpu().numpy()
