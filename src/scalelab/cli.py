@@ -101,10 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="compute-optimal size and data for a budget, or what reaches a target")
     plan.add_argument("source", metavar="SOURCE", help="a study (file or name in the store) or a CSV file")
     with_store(plan)
-    question = plan.add_mutually_exclusive_group(required=True)
+    question = plan.add_mutually_exclusive_group()
     question.add_argument("--budget", type=float, metavar="FLOPS", help="training compute to allocate")
     question.add_argument("--target", type=float, metavar="VALUE", help="metric value to reach")
-    plan.add_argument("--x", action="append", metavar="COL", help="parameters column, then data column (study default: n_params, samples)")
+    plan.add_argument("--approach", default="joint", metavar="NAME",
+                      help="joint (the law L(N, D); needs --budget or --target) or isoflop (each budget's profile, N*(C) and D*(C))")
+    plan.add_argument("--x", action="append", metavar="COL", help="parameters column, then data column (study default: n_params, and samples, or tokens for text)")
     plan.add_argument("--y", metavar="COL", help="target column (study default: its [target] metric)")
     plan.add_argument("--flops", metavar="COL", help="measured training FLOPs column (study default: flops)")
     plan.add_argument("--group", metavar="COL", help="plan per value of this column as well (a study plans per family by default)")
@@ -429,7 +431,7 @@ def _law_source(args, *, default_x=("n_train",), what="--x COL and --y COL"):
     from scalelab.fitting import default_chance, load_source
 
     src = load_source(args.source, store=args.store, x_cols=args.x, y_col=args.y, group=args.group, default_x=default_x)
-    x_cols = args.x or (list(default_x) if src.target else None)
+    x_cols = args.x or (src.x_cols if src.target else None)
     y_col = args.y or src.target
     if not x_cols or not y_col:
         raise InputError(f"{src.label}: give {what} for a CSV file")
@@ -559,12 +561,17 @@ def cmd_plan(args) -> int:
         from scalelab.hardware import check_hardware
 
         check_hardware(args.hardware, args.precision)  # an unknown name fails before any fitting
-    src, x_cols, y_col = _law_source(args, default_x=("n_params", "samples"), what="--x N_COL --x D_COL and --y COL")
+    from scalelab.curves import planning_x
+    from scalelab.fitting import APPROACHES
+
+    if args.approach not in APPROACHES:  # before any data is read or fitted
+        raise InputError(f"--approach {args.approach!r}: unknown; use one of {', '.join(APPROACHES)}")
+    src, x_cols, y_col = _law_source(args, default_x=planning_x, what="--x N_COL --x D_COL and --y COL")
     flops_col = args.flops or ("flops" if src.target else None)
     result = plan_source(
         src, x_cols=x_cols, y_col=y_col, flops_col=flops_col, budget=args.budget, target=args.target,
         hardware=args.hardware, precision=args.precision, utilisation=args.utilisation, level=args.level,
-        chance=args.chance, n_boot=args.bootstrap,
+        chance=args.chance, n_boot=args.bootstrap, approach=args.approach,
     )  # fmt: skip
     if args.format == "json":
         _print_json({"plans": [{k: v for k, v in p.items() if k != "_law"} for p in result["plans"]], "skipped": result["skipped"],
@@ -575,9 +582,50 @@ def cmd_plan(args) -> int:
     for skipped in result["skipped"]:
         out.print(f"{_fmt(skipped['group'])}: not planned: {skipped['why']}.")
     for plan in result["plans"]:
-        _print_plan(out, plan, label=src.label if plan["group"] is None else f"{src.label}: {_fmt(plan['group'])}", x_cols=x_cols,
-                    y_col=y_col, level=args.level)  # fmt: skip
+        label = src.label if plan["group"] is None else f"{src.label}: {_fmt(plan['group'])}"
+        if plan.get("approach") == "isoflop":
+            _print_isoflop(out, plan, label=label, x_cols=x_cols, y_col=y_col, level=args.level)
+        else:
+            _print_plan(out, plan, label=label, x_cols=x_cols, y_col=y_col, level=args.level)
     return EXIT_OK
+
+
+def _print_isoflop(out, result: dict, *, label: str, x_cols, y_col: str, level: float) -> None:
+    from rich.table import Table
+
+    fit = result["isoflop"]
+    lvl = f"{level:.0%}"
+    for note in result["notes"]:
+        out.print(note)
+    profiles = Table(title=f"{label}: isoFLOP profiles of {y_col} (floor of each parabola, {lvl} intervals)")
+    for name in ("budget (FLOPs)", "runs", f"N* ({x_cols[0]})", f"{lvl} interval", f"D* ({x_cols[1]})", "D*/N*", f"{y_col} at N*"):
+        profiles.add_column(name, justify="right")
+    for p in fit["profiles"]:
+        if p["n_params_opt"] is None:
+            profiles.add_row(f"{p['flops']:.3g}", str(len(p["runs"])), "none", "", "", "", "")
+            continue
+        lo, hi = p["n_params_opt_range"] or (math.nan, math.nan)
+        profiles.add_row(f"{p['flops']:.3g}", str(len(p["runs"])), f"{p['n_params_opt']:.3g}", f"[{lo:.3g}, {hi:.3g}]",
+                         f"{p['tokens_opt']:.3g}", f"{p['tokens_opt'] / p['n_params_opt']:.3g}", _fmt(p["loss_opt"]))  # fmt: skip
+    out.print(profiles)
+    out.print(f"N*(C) ∝ C^a with a = {fit['a']:.3f} [{fit['a_range'][0]:.3f}, {fit['a_range'][1]:.3f}]; "
+              f"D*(C) ∝ C^b with b = {fit['b']:.3f} [{fit['b_range'][0]:.3f}, {fit['b_range'][1]:.3f}] ({lvl} intervals; "
+              "Chinchilla found a ≈ b ≈ 0.5)")  # fmt: skip
+    if "budget" in result:
+        b = result["budget"]
+        answer = Table(title=f"Compute-optimal split of {b['flops']:.3g} FLOPs by the isoFLOP power laws ({lvl} intervals)")
+        for name in ("quantity", "value", f"{lvl} interval"):
+            answer.add_column(name, justify="left" if name == "quantity" else "right")
+        answer.add_row(f"parameters N ({x_cols[0]})", f"{b['n_params']:.3g}", f"[{b['n_params_range'][0]:.3g}, {b['n_params_range'][1]:.3g}]")
+        answer.add_row(f"training data D ({x_cols[1]})", f"{b['tokens']:.3g}", f"[{b['tokens_range'][0]:.3g}, {b['tokens_range'][1]:.3g}]")
+        answer.add_row("D per parameter", f"{b['tokens_per_param']:.3g}",
+                       f"[{b['tokens_per_param_range'][0]:.3g}, {b['tokens_per_param_range'][1]:.3g}]")  # fmt: skip
+        out.print(answer)
+    if "hardware" in result:
+        h = result["hardware"]
+        lo, hi = h["hours_range"]
+        out.print(f"On one {h['name']} in {h['precision']}: about {h['hours']:.3g} hours [{lo:.3g}, {hi:.3g}] ({format_hours(h['hours'])}) at "
+                  f"{h['mfu']:.0%} MFU ({h['mfu_source']}; peak {h['peak_flops']:.3g} FLOP/s).")  # fmt: skip
 
 
 def _print_plan(out, result: dict, *, label: str, x_cols, y_col: str, level: float) -> None:

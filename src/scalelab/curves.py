@@ -41,13 +41,22 @@ TRANSFER_KEYS = ("init_from", "freeze", "head_lr")
 SCRATCH = "none"
 # Dataset options that set how much data a cell trains on (the x of a learning curve);
 # any other dataset option (its name, its classes) is a different task: another curve.
-DATA_SIZE_KEYS = ("data_fraction", "n_samples")
+DATA_SIZE_KEYS = ("data_fraction", "n_samples", "tokens", "unique_tokens", "flops_budget")
 # Columns that measure data or model size: an x among them puts those keys on the axis.
 DATA_X = ("n_train", "data_fraction", "samples", "tokens", "n_samples")
 SIZE_X = ("n_params", "nonzero_params", "n_params_non_embedding", "width", "depth")
 COMPUTE_X = ("flops", "compute")
 # With these x columns the training length is on the axis too (D counts every epoch).
 LENGTH_X = ("samples", "tokens", "flops", "compute")
+
+
+def planning_x(spec) -> tuple[str, str]:
+    """The (N, D) columns a study plans on: parameters, and the training data processed:
+    tokens for a language-model study, samples otherwise."""
+    from scalelab.data.tokens import TEXT_DATASETS
+
+    text = bool(spec.cells) and spec.cells[0].config["data"]["name"] in TEXT_DATASETS
+    return ("n_params", "tokens" if text else "samples")
 
 
 @dataclass
@@ -159,8 +168,13 @@ def grid_roles(spec) -> Roles:
 
 def with_samples(runs: pd.DataFrame) -> pd.DataFrame:
     """``runs`` with ``samples``: the training samples processed (n_train × epochs, exactly),
-    read off the measured FLOPs; the D of a joint law."""
+    read off the measured FLOPs; the D of a joint law. A language model's ``tokens`` are
+    the tokens it processed, whole steps of its batch, even where the grid asked for
+    fewer (the runs table keeps those as ``recorded_tokens``)."""
     runs = runs.copy()
+    if "recorded_tokens" in runs.columns:
+        recorded = pd.to_numeric(runs["recorded_tokens"], errors="coerce")
+        runs["tokens"] = recorded.where(recorded.notna(), pd.to_numeric(runs["tokens"], errors="coerce"))
     if "flops" in runs.columns and "flops_per_sample" in runs.columns:
         flops = pd.to_numeric(runs["flops"], errors="coerce")
         per = pd.to_numeric(runs["flops_per_sample"], errors="coerce")

@@ -37,6 +37,7 @@ class Source:
     curves: CurveSet | None = None
     store: str | None = None
     changes: str | None = None  # how a study file's grid differs from the one the store last ran
+    x_cols: list[str] | None = None  # a study's: the x columns its curves were formed for
 
     def curve_key(self, label) -> dict | None:
         """The values that identify the curve named ``label`` (None for a CSV group)."""
@@ -48,7 +49,8 @@ class Source:
 def load_source(source: str, *, store: str, x_cols=None, y_col: str | None = None, group=None, default_x=("n_train",)) -> Source:
     """A CSV file, read as is (``group`` is a column of it), or a study (file or name):
     its runs on the curves that :func:`scalelab.curves.study_curves` forms for a law of
-    ``y_col`` (default: the study's target) against ``x_cols`` (default ``default_x``)."""
+    ``y_col`` (default: the study's target) against ``x_cols`` (default ``default_x``, or
+    ``default_x(spec)`` when it is a function of the study)."""
     path = Path(source).expanduser()
     if path.suffix.lower() == ".csv":
         return Source(read_csv(path), str(path), None, group)
@@ -63,7 +65,9 @@ def load_source(source: str, *, store: str, x_cols=None, y_col: str | None = Non
         opened.study_info(spec.name)  # a study never run on this store is an input error
         runs = runs_frame(opened, spec.name, spec=spec)  # the grid as its file reads now
         changes = grid_changes(opened, spec).describe(str(source))
-    src = study_source(spec, runs, x_cols=list(x_cols or default_x), y_col=y_col or spec.target_metric, group=group, store=str(store))
+    if not x_cols:
+        x_cols = default_x(spec) if callable(default_x) else default_x
+    src = study_source(spec, runs, x_cols=list(x_cols), y_col=y_col or spec.target_metric, group=group, store=str(store))
     src.changes = changes
     return src
 
@@ -77,7 +81,7 @@ def study_source(spec, runs: pd.DataFrame, *, x_cols, y_col: str, group=None, st
     curves = study_curves(spec, runs, x_cols=x_cols, y_col=y_col, group=group)
     if not curves.curves:
         raise InputError(f"{spec.name}: no runs to fit; " + "; ".join(curves.summary()[1:]) if len(curves.left_out) else f"{spec.name}: no runs yet")
-    return Source(curves.frame("curve"), spec.name, spec.target_metric, "curve", curves, store)
+    return Source(curves.frame("curve"), spec.name, spec.target_metric, "curve", curves, store, x_cols=list(x_cols))
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -257,14 +261,21 @@ def backtest_groups(table, *, label, x_cols, y_col, group=None, forms, holdout=1
 
 
 def plan_source(src: Source, *, x_cols, y_col, flops_col=None, budget=None, target=None, hardware=None, precision=None,
-                utilisation=None, level=0.8, chance=None, n_boot=1000, budget_factor=None) -> dict:  # fmt: skip
+                utilisation=None, level=0.8, chance=None, n_boot=1000, budget_factor=None, approach: str = "joint") -> dict:  # fmt: skip
     """One plan per group of ``src`` (per family, for a study): ``{"plans": [...], "skipped": [...]}``.
 
     Each plan is :func:`plan_table` of the group's rows, with its ``group`` (and ``curve``).
     A group whose runs have no measured FLOPs (a scikit-learn family) is skipped, with why.
     ``budget_factor`` plans each group at that many times its largest run's FLOPs instead
-    of one ``budget`` for all.
+    of one ``budget`` for all. ``approach``: ``joint`` (the law L(N, D), :func:`plan_table`)
+    or ``isoflop`` (the optima of each budget's profile, :func:`isoflop_table`).
     """
+    if approach not in APPROACHES:
+        raise InputError(f"--approach {approach!r}: unknown; use one of {', '.join(APPROACHES)}")
+    if approach == "joint" and budget is None and target is None and budget_factor is None:
+        raise InputError("the joint law answers a question: give --budget FLOPS or --target VALUE")
+    if approach != "joint" and target is not None:
+        raise InputError(f"--target is answered on the joint law's frontier; use --approach joint (the {approach} approach gives N*(C) and D*(C))")
     if hardware is not None:
         from scalelab.hardware import check_hardware
 
@@ -280,9 +291,14 @@ def plan_source(src: Source, *, x_cols, y_col, flops_col=None, budget=None, targ
         if budget_factor is not None:
             budget = budget_factor * float(pd.to_numeric(rows[flops_col]).max())
         try:
-            result = plan_table(rows.reset_index(drop=True), label=name, x_cols=x_cols, y_col=y_col, flops_col=flops_col, budget=budget,
-                                target=target, hardware=hardware, precision=precision, utilisation=utilisation, level=level,
-                                chance=chance, n_boot=n_boot, store=src.store)  # fmt: skip
+            if approach == "isoflop":
+                result = isoflop_table(rows.reset_index(drop=True), label=name, x_cols=x_cols, y_col=y_col, budget=budget,
+                                       hardware=hardware, precision=precision, utilisation=utilisation, level=level, n_boot=n_boot,
+                                       store=src.store)  # fmt: skip
+            else:
+                result = plan_table(rows.reset_index(drop=True), label=name, x_cols=x_cols, y_col=y_col, flops_col=flops_col, budget=budget,
+                                    target=target, hardware=hardware, precision=precision, utilisation=utilisation, level=level,
+                                    chance=chance, n_boot=n_boot, store=src.store)  # fmt: skip
         except InputError as exc:
             if src.group is None:
                 raise
@@ -351,6 +367,54 @@ def plan_table(table, *, label, x_cols, y_col, flops_col=None, budget=None, targ
     if hardware and spend is not None:
         out["hardware"] = plan.hardware_estimate(spend, hardware=hardware, precision=precision, runs=table,
                                                  utilisation=utilisation, store=store)  # fmt: skip
+    return out
+
+
+APPROACHES = ("joint", "isoflop")
+BUDGET_COLUMN = "flops_budget"  # the grid's compute budgets, one isoFLOP profile each
+
+
+def isoflop_table(table, *, label, x_cols, y_col, budget=None, hardware=None, precision=None, utilisation=None, level=0.8,
+                  n_boot=1000, store=None) -> dict:  # fmt: skip
+    """Chinchilla's approach 2 on runs grouped by their ``flops_budget``: each budget's
+    profile of ``y_col`` against the parameters ``x_cols[0]``, its floor, and the power
+    laws N*(C) ∝ C^a and D*(C) ∝ C^b of the tokens ``x_cols[1]`` (:mod:`scalelab.laws.isoflop`).
+    With ``budget``, N* and D* there."""
+    from scalelab import plan
+    from scalelab.laws.isoflop import fit_isoflop
+
+    if len(x_cols) != 2:
+        raise InputError(f"{label}: the isoFLOP approach needs two x columns, parameters and data (--x N --x D)")
+    if BUDGET_COLUMN not in table.columns:
+        raise InputError(f"{label}: the isoFLOP approach needs runs at fixed compute budgets: a grid over data.flops_budget "
+                         f"(a CSV needs a {BUDGET_COLUMN!r} column)")  # fmt: skip
+    C = numeric_column(table, BUDGET_COLUMN, label=label)
+    N = numeric_column(table, x_cols[0], label=label)
+    D = numeric_column(table, x_cols[1], label=label)
+    y = numeric_column(table, y_col, label=label)
+    try:
+        fitted = fit_isoflop(C, N, y, D, level=level, n_boot=n_boot)
+    except ValueError as exc:
+        raise InputError(f"{label}: {exc}") from None
+    notes = [f"isoFLOP profiles: {y_col} against log10 {x_cols[0]} at each of {len(fitted.profiles)} budgets, a parabola each; "
+             f"N* = n0·C^a and D* = d0·C^b fitted through their floors"]  # fmt: skip
+    for p in fitted.profiles:
+        if p.why:
+            notes.append(f"C = {p.flops:.3g}: left out: {p.why}")
+        elif not p.interior:
+            notes.append(f"C = {p.flops:.3g}: the floor N* = {p.n_opt:.3g} lies outside the sizes measured "
+                         f"({p.n_params.min():.3g} to {p.n_params.max():.3g}); it is an extrapolation")  # fmt: skip
+        elif len(p.n_params) <= 3:
+            notes.append(f"C = {p.flops:.3g}: three sizes fit the parabola exactly, so its interval cannot show their noise")
+    out = {"approach": "isoflop", "isoflop": fitted.to_dict(), "notes": notes, "_law": fitted,
+           "tokens_per_param": [{"flops": p.flops, "tokens_per_param": p.tokens_opt / p.n_opt} for p in fitted.profiles if p.n_opt]}  # fmt: skip
+    if budget is not None:
+        if not (budget > 0 and np.isfinite(budget)):
+            raise InputError(f"--budget {budget:g}: must be positive and finite")
+        out["budget"] = fitted.allocation(budget)
+        if hardware:
+            out["hardware"] = plan.hardware_estimate(budget, hardware=hardware, precision=precision, runs=table,
+                                                     utilisation=utilisation, store=store)  # fmt: skip
     return out
 
 

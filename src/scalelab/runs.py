@@ -64,7 +64,7 @@ def runs_records(store: RunStore, study: str, *, spec=None) -> tuple[list[str], 
     return _table(records, list(spec.grid_keys))
 
 
-CURVE_FIELDS = ("step", "samples", "flops", "lr", "train_loss", "val_loss", "val_error")
+CURVE_FIELDS = ("step", "samples", "tokens", "flops", "lr", "train_loss", "val_loss", "val_error")
 
 
 def curve_records(store: RunStore, spec, columns: list[str], rows: list[dict]) -> tuple[list[str], list[dict]]:

@@ -230,7 +230,9 @@ def plan_families(data: ReportData, *, level, chance, n_boot, notes) -> list[Pla
     from scalelab.fitting import Source, plan_source, study_source
 
     if data.kind == "study":
-        x_cols, c_col = ["n_params", "samples"], "flops"
+        from scalelab.curves import planning_x
+
+        x_cols, c_col = list(planning_x(data.spec)), "flops"
         if not all(c in data.runs.columns for c in (*x_cols, c_col)):
             notes.append("No plan: the runs have no measured FLOPs.")
             return []
