@@ -242,3 +242,61 @@ def test_a_profile_without_a_floor_is_named_and_left_out(tmp_path, scalelab_main
     cli = scalelab_main("plan", csv, "--x", "n_params", "--x", "tokens", "--y", "loss", "--approach", "isoflop", cwd=tmp_path)
     assert cli.returncode == 0, cli.describe()
     assert any("1e+15" in line and "left out" in line for line in nonempty_lines(cli.stdout))
+
+
+# -- the envelope approach -------------------------------------------------------------------
+def synthetic_curves(a_true: float, *, sizes: int = 12):
+    """Training curves of L = E + A/N^α + B/D^β (D the tokens seen, C = 6·N·D) for sizes
+    spanning three decades, each run long enough to pass the others' optima."""
+    from scalelab.laws.envelope import RunCurve
+
+    E, A, B, alpha = 1.7, 400.0, 1000.0, 0.34
+    beta = alpha * a_true / (1 - a_true)
+    curves = []
+    for n in np.geomspace(1e5, 1e8, sizes):
+        tokens = np.geomspace(1e3, 1e11, 60)
+        curves.append(RunCurve(float(n), 6 * n * tokens, tokens, E + A / n**alpha + B / tokens**beta))
+    return curves, beta / (alpha + beta)
+
+
+@pytest.mark.parametrize("a_true", [0.4, 0.5, 0.6])
+def test_the_envelope_of_training_curves_recovers_the_optimum_exponent(a_true):
+    from scalelab.laws.envelope import fit_envelope
+
+    curves, exponent = synthetic_curves(a_true)
+    fit = fit_envelope(curves, n_boot=100)
+    # Twelve sizes make N*(C) a staircase; its fitted slope is close to the law's.
+    assert fit.a == pytest.approx(exponent, abs=0.06)
+    assert fit.a_range[0] <= fit.a <= fit.a_range[1]
+    assert fit.n_sizes == 12
+
+
+def test_plan_by_the_envelope_reads_the_stored_curves_and_refuses_cosine(tmp_path, scalelab_main):
+    corpus = write_corpus(tmp_path / "corpus", n_docs=12, words=400)
+    grid = "width = [0.25, 1.0, 2.0]\ntokens = [12000]"
+    study = write_study(tmp_path / "env.toml", lm_study("env", corpus, grid=grid).replace("eval_points = 3", "eval_points = 8"))
+    store = tmp_path / "s.db"
+    assert scalelab_main("run", study, "--store", store, "--quiet", cwd=tmp_path).returncode == 0
+    cli = scalelab_main("plan", study, "--store", store, "--approach", "envelope", "--bootstrap", "50", "--format", "json", cwd=tmp_path)
+    if cli.returncode == 0:
+        (plan,) = json.loads(cli.stdout)["plans"]
+        envelope = plan["envelope"]["envelope"]
+        assert plan["approach"] == "envelope" and len(envelope) >= 2
+        assert all(e["n_params_opt"] in {r["n_params"] for r in runs_of(scalelab_main, study, store, tmp_path)} for e in envelope)
+    else:  # tiny models' curves need not cross; then the refusal says so in one line
+        assert_one_line_error(cli, "never has a best size")
+
+    cosine = write_study(tmp_path / "cos.toml", lm_study("cos", corpus, train='lr_schedule = "cosine"', grid=grid))
+    assert scalelab_main("run", cosine, "--store", store, "--quiet", cwd=tmp_path).returncode == 0
+    cli = scalelab_main("plan", cosine, "--store", store, "--approach", "envelope", cwd=tmp_path)
+    assert cli.returncode == 2, cli.describe()
+    assert_one_line_error(cli, "cosine", "isoflop")
+
+
+def test_the_envelope_of_a_csv_is_refused(tmp_path, scalelab_main):
+    runs, _ = synthetic_profiles(0.5)
+    csv = tmp_path / "runs.csv"
+    runs.to_csv(csv, index=False)
+    cli = scalelab_main("plan", csv, "--x", "n_params", "--x", "tokens", "--y", "loss", "--approach", "envelope", cwd=tmp_path)
+    assert cli.returncode == 2, cli.describe()
+    assert_one_line_error(cli, "training curve", "CSV")

@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the built-in study on bundled data and print the results")
     demo.add_argument("--out", default="scalelab-demo", metavar="DIR", help="folder for the store and study file (default: ./scalelab-demo)")
     demo.add_argument("--quick", action="store_true", help="a smaller grid that finishes in under a minute on 2 cores")
+    demo.add_argument("--lm", action="store_true", help="the language-model demo: GPTs at 3 FLOP budgets on the Python standard library, isoFLOP planning")
     demo.add_argument("--workers", type=_positive_int, default=None, metavar="N", help="worker processes (default: one per core)")
 
     run = commands.add_parser("run", help="run or resume every unfinished cell of a study")
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     question.add_argument("--budget", type=float, metavar="FLOPS", help="training compute to allocate")
     question.add_argument("--target", type=float, metavar="VALUE", help="metric value to reach")
     plan.add_argument("--approach", default="joint", metavar="NAME",
-                      help="joint (the law L(N, D); needs --budget or --target) or isoflop (each budget's profile, N*(C) and D*(C))")
+                      help="joint (the law L(N, D); needs --budget or --target), isoflop (each budget's profile) or envelope (the training curves' lower envelope; constant or wsd schedules)")
     plan.add_argument("--x", action="append", metavar="COL", help="parameters column, then data column (study default: n_params, and samples, or tokens for text)")
     plan.add_argument("--y", metavar="COL", help="target column (study default: its [target] metric)")
     plan.add_argument("--flops", metavar="COL", help="measured training FLOPs column (study default: flops)")
@@ -585,6 +586,8 @@ def cmd_plan(args) -> int:
         label = src.label if plan["group"] is None else f"{src.label}: {_fmt(plan['group'])}"
         if plan.get("approach") == "isoflop":
             _print_isoflop(out, plan, label=label, x_cols=x_cols, y_col=y_col, level=args.level)
+        elif plan.get("approach") == "envelope":
+            _print_envelope(out, plan, label=label, x_cols=x_cols, level=args.level)
         else:
             _print_plan(out, plan, label=label, x_cols=x_cols, y_col=y_col, level=args.level)
     return EXIT_OK
@@ -608,12 +611,30 @@ def _print_isoflop(out, result: dict, *, label: str, x_cols, y_col: str, level: 
         profiles.add_row(f"{p['flops']:.3g}", str(len(p["runs"])), f"{p['n_params_opt']:.3g}", f"[{lo:.3g}, {hi:.3g}]",
                          f"{p['tokens_opt']:.3g}", f"{p['tokens_opt'] / p['n_params_opt']:.3g}", _fmt(p["loss_opt"]))  # fmt: skip
     out.print(profiles)
+    _print_power_laws(out, result, fit, x_cols=x_cols, lvl=lvl)
+
+
+def _print_envelope(out, result: dict, *, label: str, x_cols, level: float) -> None:
+    fit = result["envelope"]
+    for note in result["notes"]:
+        out.print(note)
+    sizes = sorted({round(p["n_params_opt"]) for p in fit["envelope"]})
+    out.print(f"{label}: the envelope of {fit['n_sizes']} sizes' training curves runs through "
+              f"{len(sizes)} of them ({', '.join(f'{n:,}' for n in sizes)}) over {fit['envelope'][0]['flops']:.3g} to "
+              f"{fit['envelope'][-1]['flops']:.3g} FLOPs")  # fmt: skip
+    _print_power_laws(out, result, fit, x_cols=x_cols, lvl=f"{level:.0%}")
+
+
+def _print_power_laws(out, result: dict, fit: dict, *, x_cols, lvl: str) -> None:
+    """The exponents of N*(C) and D*(C), and the split of ``--budget`` and its hours when asked."""
+    from rich.table import Table
+
     out.print(f"N*(C) ∝ C^a with a = {fit['a']:.3f} [{fit['a_range'][0]:.3f}, {fit['a_range'][1]:.3f}]; "
               f"D*(C) ∝ C^b with b = {fit['b']:.3f} [{fit['b_range'][0]:.3f}, {fit['b_range'][1]:.3f}] ({lvl} intervals; "
               "Chinchilla found a ≈ b ≈ 0.5)")  # fmt: skip
     if "budget" in result:
         b = result["budget"]
-        answer = Table(title=f"Compute-optimal split of {b['flops']:.3g} FLOPs by the isoFLOP power laws ({lvl} intervals)")
+        answer = Table(title=f"Compute-optimal split of {b['flops']:.3g} FLOPs by the power laws of the optima ({lvl} intervals)")
         for name in ("quantity", "value", f"{lvl} interval"):
             answer.add_column(name, justify="left" if name == "quantity" else "right")
         answer.add_row(f"parameters N ({x_cols[0]})", f"{b['n_params']:.3g}", f"[{b['n_params_range'][0]:.3g}, {b['n_params_range'][1]:.3g}]")
@@ -622,10 +643,13 @@ def _print_isoflop(out, result: dict, *, label: str, x_cols, y_col: str, level: 
                        f"[{b['tokens_per_param_range'][0]:.3g}, {b['tokens_per_param_range'][1]:.3g}]")  # fmt: skip
         out.print(answer)
     if "hardware" in result:
-        h = result["hardware"]
-        lo, hi = h["hours_range"]
-        out.print(f"On one {h['name']} in {h['precision']}: about {h['hours']:.3g} hours [{lo:.3g}, {hi:.3g}] ({format_hours(h['hours'])}) at "
-                  f"{h['mfu']:.0%} MFU ({h['mfu_source']}; peak {h['peak_flops']:.3g} FLOP/s).")  # fmt: skip
+        _print_hours(out, result["hardware"])
+
+
+def _print_hours(out, h: dict) -> None:
+    lo, hi = h["hours_range"]
+    out.print(f"On one {h['name']} in {h['precision']}: about {h['hours']:.3g} hours [{lo:.3g}, {hi:.3g}] ({format_hours(h['hours'])}) at "
+              f"{h['mfu']:.0%} MFU ({h['mfu_source']}; peak {h['peak_flops']:.3g} FLOP/s).")  # fmt: skip
 
 
 def _print_plan(out, result: dict, *, label: str, x_cols, y_col: str, level: float) -> None:
@@ -674,10 +698,7 @@ def _print_plan(out, result: dict, *, label: str, x_cols, y_col: str, level: flo
         m.add_row(name, f"{v['n_params']:.3g}", f"{v['samples']:.3g}", f"{_fmt(v['predicted'])} [{_fmt(v['lo'])}, {_fmt(v['hi'])}]")
     out.print(m)
     if "hardware" in result:
-        h = result["hardware"]
-        lo, hi = h["hours_range"]
-        out.print(f"On one {h['name']} in {h['precision']}: about {h['hours']:.3g} hours [{lo:.3g}, {hi:.3g}] ({format_hours(h['hours'])}) at "
-                  f"{h['mfu']:.0%} MFU ({h['mfu_source']}; peak {h['peak_flops']:.3g} FLOP/s).")  # fmt: skip
+        _print_hours(out, result["hardware"])
 
 
 def _big(value: float) -> str:
@@ -704,9 +725,11 @@ def cmd_report(args) -> int:
 
 # -- demo ------------------------------------------------------------------------------
 def cmd_demo(args) -> int:
-    from scalelab.demo import prepare_demo, print_demo_results
+    from scalelab.demo import prepare_demo, print_demo_results, print_lm_results
 
-    study = prepare_demo(out_dir=Path(args.out), quick=args.quick)
+    if args.lm and args.quick:
+        raise InputError("--lm and --quick are two different demos; choose one")
+    study = prepare_demo(out_dir=Path(args.out), quick=args.quick, lm=args.lm)
     _console().print(f"Demo study {study.name}: {len(study.spec.cells)} cells, store {study.store_path}")
     status = _run_and_report(study, workers=args.workers, retry_failed=False, quiet=False)
     if status == EXIT_INTERRUPTED:
@@ -714,7 +737,8 @@ def cmd_demo(args) -> int:
     if not study.status()["done"]:
         _console().print("No cell finished, so there are no results, laws or report to show.")
         return status
-    path = print_demo_results(study, _console(), out_dir=Path(args.out))
+    show = print_lm_results if args.lm else print_demo_results
+    path = show(study, _console(), out_dir=Path(args.out))
     _console().print(f"Report: {path}")
     return status
 

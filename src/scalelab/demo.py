@@ -12,13 +12,17 @@ from scalelab.spec import load_spec
 from scalelab.study import Study
 
 
-def demo_study_text(*, quick: bool) -> str:
-    """The bundled demo study file (``demo-quick.toml`` or ``demo.toml``)."""
-    name = "demo-quick.toml" if quick else "demo.toml"
-    return resources.files("scalelab").joinpath("studies", name).read_text(encoding="utf-8")
+def demo_file_name(*, quick: bool, lm: bool = False) -> str:
+    """``demo-lm.toml`` (the language-model demo), ``demo-quick.toml`` or ``demo.toml``."""
+    return "demo-lm.toml" if lm else "demo-quick.toml" if quick else "demo.toml"
 
 
-def prepare_demo(*, out_dir: Path, quick: bool) -> Study:
+def demo_study_text(*, quick: bool, lm: bool = False) -> str:
+    """The bundled demo study file (:func:`demo_file_name`)."""
+    return resources.files("scalelab").joinpath("studies", demo_file_name(quick=quick, lm=lm)).read_text(encoding="utf-8")
+
+
+def prepare_demo(*, out_dir: Path, quick: bool, lm: bool = False) -> Study:
     """Write the demo study file into ``out_dir`` and return it bound to ``out_dir/scalelab.db``.
 
     The copy lets the user edit the grid and rerun it with ``scalelab run``. An existing
@@ -29,9 +33,9 @@ def prepare_demo(*, out_dir: Path, quick: bool) -> Study:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"--out {out_dir}: cannot create the folder ({exc.strerror})") from None
-    study_file = out_dir / ("demo-quick.toml" if quick else "demo.toml")
+    study_file = out_dir / demo_file_name(quick=quick, lm=lm)
     if not study_file.exists():
-        study_file.write_text(demo_study_text(quick=quick), encoding="utf-8")
+        study_file.write_text(demo_study_text(quick=quick, lm=lm), encoding="utf-8")
     return Study(load_spec(study_file), store=out_dir / "scalelab.db")
 
 
@@ -53,6 +57,54 @@ def print_demo_results(study: Study, console, *, out_dir: Path) -> Path:
     path = report.write(Path(out_dir).expanduser() / "report.html")
     console.print(f"Study file: {study.spec.source}   store: {study.store_path}")
     console.print(f"Every run: scalelab runs {shlex.quote(study.name)} --store {shlex.quote(str(study.store_path))} --format csv")
+    return path
+
+
+def print_lm_results(study: Study, console, *, out_dir: Path) -> Path:
+    """The language-model demo's numbers: each budget's runs, the isoFLOP optima and their
+    exponents with intervals, the tokens per parameter at the optimum, and the run at
+    10x the largest budget on one H100; the same analysis as the report it writes."""
+    from rich.table import Table
+
+    from scalelab import plan
+    from scalelab.report import build_report
+
+    console.print("Fitting isoFLOP profiles, laws and plans for the report ...")
+    report = build_report(study)
+    data, analysis = report.data, report.analysis
+    runs = data.done.sort_values(["flops_budget", "n_params"])
+    table = Table(title=f"{data.title}: {data.y_col} (nats per token) and bits per byte on held-out files")
+    for name in ("budget (FLOPs)", "parameters", "tokens", "tokens/param", data.y_col, "val_bpb"):
+        table.add_column(name, justify="right")
+    for _, r in runs.iterrows():
+        table.add_row(f"{r['flops_budget']:.3g}", f"{r['n_params']:,.0f}", f"{r['tokens']:,.0f}", f"{r['tokens'] / r['n_params']:.3g}",
+                      f"{r[data.y_col]:.3f}", f"{r['val_bpb']:.3f}" if "val_bpb" in r else "")  # fmt: skip
+    console.print(table)
+    for result in analysis.isoflops:
+        fit = result["isoflop"]
+        lvl = f"{analysis.level:.0%}"
+        for p in fit["profiles"]:
+            if p["n_params_opt"] is None:
+                console.print(f"Budget {p['flops']:.3g} FLOPs: no floor ({p['why']}).")
+                continue
+            lo, hi = p["n_params_opt_range"]
+            edge = "" if p["interior"] else " (outside the sizes run: an extrapolation)"
+            console.print(f"Budget {p['flops']:.3g} FLOPs: optimum N* = {p['n_params_opt']:,.0f} [{lo:,.0f}, {hi:,.0f}]{edge}, "
+                          f"D* = {p['tokens_opt']:,.0f} tokens, {p['tokens_opt'] / p['n_params_opt']:.3g} tokens per parameter.")  # fmt: skip
+        console.print(f"{result['label']}: N*(C) ∝ C^a, a = {fit['a']:.3f} [{fit['a_range'][0]:.3f}, {fit['a_range'][1]:.3f}]; "
+                      f"D*(C) ∝ C^b, b = {fit['b']:.3f} [{fit['b_range'][0]:.3f}, {fit['b_range'][1]:.3f}] ({lvl} intervals; "
+                      "Chinchilla: a ≈ b ≈ 0.5, about 20 tokens per parameter).")  # fmt: skip
+        budget = 10 * float(runs["flops_budget"].max())
+        at = result["_law"].allocation(budget)
+        h = plan.hardware_estimate(budget, hardware="h100", runs=runs, store=str(study.store_path))
+        console.print(f"At 10x the largest budget ({budget:.3g} FLOPs): N* = {at['n_params']:,.0f} [{at['n_params_range'][0]:,.0f}, "
+                      f"{at['n_params_range'][1]:,.0f}] on {at['tokens']:,.0f} tokens; on one H100 ({h['precision']}) about "
+                      f"{format_hours(h['hours'])} at {h['mfu']:.0%} MFU ({h['mfu_source']}).")  # fmt: skip
+    for note in analysis.notes:
+        console.print(note)
+    path = report.write(Path(out_dir).expanduser() / "report.html")
+    console.print(f"Study file: {study.spec.source}   store: {study.store_path}")
+    console.print(f"The plan on its own: scalelab plan {shlex.quote(study.name)} --store {shlex.quote(str(study.store_path))} --approach isoflop")
     return path
 
 

@@ -38,6 +38,7 @@ class Source:
     store: str | None = None
     changes: str | None = None  # how a study file's grid differs from the one the store last ran
     x_cols: list[str] | None = None  # a study's: the x columns its curves were formed for
+    spec: object | None = None  # a study's StudySpec
 
     def curve_key(self, label) -> dict | None:
         """The values that identify the curve named ``label`` (None for a CSV group)."""
@@ -81,7 +82,7 @@ def study_source(spec, runs: pd.DataFrame, *, x_cols, y_col: str, group=None, st
     curves = study_curves(spec, runs, x_cols=x_cols, y_col=y_col, group=group)
     if not curves.curves:
         raise InputError(f"{spec.name}: no runs to fit; " + "; ".join(curves.summary()[1:]) if len(curves.left_out) else f"{spec.name}: no runs yet")
-    return Source(curves.frame("curve"), spec.name, spec.target_metric, "curve", curves, store, x_cols=list(x_cols))
+    return Source(curves.frame("curve"), spec.name, spec.target_metric, "curve", curves, store, x_cols=list(x_cols), spec=spec)
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -291,7 +292,10 @@ def plan_source(src: Source, *, x_cols, y_col, flops_col=None, budget=None, targ
         if budget_factor is not None:
             budget = budget_factor * float(pd.to_numeric(rows[flops_col]).max())
         try:
-            if approach == "isoflop":
+            if approach == "envelope":
+                result = envelope_table(rows.reset_index(drop=True), src=src, label=name, x_cols=x_cols, y_col=y_col, budget=budget,
+                                        hardware=hardware, precision=precision, utilisation=utilisation, level=level, n_boot=n_boot)  # fmt: skip
+            elif approach == "isoflop":
                 result = isoflop_table(rows.reset_index(drop=True), label=name, x_cols=x_cols, y_col=y_col, budget=budget,
                                        hardware=hardware, precision=precision, utilisation=utilisation, level=level, n_boot=n_boot,
                                        store=src.store)  # fmt: skip
@@ -302,7 +306,7 @@ def plan_source(src: Source, *, x_cols, y_col, flops_col=None, budget=None, targ
         except InputError as exc:
             if src.group is None:
                 raise
-            skipped.append({"group": value, "curve": src.curve_key(value), "why": str(exc)})
+            skipped.append({"group": value, "curve": src.curve_key(value), "why": str(exc).removeprefix(f"{name}: ")})
             continue
         plans.append({"group": value, "curve": src.curve_key(value), **result})
     if not plans:
@@ -370,7 +374,7 @@ def plan_table(table, *, label, x_cols, y_col, flops_col=None, budget=None, targ
     return out
 
 
-APPROACHES = ("joint", "isoflop")
+APPROACHES = ("joint", "isoflop", "envelope")
 BUDGET_COLUMN = "flops_budget"  # the grid's compute budgets, one isoFLOP profile each
 
 
@@ -380,7 +384,6 @@ def isoflop_table(table, *, label, x_cols, y_col, budget=None, hardware=None, pr
     profile of ``y_col`` against the parameters ``x_cols[0]``, its floor, and the power
     laws N*(C) ∝ C^a and D*(C) ∝ C^b of the tokens ``x_cols[1]`` (:mod:`scalelab.laws.isoflop`).
     With ``budget``, N* and D* there."""
-    from scalelab import plan
     from scalelab.laws.isoflop import fit_isoflop
 
     if len(x_cols) != 2:
@@ -396,8 +399,8 @@ def isoflop_table(table, *, label, x_cols, y_col, budget=None, hardware=None, pr
         fitted = fit_isoflop(C, N, y, D, level=level, n_boot=n_boot)
     except ValueError as exc:
         raise InputError(f"{label}: {exc}") from None
-    notes = [f"isoFLOP profiles: {y_col} against log10 {x_cols[0]} at each of {len(fitted.profiles)} budgets, a parabola each; "
-             f"N* = n0·C^a and D* = d0·C^b fitted through their floors"]  # fmt: skip
+    notes = [(f"isoFLOP profiles: {y_col} against log10 {x_cols[0]} at each of {len(fitted.profiles)} budgets, a parabola each; "
+              "N* = n0·C^a and D* = d0·C^b fitted through their floors")]  # fmt: skip
     for p in fitted.profiles:
         if p.why:
             notes.append(f"C = {p.flops:.3g}: left out: {p.why}")
@@ -408,14 +411,66 @@ def isoflop_table(table, *, label, x_cols, y_col, budget=None, hardware=None, pr
             notes.append(f"C = {p.flops:.3g}: three sizes fit the parabola exactly, so its interval cannot show their noise")
     out = {"approach": "isoflop", "isoflop": fitted.to_dict(), "notes": notes, "_law": fitted,
            "tokens_per_param": [{"flops": p.flops, "tokens_per_param": p.tokens_opt / p.n_opt} for p in fitted.profiles if p.n_opt]}  # fmt: skip
+    return _answer_budget(out, fitted, budget=budget, hardware=hardware, precision=precision, utilisation=utilisation,
+                          runs=table, store=store)  # fmt: skip
+
+
+def _answer_budget(out: dict, fitted, *, budget, hardware, precision, utilisation, runs, store) -> dict:
+    """``out`` with N* and D* at ``budget`` by ``fitted``'s power laws, and its hours on ``hardware``."""
+    from scalelab import plan
+
     if budget is not None:
         if not (budget > 0 and np.isfinite(budget)):
             raise InputError(f"--budget {budget:g}: must be positive and finite")
         out["budget"] = fitted.allocation(budget)
         if hardware:
-            out["hardware"] = plan.hardware_estimate(budget, hardware=hardware, precision=precision, runs=table,
+            out["hardware"] = plan.hardware_estimate(budget, hardware=hardware, precision=precision, runs=runs,
                                                      utilisation=utilisation, store=store)  # fmt: skip
     return out
+
+
+# The curve's own measure of the target: curves record training and validation loss.
+CURVE_LOSS = {"val_loss": "val_loss", "test_loss": "val_loss", "train_loss": "train_loss"}
+ENVELOPE_SCHEDULES = ("constant", "wsd")
+
+
+def envelope_table(table, *, src: Source, label, x_cols, y_col, budget=None, hardware=None, precision=None, utilisation=None,
+                   level=0.8, n_boot=1000) -> dict:  # fmt: skip
+    """Chinchilla's approach 1 on the study's training curves (:mod:`scalelab.laws.envelope`):
+    the lowest loss any run reached at each compute, the size of that run, and the power
+    laws through them. Refused for a CSV (no curves) and for runs on a cosine schedule."""
+    from scalelab.laws.envelope import RunCurve, fit_envelope
+    from scalelab.store import RunStore
+
+    if src.spec is None or src.store is None:
+        raise InputError(f"{label}: the envelope approach reads each run's training curve from the store; a CSV file has none")
+    schedules = {c.cell_id: c.config["train"].get("lr_schedule", "constant") for c in src.spec.cells}
+    cosine = sorted({schedules.get(i, "constant") for i in table["cell_id"]} - set(ENVELOPE_SCHEDULES))
+    if cosine:
+        raise InputError(f"{label}: the envelope reads a run's loss part-way through training as the loss of a shorter run, "
+                         f"which holds for constant or wsd schedules only; these runs use {', '.join(cosine)} "
+                         "(a cosine run part-way has not decayed yet): use --approach isoflop or joint")  # fmt: skip
+    metric = CURVE_LOSS.get(y_col)
+    if metric is None:
+        raise InputError(f"{label}: the envelope approach follows a loss along training curves (train_loss or val_loss), not {y_col!r}")
+    N = numeric_column(table, x_cols[0], label=label)
+    with RunStore.open_existing(src.store) as store:
+        curves = store.curves(table["cell_id"])
+    stand_in = f" (curves record no {y_col}; {metric} stands in for it)" if metric != y_col else ""
+    runs, notes = [], [f"envelope of the training curves' {metric} against FLOPs spent{stand_in}"]
+    for cell_id, n in zip(table["cell_id"], N):
+        points = [p for p in curves.get(cell_id, []) if p.get(metric) is not None and p.get(x_cols[1]) is not None and p.get("flops")]
+        if len(points) >= 2:
+            runs.append(RunCurve(float(n), *(np.array([p[k] for p in points], dtype=float) for k in ("flops", x_cols[1], metric))))
+    if len(runs) < len(table):
+        notes.append(f"{len(table) - len(runs)} of {len(table)} runs have no curve of {metric} and {x_cols[1]} (two points or more) and are left out")
+    try:
+        fitted = fit_envelope(runs, level=level, n_boot=n_boot)
+    except ValueError as exc:
+        raise InputError(f"{label}: {exc}") from None
+    out = {"approach": "envelope", "envelope": fitted.to_dict(), "notes": notes, "_law": fitted}
+    return _answer_budget(out, fitted, budget=budget, hardware=hardware, precision=precision, utilisation=utilisation,
+                          runs=table, store=src.store)  # fmt: skip
 
 
 def _plain(value):

@@ -42,9 +42,12 @@ class Allocation:
 def _frontier(params: np.ndarray, flops: float, k: float) -> tuple[np.ndarray, np.ndarray]:
     """Compute-optimal N and D for each replicate row (E, A, B, alpha, beta)."""
     _, A, B, alpha, beta = (params[:, i] for i in range(5))
-    G = _split_constant(A, B, alpha, beta)
-    n_opt = G * (flops / k) ** (beta / (alpha + beta))
-    return n_opt, (flops / k) / n_opt
+    # A degenerate bootstrap replicate (a zero coefficient) gives 0 or inf, which the
+    # intervals then show; it is not an error to warn about.
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        G = _split_constant(A, B, alpha, beta)
+        n_opt = G * (flops / k) ** (beta / (alpha + beta))
+        return n_opt, (flops / k) / n_opt
 
 
 def _split_constant(A, B, alpha, beta):

@@ -26,7 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scalelab.data.text import TokenCorpus, check_context, draw_starts, plan_tokens, windows
+from scalelab.data.text import (
+    TokenCorpus,
+    check_context,
+    draw_starts,
+    plan_tokens,
+    windows,
+)
 from scalelab.data.view import TrainingView
 from scalelab.errors import DatasetError
 

@@ -71,17 +71,23 @@ class IsoFlopFit:
 
     def allocation(self, flops: float) -> dict:
         """N* and D* at ``flops``, with intervals from the replicates' power laws."""
-        log_c = math.log10(flops)
-        n_b = 10 ** (self.replicates[:, 1] + self.replicates[:, 0] * log_c)
-        d_b = 10 ** (self.replicates[:, 3] + self.replicates[:, 2] * log_c)
-        tail = (1 - self.level) / 2
-        n, d = self.n_opt(flops), self.tokens_opt(flops)
-        return {"flops": flops, "n_params": n, "n_params_range": _quantiles(n_b, tail), "tokens": d, "tokens_range": _quantiles(d_b, tail),
-                "tokens_per_param": d / n, "tokens_per_param_range": _quantiles(d_b / n_b, tail)}  # fmt: skip
+        return power_law_allocation(self, flops)
 
     def to_dict(self) -> dict:
         return {"a": self.a, "a_range": self.a_range, "b": self.b, "b_range": self.b_range, "n0": self.n0, "d0": self.d0,
                 "level": self.level, "profiles": [p.to_dict() for p in self.profiles]}  # fmt: skip
+
+
+def power_law_allocation(fit, flops: float) -> dict:
+    """N* = n0·C^a and D* = d0·C^b of ``fit`` at ``flops``, each with the interval of its
+    bootstrap replicates (rows of a, log10 n0, b, log10 d0), and D*/N*."""
+    log_c = math.log10(flops)
+    n_b = 10 ** (fit.replicates[:, 1] + fit.replicates[:, 0] * log_c)
+    d_b = 10 ** (fit.replicates[:, 3] + fit.replicates[:, 2] * log_c)
+    tail = (1 - fit.level) / 2
+    n, d = fit.n0 * flops**fit.a, fit.d0 * flops**fit.b
+    return {"flops": flops, "n_params": n, "n_params_range": quantile_range(n_b, tail), "tokens": d, "tokens_range": quantile_range(d_b, tail),
+            "tokens_per_param": d / n, "tokens_per_param_range": quantile_range(d_b / n_b, tail)}  # fmt: skip
 
 
 def fit_parabola(n_params: np.ndarray, loss: np.ndarray) -> np.ndarray | None:
@@ -96,7 +102,7 @@ def fit_parabola(n_params: np.ndarray, loss: np.ndarray) -> np.ndarray | None:
 
 def parabola_floor(coefficients: np.ndarray) -> float | None:
     """``log10 N*`` of the vertex, or None when the parabola opens downwards (no floor)."""
-    c0, c1, c2 = coefficients
+    _, c1, c2 = coefficients
     if not c2 > 0:
         return None
     return -c1 / (2 * c2)
@@ -138,18 +144,18 @@ def fit_isoflop(flops, n_params, loss, tokens, *, level: float = 0.8, n_boot: in
         floors[r] = log_n
         keep = np.isfinite(log_n)
         if keep.sum() >= 2:
-            replicates[r, :2] = _line(log_c[keep], np.asarray(log_n)[keep])
-            replicates[r, 2:] = _line(log_c[keep], np.asarray(log_d)[keep])
+            replicates[r, :2] = line_fit(log_c[keep], np.asarray(log_n)[keep])
+            replicates[r, 2:] = line_fit(log_c[keep], np.asarray(log_d)[keep])
     replicates = replicates[np.isfinite(replicates).all(axis=1)]
     tail = (1 - level) / 2
     for j, p in enumerate(usable):
         good = floors[:, j][np.isfinite(floors[:, j])]
         if len(good):
-            p.n_opt_range = _quantiles(10**good, tail)
-    a, log_n0 = _line(log_c, np.log10([p.n_opt for p in usable]))
-    b, log_d0 = _line(log_c, np.log10([p.tokens_opt for p in usable]))
-    return IsoFlopFit(profiles=profiles, a=a, b=b, n0=10**log_n0, d0=10**log_d0, a_range=_quantiles(replicates[:, 0], tail),
-                      b_range=_quantiles(replicates[:, 2], tail), level=level, replicates=replicates)  # fmt: skip
+            p.n_opt_range = quantile_range(10**good, tail)
+    a, log_n0 = line_fit(log_c, np.log10([p.n_opt for p in usable]))
+    b, log_d0 = line_fit(log_c, np.log10([p.tokens_opt for p in usable]))
+    return IsoFlopFit(profiles=profiles, a=a, b=b, n0=10**log_n0, d0=10**log_d0, a_range=quantile_range(replicates[:, 0], tail),
+                      b_range=quantile_range(replicates[:, 2], tail), level=level, replicates=replicates)  # fmt: skip
 
 
 def _locate_floor(profile: Profile) -> None:
@@ -176,7 +182,7 @@ def _log_tokens_at(profile: Profile, log_n: float) -> float:
     return float(intercept + slope * log_n)
 
 
-def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Slope and intercept of the least-squares line (exact through two points)."""
     slope, intercept = np.polyfit(x, y, 1)
     return float(slope), float(intercept)
@@ -187,7 +193,7 @@ def _small_sample_scale(n: int) -> float:
     return math.sqrt(n / (n - 3)) if n > 3 else 1.0
 
 
-def _quantiles(values: np.ndarray, tail: float) -> tuple[float, float]:
+def quantile_range(values: np.ndarray, tail: float) -> tuple[float, float]:
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     if not len(values):

@@ -98,6 +98,7 @@ class Analysis:
     fairness: list[GapTrend] = field(default_factory=list)
     compression: pd.DataFrame | None = None  # compression_points: one row per model size and compression setting
     transfer: TransferAnalysis | None = None  # D_E and D_T of the fine-tuned runs (grid sweeps init_from)
+    isoflops: list[dict] = field(default_factory=list)  # the measured isoFLOP profiles per family (grid sweeps flops_budget)
 
 
 def check_options(data: ReportData, *, form: str) -> None:
@@ -137,8 +138,30 @@ def analyse(data: ReportData, *, form: str = "auto", level: float = 0.8, chance:
         backtests = backtest(data, level=level, chance=chance, n_boot=n_boot, notes=notes)
         plans = plan_families(data, level=level, chance=chance, n_boot=n_boot, notes=notes)
         transferred = transfer(data, level=level, chance=chance, n_boot=n_boot, notes=notes)
+        isoflops = isoflop_profiles(data, level=level, n_boot=n_boot, notes=notes)
     return Analysis(laws, backtests, plans, notes, level, fairness=gap_trends(data), compression=compression_points(data),
-                    transfer=transferred)  # fmt: skip
+                    transfer=transferred, isoflops=isoflops)  # fmt: skip
+
+
+def isoflop_profiles(data: ReportData, *, level, n_boot, notes) -> list[dict]:
+    """The isoFLOP approach per family, as ``scalelab plan --approach isoflop`` gives it,
+    when the grid sweeps ``flops_budget``; [] otherwise."""
+    from scalelab.fitting import BUDGET_COLUMN, plan_source, study_source
+
+    if data.kind != "study" or BUDGET_COLUMN not in data.spec.grid_keys:
+        return []
+    from scalelab.curves import planning_x
+
+    x_cols = list(planning_x(data.spec))
+    try:
+        src = study_source(data.spec, data.runs, x_cols=x_cols, y_col=data.y_col, store=data.store)
+        result = plan_source(src, x_cols=x_cols, y_col=data.y_col, approach="isoflop", level=level, n_boot=n_boot)
+    except InputError as exc:
+        notes.append(f"No isoFLOP profiles: {exc}")
+        return []
+    for skipped in result["skipped"]:
+        notes.append(f"No isoFLOP profiles for {skipped['group']}: {skipped['why']}.")
+    return [{"label": str(p["group"]) if p["group"] is not None else data.title, "x_cols": x_cols, **p} for p in result["plans"]]
 
 
 def transfer(data: ReportData, *, level, chance, n_boot, notes) -> TransferAnalysis | None:

@@ -150,6 +150,8 @@ def layout(data: ReportData, analysis: Analysis, figures: dict) -> list[dict]:
     plan = plan_section(data, analysis, [figures[f] for f in ("fig-plan", "fig-isoflop") if f in figures], y)
     if plan is not None:
         out.append(plan)
+    if analysis.isoflops:
+        out.append(isoflop_section(analysis, figures.get("fig-isoflop-measured"), y))
     out.append(failures_section(data))
     return out
 
@@ -645,6 +647,32 @@ def plan_section(data: ReportData, analysis: Analysis, figures: list, y: Fmt) ->
                           f"samples D [{lvl}]", f"predicted {data.y_col} [{lvl}]", "joint law", "cost model"],
                          budget_rows, numeric=[False, True, True, True, True, False, False], nowrap=("joint law",),
                          id="plan-table"), *tables]  # fmt: skip
+    return s
+
+
+def isoflop_section(analysis: Analysis, figure, y: Fmt) -> dict:
+    """Chinchilla's approach 2 on the measured runs: each budget's floor, and the exponents."""
+    lvl = f"{analysis.level:.0%}"
+    s = section("isoflop", "IsoFLOP profiles (measured)", figures=[figure] if figure is not None else [])
+    rows = []
+    for result in analysis.isoflops:
+        fit = result["isoflop"]
+        s["paragraphs"].append(
+            f"{result['label']}: N*(C) ∝ C^a with a = {fit['a']:.3f} [{fit['a_range'][0]:.3f}, {fit['a_range'][1]:.3f}] and "
+            f"D*(C) ∝ C^b with b = {fit['b']:.3f} [{fit['b_range'][0]:.3f}, {fit['b_range'][1]:.3f}] ({lvl} intervals); "
+            "Chinchilla found a ≈ b ≈ 0.5 and about 20 tokens per parameter at the optimum."
+        )
+        for p in fit["profiles"]:
+            if p["n_params_opt"] is None:
+                rows.append([result["label"], f"{p['flops']:.3g}", str(len(p["runs"])), "no floor", "", "", p["why"] or ""])
+                continue
+            lo, hi = p["n_params_opt_range"] or (math.nan, math.nan)
+            rows.append([result["label"], f"{p['flops']:.3g}", str(len(p["runs"])), f"{num(round(p['n_params_opt']))} [{num(round(lo))}, {num(round(hi))}]",
+                         num(round(p["tokens_opt"])), f"{p['tokens_opt'] / p['n_params_opt']:.3g}", y.y(p["loss_opt"]) if p["interior"] else
+                         f"{y.y(p['loss_opt'])} (floor outside the sizes run)"])  # fmt: skip
+    s["notes"] = [n for result in analysis.isoflops for n in result["notes"][1:]]
+    s["tables"] = [table(["family", "budget (FLOPs)", "runs", f"N* [{lvl}]", "D*", "D*/N*", "at the floor"], rows,
+                         numeric=[False, True, True, True, True, True, False], id="isoflop-table")]  # fmt: skip
     return s
 
 

@@ -712,6 +712,52 @@ def isoflop(plans, *, data: ReportData) -> Figure | None:
                           "compute-optimal size, dots the runs at about that compute.")  # fmt: skip
 
 
+def measured_isoflop(isoflops, *, data: ReportData) -> Figure | None:
+    """The runs at each FLOP budget against their size, each profile's parabola and floor
+    (with its interval), and the floors' power law N* ∝ C^a."""
+    if not isoflops:
+        return None
+    with rc_context(STYLE):
+        fig, axes = _figure(2 * len(isoflops), ncols=2, panel=(4.2, 3.2), extra_width=0.8)
+        for i, result in enumerate(isoflops):
+            fit = result["_law"]
+            profiles, powers = axes[2 * i], axes[2 * i + 1]
+            norm = _size_norm([p.flops for p in fit.profiles])
+            for p in fit.profiles:
+                colour = _colour(norm, p.flops)
+                profiles.plot(p.n_params, p.loss, "o", color=colour, ms=5, mec="black", mew=0.4, label=f"{_si(p.flops)} FLOPs")
+                if p.coefficients is not None:
+                    u = np.linspace(np.log10(p.n_params.min()) - 0.15, np.log10(p.n_params.max()) + 0.15, 60)
+                    profiles.plot(10**u, np.polyval(p.coefficients[::-1], u), color=colour, lw=1.4)
+                if p.n_opt is not None:
+                    profiles.plot([p.n_opt], [p.loss_opt], "*", color=colour, ms=11, mec="black", mew=0.5)
+                    if p.n_opt_range is not None:
+                        profiles.plot(p.n_opt_range, [p.loss_opt] * 2, color=colour, lw=2.5, alpha=0.6)
+            _log_axis(profiles, "x", [n for p in fit.profiles for n in p.n_params])
+            profiles.set_xlabel(label_of(result["x_cols"][0]))
+            profiles.set_ylabel(label_of(data.y_col))
+            profiles.set_title(plain(result["label"]))
+            profiles.legend(fontsize="small", title="budget")
+            usable = [p for p in fit.profiles if p.n_opt is not None]
+            budgets = np.array([p.flops for p in usable])
+            span = np.geomspace(budgets.min(), budgets.max(), 20)
+            powers.plot(budgets, [p.n_opt for p in usable], "*", color="C0", ms=10, mec="black", mew=0.5)
+            for p in usable:
+                if p.n_opt_range is not None:
+                    powers.plot([p.flops] * 2, p.n_opt_range, color="C0", lw=2.5, alpha=0.6)
+            powers.plot(span, fit.n_opt(span), color="C0", lw=1.4,
+                        label=f"N* ∝ C^{fit.a:.2f} [{fit.a_range[0]:.2f}, {fit.a_range[1]:.2f}]")  # fmt: skip
+            _log_axis(powers, "x", span)
+            _log_axis(powers, "y", [v for p in usable for v in (p.n_opt, *(p.n_opt_range or ()))])
+            powers.set_xlabel("training budget (FLOPs)")
+            powers.set_ylabel("compute-optimal " + label_of(result["x_cols"][0]))
+            powers.legend(fontsize="small")
+    return render(fig, id="fig-isoflop-measured", title="Measured isoFLOP profiles",
+                  caption="Left: the runs at each compute budget against their size, a parabola in log N through each "
+                          "budget's runs and its floor (star, with its interval). Right: the floors against the budget "
+                          "and their power law, with its exponent's interval.")  # fmt: skip
+
+
 def plan_figure(plans, *, level: float) -> Figure | None:
     """Compute-optimal parameters and training samples against budget, with intervals."""
     if not plans:
@@ -760,5 +806,6 @@ def all_figures(data: ReportData, analysis) -> list[Figure]:
         backtest_figure(data, analysis.backtests, level=analysis.level),
         isoflop(analysis.plans, data=data),
         plan_figure(analysis.plans, level=analysis.level),
+        measured_isoflop(analysis.isoflops, data=data),
     ]
     return [f for f in made if f is not None]
