@@ -125,6 +125,7 @@ def layout(data: ReportData, analysis: Analysis, figures: dict) -> list[dict]:
     out = [summary_section(data, analysis, y), states_section(data)]
     for fid, sid, title in (
         ("fig-learning-curves", "learning-curves", "Learning curves"),
+        ("fig-training-curves", "training-curves", "Training curves"),
         ("fig-model-size", "model-size", "Model size"),
         ("fig-compute", "compute", "Compute frontier"),
         ("fig-data-quality", "data-quality", "Data quality"),

@@ -97,6 +97,7 @@ class ReportData:
     notes: list[str] = field(default_factory=list)
     curves: object = None  # the main CurveSet of a study (scalelab.curves), None for a CSV
     spec: object = None  # the study's spec, None for a CSV
+    training_curves: dict = field(default_factory=dict)  # cell id -> its stored curve points, for the runs in done
 
     @property
     def families(self) -> list[str]:
@@ -177,8 +178,18 @@ def study_data(study, *, x=None, y=None, group=None) -> ReportData:
         notes=notes, fairness_runs=fairness_rows(uncompressed, quality_keys=quality_keys, size_keys=roles.size, title=spec.name),
         compression_keys=compression_keys, compression_runs=compression, transfer_keys=transfer_keys,
         transfer_runs=transfer_runs(spec, runs, x_cols=x_cols, y_col=y_col, group=_as_list(group)) if transfer_keys else None,
-        curves=main, spec=spec,
+        curves=main, spec=spec, training_curves=_stored_curves(study.store_path, clean),
     )  # fmt: skip
+
+
+def _stored_curves(store_path, rows: pd.DataFrame) -> dict:
+    """The training curves the store keeps for ``rows`` (none for a store without any)."""
+    from scalelab.store import RunStore
+
+    if not len(rows) or "cell_id" not in rows.columns:
+        return {}
+    with RunStore.open_existing(store_path) as store:
+        return store.curves(rows["cell_id"])
 
 
 def _winners(curves) -> pd.DataFrame | None:

@@ -224,6 +224,41 @@ def learning_curves(data: ReportData) -> Figure | None:
                           "(colour: parameters). Bands: min to max over seeds.")  # fmt: skip
 
 
+def training_curves(data: ReportData) -> Figure | None:
+    """Each run's loss during training against the compute spent, one line per run
+    (colour: parameters): the validation loss where the runs have it, else the training loss."""
+    rows = data.done[data.done["cell_id"].isin(data.training_curves)] if len(data.done) and "cell_id" in data.done.columns else data.done
+    if data.kind != "study" or not len(rows) or not data.training_curves:
+        return None
+    points = [p for cell_id in rows["cell_id"] for p in data.training_curves[cell_id]]
+    metric = "val_loss" if any(p.get("val_loss") is not None for p in points) else "train_loss"
+    panels = _panels_by_family(rows)
+    norm = _size_norm(rows["n_params"].to_numpy(float) if "n_params" in rows.columns else [1.0])
+    with rc_context(STYLE):
+        fig, axes = _figure(len(panels), extra_width=1.0)
+        for ax, (family, panel_rows) in zip(axes, panels):
+            xs, ys = [], []
+            for _, run in panel_rows.iterrows():
+                curve = [p for p in data.training_curves[run["cell_id"]] if p.get(metric) is not None and p.get("flops")]
+                if not curve:
+                    continue
+                x, y = [p["flops"] for p in curve], [p[metric] for p in curve]
+                colour = _colour(norm, run["n_params"]) if "n_params" in run else "C0"
+                ax.plot(x, y, "-", color=colour, lw=1.2, alpha=0.85)
+                xs += x
+                ys += y
+            if xs:
+                _log_axis(ax, "x", xs)
+                _y_axis(ax, pd.Series(ys), metric, error_rate=False)
+            ax.set_xlabel("training FLOPs so far")
+            if family:
+                ax.set_title(plain(family))
+        _colourbar(fig, axes, norm, "model parameters")
+    return render(fig, id="fig-training-curves", title="Training curves",
+                  caption=f"{label_of(metric).capitalize()} at log-spaced steps during each run, against the training "
+                          "compute spent so far; one line per run (colour: parameters).")  # fmt: skip
+
+
 def size_curves(data: ReportData) -> Figure | None:
     """The target against parameters, one line per data fraction."""
     rows = data.done
@@ -796,6 +831,7 @@ def all_figures(data: ReportData, analysis) -> list[Figure]:
     """Every figure this data supports, in reading order."""
     made = [
         learning_curves(data),
+        training_curves(data),
         size_curves(data),
         compute_frontier(data),
         data_quality(data),
