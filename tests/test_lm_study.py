@@ -300,3 +300,32 @@ def test_the_envelope_of_a_csv_is_refused(tmp_path, scalelab_main):
     cli = scalelab_main("plan", csv, "--x", "n_params", "--x", "tokens", "--y", "loss", "--approach", "envelope", cwd=tmp_path)
     assert cli.returncode == 2, cli.describe()
     assert_one_line_error(cli, "training curve", "CSV")
+
+
+# -- the language-model demo's printout --------------------------------------------------------
+def test_the_lm_demo_prints_the_numbers_of_its_report(tmp_path, scalelab_main):
+    from rich.console import Console
+
+    from scalelab.demo import print_lm_results
+    from scalelab.study import Study
+
+    corpus = write_corpus(tmp_path / "corpus", n_docs=12, words=400)
+    grid = "flops_budget = [6e7, 2e8, 6e8]\nwidth = [0.25, 0.5, 1.0, 2.0]"
+    study_file = write_study(tmp_path / "demo.toml", lm_study("lmdemo", corpus, grid=grid))
+    store = tmp_path / "s.db"
+    assert scalelab_main("run", study_file, "--store", store, "--quiet", cwd=tmp_path).returncode == 0
+    console = Console(record=True, width=250, markup=False, highlight=False)
+    path = print_lm_results(Study(load_spec(study_file), store=store), console, out_dir=tmp_path)
+    printed_text = console.export_text()
+    text = " ".join(printed_text.split())
+    page = " ".join(path.read_text(encoding="utf-8").split())
+    assert "val_loss (nats per token)" in text and text.count("lmdemo") >= 1
+    assert 'id="fig-isoflop-measured"' in page or "No isoFLOP profiles" in page
+    if 'id="fig-isoflop-measured"' in page:  # the exponents printed are the report's
+        import re
+
+        (printed,) = re.findall(r"a = (-?[0-9.]+) \[(-?[0-9.]+), (-?[0-9.]+)\]; D\*\(C\) ∝ C\^b, b = (-?[0-9.]+)", text)
+        assert f"a = {printed[0]} [{printed[1]}, {printed[2]}]" in page and f"b = {printed[3]}" in page
+    else:
+        note = next(line for line in printed_text.splitlines() if "No isoFLOP profiles" in line)
+        assert note.split(":", 1)[1].strip()[:40] in page
