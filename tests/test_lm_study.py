@@ -178,8 +178,8 @@ def test_the_isoflop_fit_recovers_a_known_optimum(a_true):
     runs, exponent = synthetic_profiles(a_true)
     fit = fit_isoflop(runs.flops_budget, runs.n_params, runs.loss, runs.tokens, n_boot=50)
     # A parabola in log N is not the law's exact valley, but its floor is close to it.
-    assert fit.a == pytest.approx(exponent, abs=0.01)
-    assert fit.a + fit.b == pytest.approx(1.0, abs=1e-6)  # D* = C / (6 N*) exactly
+    assert fit.laws.a == pytest.approx(exponent, abs=0.01)
+    assert fit.laws.a + fit.laws.b == pytest.approx(1.0, abs=1e-6)  # D* = C / (6 N*) exactly
     assert all(p.interior for p in fit.profiles)
 
 
@@ -188,7 +188,7 @@ def test_isoflop_intervals_cover_the_true_exponent_with_noise():
     for seed in range(20):
         runs, exponent = synthetic_profiles(0.5, noise=0.004, seed=seed)
         fit = fit_isoflop(runs.flops_budget, runs.n_params, runs.loss, runs.tokens, n_boot=200, level=0.8, seed=seed)
-        covered += fit.a_range[0] <= exponent <= fit.a_range[1]
+        covered += fit.laws.a_range[0] <= exponent <= fit.laws.a_range[1]
     assert covered >= 12  # an 80% interval; 20 trials leave room for chance
 
 
@@ -266,8 +266,8 @@ def test_the_envelope_of_training_curves_recovers_the_optimum_exponent(a_true):
     curves, exponent = synthetic_curves(a_true)
     fit = fit_envelope(curves, n_boot=100)
     # Twelve sizes make N*(C) a staircase; its fitted slope is close to the law's.
-    assert fit.a == pytest.approx(exponent, abs=0.06)
-    assert fit.a_range[0] <= fit.a <= fit.a_range[1]
+    assert fit.laws.a == pytest.approx(exponent, abs=0.06)
+    assert fit.laws.a_range[0] <= fit.laws.a <= fit.laws.a_range[1]
     assert fit.n_sizes == 12
 
 

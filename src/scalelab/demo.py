@@ -95,7 +95,7 @@ def print_lm_results(study: Study, console, *, out_dir: Path) -> Path:
                       f"D*(C) ∝ C^b, b = {fit['b']:.3f} [{fit['b_range'][0]:.3f}, {fit['b_range'][1]:.3f}] ({lvl} intervals; "
                       "Chinchilla: a ≈ b ≈ 0.5, about 20 tokens per parameter).")  # fmt: skip
         budget = 10 * float(runs["flops_budget"].max())
-        at = result["_law"].allocation(budget)
+        at = result["_law"].laws.allocation(budget)
         h = plan.hardware_estimate(budget, hardware="h100", runs=runs, store=str(study.store_path))
         console.print(f"At 10x the largest budget ({budget:.3g} FLOPs): N* = {at['n_params']:,.0f} [{at['n_params_range'][0]:,.0f}, "
                       f"{at['n_params_range'][1]:,.0f}] on {at['tokens']:,.0f} tokens; on one H100 ({h['precision']}) about "

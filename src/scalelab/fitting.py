@@ -422,7 +422,7 @@ def _answer_budget(out: dict, fitted, *, budget, hardware, precision, utilisatio
     if budget is not None:
         if not (budget > 0 and np.isfinite(budget)):
             raise InputError(f"--budget {budget:g}: must be positive and finite")
-        out["budget"] = fitted.allocation(budget)
+        out["budget"] = fitted.laws.allocation(budget)
         if hardware:
             out["hardware"] = plan.hardware_estimate(budget, hardware=hardware, precision=precision, runs=runs,
                                                      utilisation=utilisation, store=store)  # fmt: skip

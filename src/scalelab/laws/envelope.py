@@ -16,13 +16,11 @@ when it draws at least one of its runs, and recomputes the envelope and the powe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from scalelab.laws.isoflop import line_fit as _line
-from scalelab.laws.isoflop import power_law_allocation
-from scalelab.laws.isoflop import quantile_range as _quantiles
+from scalelab.laws.isoflop import OptimumLaws, line_fit, optimum_laws
 
 GRID_POINTS = 24  # compute values along the envelope
 
@@ -39,29 +37,17 @@ class RunCurve:
 
 @dataclass
 class EnvelopeFit:
-    """The envelope's optima at ``flops`` and their power laws, with bootstrap intervals."""
+    """The envelope's optima at ``flops`` and the power laws through them."""
 
     flops: np.ndarray
     n_opt: np.ndarray
     tokens_opt: np.ndarray
     loss_opt: np.ndarray
-    a: float
-    b: float
-    n0: float
-    d0: float
-    a_range: tuple[float, float]
-    b_range: tuple[float, float]
-    level: float
     n_sizes: int
-    replicates: np.ndarray = field(repr=False)  # (n_boot, 4): a, log10 n0, b, log10 d0
-
-    def allocation(self, flops: float) -> dict:
-        """N* and D* at ``flops`` by the power laws, with the replicates' intervals."""
-        return power_law_allocation(self, flops)
+    laws: OptimumLaws
 
     def to_dict(self) -> dict:
-        return {"a": self.a, "a_range": self.a_range, "b": self.b, "b_range": self.b_range, "n0": self.n0, "d0": self.d0,
-                "level": self.level, "n_sizes": self.n_sizes,
+        return {**self.laws.to_dict(), "n_sizes": self.n_sizes,
                 "envelope": [{"flops": float(c), "n_params_opt": float(n), "tokens_opt": float(d), "loss": float(v)}
                              for c, n, d, v in zip(self.flops, self.n_opt, self.tokens_opt, self.loss_opt)]}  # fmt: skip
 
@@ -112,9 +98,6 @@ def fit_envelope(curves: list[RunCurve], *, level: float = 0.8, n_boot: int = 10
         raise ValueError("the envelope never has a best size between a smaller and a larger one at the same compute "
                          "(the curves never cross, or it is one size all along), so it gives no exponent; run sizes on "
                          "both sides of the optimum, long enough to pass each other")  # fmt: skip
-    a, log_n0 = _line(np.log10(grid[keep]), np.log10(n_opt[keep]))
-    b, log_d0 = _line(np.log10(grid[keep]), np.log10(d_opt[keep]))
-
     rng = np.random.default_rng(seed)
     by_size = {n: [c for c in curves if c.n_params == n] for n in sizes}
     replicates = np.full((n_boot, 4), np.nan)
@@ -126,10 +109,7 @@ def fit_envelope(curves: list[RunCurve], *, level: float = 0.8, n_boot: int = 10
         n_b, d_b, _ = envelope(drawn, grid)
         ok = np.isfinite(n_b)
         if ok.sum() >= 2 and len(np.unique(n_b[ok])) >= 2:
-            replicates[r, :2] = _line(np.log10(grid[ok]), np.log10(n_b[ok]))
-            replicates[r, 2:] = _line(np.log10(grid[ok]), np.log10(d_b[ok]))
-    replicates = replicates[np.isfinite(replicates).all(axis=1)]
-    tail = (1 - level) / 2
-    return EnvelopeFit(flops=grid[keep], n_opt=n_opt[keep], tokens_opt=d_opt[keep], loss_opt=loss[keep], a=a, b=b, n0=10**log_n0,
-                       d0=10**log_d0, a_range=_quantiles(replicates[:, 0], tail), b_range=_quantiles(replicates[:, 2], tail),
-                       level=level, n_sizes=len(sizes), replicates=replicates)  # fmt: skip
+            replicates[r, :2] = line_fit(np.log10(grid[ok]), np.log10(n_b[ok]))
+            replicates[r, 2:] = line_fit(np.log10(grid[ok]), np.log10(d_b[ok]))
+    laws = optimum_laws(np.log10(grid[keep]), np.log10(n_opt[keep]), np.log10(d_opt[keep]), replicates, level=level)
+    return EnvelopeFit(flops=grid[keep], n_opt=n_opt[keep], tokens_opt=d_opt[keep], loss_opt=loss[keep], n_sizes=len(sizes), laws=laws)

@@ -50,10 +50,11 @@ class Profile:
 
 
 @dataclass
-class IsoFlopFit:
-    """The optima's power laws ``N* = n0·C^a`` and ``D* = d0·C^b`` with bootstrap intervals."""
+class OptimumLaws:
+    """The power laws of compute-optimal size and data, ``N* = n0·C^a`` and ``D* = d0·C^b``,
+    with bootstrap intervals on the exponents; ``replicates`` holds each replicate's
+    (a, log10 n0, b, log10 d0)."""
 
-    profiles: list[Profile]
     a: float
     b: float
     n0: float
@@ -61,33 +62,49 @@ class IsoFlopFit:
     a_range: tuple[float, float]
     b_range: tuple[float, float]
     level: float
-    replicates: np.ndarray = field(repr=False)  # (n_boot, 4): a, log10 n0, b, log10 d0
+    replicates: np.ndarray = field(repr=False)
 
-    def n_opt(self, flops: float) -> float:
-        return self.n0 * flops**self.a
+    def n_opt(self, flops):
+        return self.n0 * np.asarray(flops, dtype=float) ** self.a
 
-    def tokens_opt(self, flops: float) -> float:
-        return self.d0 * flops**self.b
+    def tokens_opt(self, flops):
+        return self.d0 * np.asarray(flops, dtype=float) ** self.b
 
     def allocation(self, flops: float) -> dict:
-        """N* and D* at ``flops``, with intervals from the replicates' power laws."""
-        return power_law_allocation(self, flops)
+        """N* and D* at ``flops``, each with the interval of the replicates' power laws, and D*/N*."""
+        log_c = math.log10(flops)
+        n_b = 10 ** (self.replicates[:, 1] + self.replicates[:, 0] * log_c)
+        d_b = 10 ** (self.replicates[:, 3] + self.replicates[:, 2] * log_c)
+        tail = (1 - self.level) / 2
+        n, d = float(self.n_opt(flops)), float(self.tokens_opt(flops))
+        return {"flops": flops, "n_params": n, "n_params_range": quantile_range(n_b, tail), "tokens": d,
+                "tokens_range": quantile_range(d_b, tail), "tokens_per_param": d / n,
+                "tokens_per_param_range": quantile_range(d_b / n_b, tail)}  # fmt: skip
 
     def to_dict(self) -> dict:
-        return {"a": self.a, "a_range": self.a_range, "b": self.b, "b_range": self.b_range, "n0": self.n0, "d0": self.d0,
-                "level": self.level, "profiles": [p.to_dict() for p in self.profiles]}  # fmt: skip
+        return {"a": self.a, "a_range": self.a_range, "b": self.b, "b_range": self.b_range, "n0": self.n0, "d0": self.d0, "level": self.level}
 
 
-def power_law_allocation(fit, flops: float) -> dict:
-    """N* = n0·C^a and D* = d0·C^b of ``fit`` at ``flops``, each with the interval of its
-    bootstrap replicates (rows of a, log10 n0, b, log10 d0), and D*/N*."""
-    log_c = math.log10(flops)
-    n_b = 10 ** (fit.replicates[:, 1] + fit.replicates[:, 0] * log_c)
-    d_b = 10 ** (fit.replicates[:, 3] + fit.replicates[:, 2] * log_c)
-    tail = (1 - fit.level) / 2
-    n, d = fit.n0 * flops**fit.a, fit.d0 * flops**fit.b
-    return {"flops": flops, "n_params": n, "n_params_range": quantile_range(n_b, tail), "tokens": d, "tokens_range": quantile_range(d_b, tail),
-            "tokens_per_param": d / n, "tokens_per_param_range": quantile_range(d_b / n_b, tail)}  # fmt: skip
+def optimum_laws(log_c: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, replicates: np.ndarray, *, level: float) -> OptimumLaws:
+    """The least-squares lines of log10 N* and log10 D* against log10 C, with the
+    intervals of the replicates' exponents (rows with a NaN are dropped)."""
+    a, log_n0 = line_fit(log_c, log_n)
+    b, log_d0 = line_fit(log_c, log_d)
+    replicates = replicates[np.isfinite(replicates).all(axis=1)]
+    tail = (1 - level) / 2
+    return OptimumLaws(a=a, b=b, n0=10**log_n0, d0=10**log_d0, a_range=quantile_range(replicates[:, 0], tail),
+                       b_range=quantile_range(replicates[:, 2], tail), level=level, replicates=replicates)  # fmt: skip
+
+
+@dataclass
+class IsoFlopFit:
+    """Each budget's profile and the power laws of their floors."""
+
+    profiles: list[Profile]
+    laws: OptimumLaws
+
+    def to_dict(self) -> dict:
+        return {**self.laws.to_dict(), "profiles": [p.to_dict() for p in self.profiles]}
 
 
 def fit_parabola(n_params: np.ndarray, loss: np.ndarray) -> np.ndarray | None:
@@ -146,16 +163,13 @@ def fit_isoflop(flops, n_params, loss, tokens, *, level: float = 0.8, n_boot: in
         if keep.sum() >= 2:
             replicates[r, :2] = line_fit(log_c[keep], np.asarray(log_n)[keep])
             replicates[r, 2:] = line_fit(log_c[keep], np.asarray(log_d)[keep])
-    replicates = replicates[np.isfinite(replicates).all(axis=1)]
     tail = (1 - level) / 2
     for j, p in enumerate(usable):
         good = floors[:, j][np.isfinite(floors[:, j])]
         if len(good):
             p.n_opt_range = quantile_range(10**good, tail)
-    a, log_n0 = line_fit(log_c, np.log10([p.n_opt for p in usable]))
-    b, log_d0 = line_fit(log_c, np.log10([p.tokens_opt for p in usable]))
-    return IsoFlopFit(profiles=profiles, a=a, b=b, n0=10**log_n0, d0=10**log_d0, a_range=quantile_range(replicates[:, 0], tail),
-                      b_range=quantile_range(replicates[:, 2], tail), level=level, replicates=replicates)  # fmt: skip
+    laws = optimum_laws(log_c, np.log10([p.n_opt for p in usable]), np.log10([p.tokens_opt for p in usable]), replicates, level=level)
+    return IsoFlopFit(profiles=profiles, laws=laws)
 
 
 def _locate_floor(profile: Profile) -> None:

@@ -780,8 +780,9 @@ def measured_isoflop(isoflops, *, data: ReportData) -> Figure | None:
             for p in usable:
                 if p.n_opt_range is not None:
                     powers.plot([p.flops] * 2, p.n_opt_range, color="C0", lw=2.5, alpha=0.6)
-            powers.plot(span, fit.n_opt(span), color="C0", lw=1.4,
-                        label=f"N* ∝ C^{fit.a:.2f} [{fit.a_range[0]:.2f}, {fit.a_range[1]:.2f}]")  # fmt: skip
+            laws = fit.laws
+            powers.plot(span, laws.n_opt(span), color="C0", lw=1.4,
+                        label=f"N* ∝ C^{laws.a:.2f} [{laws.a_range[0]:.2f}, {laws.a_range[1]:.2f}]")  # fmt: skip
             _log_axis(powers, "x", span)
             _log_axis(powers, "y", [v for p in usable for v in (p.n_opt, *(p.n_opt_range or ()))])
             powers.set_xlabel("training budget (FLOPs)")
