@@ -329,3 +329,18 @@ def test_the_lm_demo_prints_the_numbers_of_its_report(tmp_path, scalelab_main):
     else:
         note = next(line for line in printed_text.splitlines() if "No isoFLOP profiles" in line)
         assert note.split(":", 1)[1].strip()[:40] in page
+
+
+@pytest.mark.parametrize("tokenizer", ["byte", "bpe"])
+def test_the_bytes_behind_held_out_tokens_are_counted_exactly(tokenizer, private_cache_dir):
+    """Bits per byte divide by the bytes of text the scored tokens stand for: for BPE each
+    token's own length, for bytes one each, the separators none."""
+    if tokenizer == "bpe":
+        pytest.importorskip("tokenizers", reason="tokenizer = 'bpe' needs the optional tokenizers package (pip install -e '.[text]')")
+    from scalelab.data.text import Document, build_corpus
+
+    docs = [Document(f"d{i}", "héllo wörld, the quick brown fox jumps over the lazy dog. " * 20 + str(i)) for i in range(12)]
+    corpus = build_corpus(docs, tokenizer=tokenizer, vocab_size=300 if tokenizer == "bpe" else None)
+    for split in ("val", "test"):
+        text_bytes = sum(len(d.text.encode("utf-8")) for d in docs if d.name in corpus.documents[split])
+        assert corpus.bytes_of(corpus.split(split)) == text_bytes
