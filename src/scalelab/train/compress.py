@@ -19,7 +19,6 @@ import io
 import warnings
 
 import torch
-import torch.nn.functional as F
 
 PRUNABLE = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)
 
@@ -48,23 +47,16 @@ def make_pruning_permanent(model: torch.nn.Module) -> None:
 
 
 def finetune(model, X, y, *, epochs: int, batch_size: int, train_cfg: dict, autocast, seed: int) -> int:
-    """Train ``epochs`` more epochs (the pruning mask held); returns the samples processed."""
+    """Train ``epochs`` more epochs (the pruning mask held) through the cell's own training
+    loop, with a fresh optimizer at the constant rate; returns the samples processed."""
     from scalelab.train.checkpoints import train_mode
-    from scalelab.train.torch_trainer import make_optimizer
+    from scalelab.train.torch_trainer import make_optimizer, samples_seen, train_steps
 
     optimizer = make_optimizer(model.parameters(), train_cfg)
-    shuffler = torch.Generator().manual_seed(seed + 1)  # not the training run's own order
     train_mode(model, freeze=train_cfg.get("freeze", "none"))  # a frozen backbone's batch norm stays frozen here too
-    for _ in range(epochs):
-        order = torch.randperm(len(y), generator=shuffler).to(X.device)
-        for start in range(0, len(y), batch_size):
-            index = order[start : start + batch_size]
-            with autocast:
-                loss = F.cross_entropy(model(X[index]), y[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    return epochs * len(y)
+    shuffler = torch.Generator().manual_seed(seed + 1)  # not the training run's own order
+    run = train_steps(model, model, X, y, optimizer=optimizer, batch_size=batch_size, epochs=epochs, autocast=autocast, shuffler=shuffler)
+    return samples_seen(len(y), batch_size, run.steps)
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:

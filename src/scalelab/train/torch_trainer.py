@@ -1,4 +1,9 @@
-"""The torch training loop: one cell, start to finish, readable top to bottom.
+"""The torch trainer: one cell, start to finish, readable top to bottom.
+
+:func:`train_cell` prepares a cell (its data view, model, optimizer, FLOP count) and
+hands it to :func:`train_steps`, the one training loop every torch family goes
+through, GPT included, and a pruned model's fine-tune too. (Seed batching,
+:mod:`scalelab.train.seed_batch`, steps several seeds' stacked parameters at once.)
 
 Data lives on the target device as tensors; batches are slices of a shuffled index,
 so there is no DataLoader and no per-sample Python. Losses are accumulated on the
@@ -208,78 +213,27 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
         alone_per_s = _samples_per_s_alone(model, X[:batch_size], y[:batch_size], train_cfg, autocast)
         step_model = torch.nn.parallel.DistributedDataParallel(step_model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    shuffler = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(n_train / batch_size)
     # A text cell's windows already hold its epochs over the unique tokens, in order.
     epochs = 1 if view.is_text else planned_epochs(n_train, batch_size, train_cfg)
     total_steps = epochs * steps_per_epoch
-    scheduler = scheduler_for(optimizer, train_cfg, total_steps)
-    grad_clip = float(train_cfg.get("grad_clip", 0.0))
     # The training curve: log-spaced evaluations (one process only: a data-parallel
     # group's losses are summed over its ranks at each epoch's end, not at every step).
     curve = TrainingCurve(view, device, autocast, flops_per_sample=flops_per_sample, n_train=n_train, batch_size=batch_size,
                           at_steps=eval_steps(total_steps, int(train_cfg.get("eval_points", 10))) if replica is None else [])  # fmt: skip
     stopper = EarlyStopping(**train_cfg["early_stopping"]) if train_cfg.get("early_stopping") else None
-    outcome = CellOutcome(state="done")
-    epochs_done = 0
-    steps = 0
-    train_loss = float("nan")
-    stopped = False
 
     train_mode(model, freeze=train_cfg.get("freeze", "none"))
     synchronize(device)
     train_started = time.perf_counter()
-    # A named range, so a profile of a whole cell can single out the training steps.
-    with torch.profiler.record_function(TRAINING_LOOP_RANGE):
-        for epoch in range(epochs):
-            order = torch.arange(n_train) if view.is_text else torch.randperm(n_train, generator=shuffler)
-            order = order.to(device)
-            step_losses = torch.empty(steps_per_epoch, device=device)
-            taken = 0
-            for step in range(steps_per_epoch):
-                index = order[step * batch_size : (step + 1) * batch_size]
-                if replica is None:
-                    with autocast:
-                        loss = F.cross_entropy(step_model(X[index]), y[index])
-                    recorded = loss
-                else:
-                    # This rank's share of the global batch. DDP averages gradients over the
-                    # ranks, so each scales its summed loss by world_size / global batch: the
-                    # average is then the gradient of the global batch's mean loss.
-                    shard = index.tensor_split(replica.world_size)[replica.rank]
-                    with autocast:
-                        shard_sum = F.cross_entropy(step_model(X[shard]), y[shard], reduction="sum")
-                    loss = shard_sum * (replica.world_size / len(index))
-                    recorded = shard_sum / len(index)  # summed over the ranks at the epoch's end
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                optimizer.step()
-                lr = optimizer.param_groups[0]["lr"]  # the rate this step used
-                if scheduler is not None:
-                    scheduler.step()
-                step_losses[step] = recorded.detach()
-                taken = step + 1
-                point = curve.step(steps + taken, recorded.detach(), model, lr=lr)
-                if point is not None and stopper is not None and stopper.should_stop(point["val_loss"], steps + taken, model):
-                    stopped = True
-                    break
-            step_losses = step_losses[:taken]
-            if replica is not None:
-                torch.distributed.all_reduce(step_losses)
-            steps += taken
-            epochs_done = epoch + 1
-            finite = torch.isfinite(step_losses)
-            if not bool(finite.all()):  # one host sync per epoch
-                outcome = diverged_outcome(epoch, steps_per_epoch, first_bad=int((~finite).nonzero()[0, 0]))
-                steps = outcome.metrics["diverged_step"]
-                break
-            train_loss = float(epoch_mean_loss(step_losses, n_train, batch_size) if taken == steps_per_epoch else step_losses.mean())
-            if stopped:
-                break
+    run = train_steps(
+        step_model, model, X, y, optimizer=optimizer, batch_size=batch_size, epochs=epochs, autocast=autocast,
+        shuffler=None if view.is_text else torch.Generator().manual_seed(seed), scheduler=scheduler_for(optimizer, train_cfg, total_steps),
+        grad_clip=float(train_cfg.get("grad_clip", 0.0)), replica=replica, curve=curve, stopper=stopper,
+    )  # fmt: skip
     synchronize(device)
     train_s = time.perf_counter() - train_started
+    outcome, steps, epochs_done, train_loss, stopped = run.outcome, run.steps, run.epochs, run.train_loss, run.stopped
     if stopper is not None and outcome.state == "done":
         stopper.restore(model)  # the weights of the best validation loss, evaluated below
         outcome.metrics.update(early_stopped=stopped, best_step=stopper.best_step, stopped_step=steps)
@@ -335,6 +289,89 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
             scaling_efficiency=total_per_s / (replica.world_size * alone_per_s),
         )
     return outcome
+
+
+@dataclass
+class TrainedSteps:
+    """What :func:`train_steps` did: the outcome so far (``done`` or ``diverged``), the
+    steps and epochs taken, the last full epoch's mean training loss, and whether early
+    stopping ended it."""
+
+    outcome: CellOutcome
+    steps: int
+    epochs: int
+    train_loss: float
+    stopped: bool
+
+
+def train_steps(step_model, model, X, y, *, optimizer, batch_size: int, epochs: int, autocast, shuffler: torch.Generator | None,
+                scheduler=None, grad_clip: float = 0.0, replica: Replica | None = None, curve: "TrainingCurve | None" = None,
+                stopper: EarlyStopping | None = None) -> TrainedSteps:  # fmt: skip
+    """The training loop every torch cell goes through (and a pruned model's fine-tune):
+    ``epochs`` passes over ``(X, y)`` in batches of ``batch_size``, each epoch in a new
+    order drawn from ``shuffler`` (``None``: the order given, as a text cell's windows
+    come), one optimizer step per batch.
+
+    Losses stay on the device and are read once per epoch, which is also when divergence
+    (a NaN or inf loss) is checked; the exact step is recovered from the per-step record.
+    ``curve`` evaluates at its steps and ``stopper`` may end the run there.
+    """
+    n_train = len(y)
+    steps_per_epoch = math.ceil(n_train / batch_size)
+    outcome = CellOutcome(state="done")
+    epochs_done = steps = 0
+    train_loss = float("nan")
+    stopped = False
+    # A named range, so a profile of a whole cell can single out the training steps.
+    with torch.profiler.record_function(TRAINING_LOOP_RANGE):
+        for epoch in range(epochs):
+            order = torch.arange(n_train) if shuffler is None else torch.randperm(n_train, generator=shuffler)
+            order = order.to(X.device)
+            step_losses = torch.empty(steps_per_epoch, device=X.device)
+            taken = 0
+            for step in range(steps_per_epoch):
+                index = order[step * batch_size : (step + 1) * batch_size]
+                if replica is None:
+                    with autocast:
+                        loss = F.cross_entropy(step_model(X[index]), y[index])
+                    recorded = loss
+                else:
+                    # This rank's share of the global batch. DDP averages gradients over the
+                    # ranks, so each scales its summed loss by world_size / global batch: the
+                    # average is then the gradient of the global batch's mean loss.
+                    shard = index.tensor_split(replica.world_size)[replica.rank]
+                    with autocast:
+                        shard_sum = F.cross_entropy(step_model(X[shard]), y[shard], reduction="sum")
+                    loss = shard_sum * (replica.world_size / len(index))
+                    recorded = shard_sum / len(index)  # summed over the ranks at the epoch's end
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                optimizer.step()
+                lr = optimizer.param_groups[0]["lr"]  # the rate this step used
+                if scheduler is not None:
+                    scheduler.step()
+                step_losses[step] = recorded.detach()
+                taken = step + 1
+                point = curve.step(steps + taken, recorded.detach(), model, lr=lr) if curve is not None else None
+                if point is not None and stopper is not None and stopper.should_stop(point["val_loss"], steps + taken, model):
+                    stopped = True
+                    break
+            step_losses = step_losses[:taken]
+            if replica is not None:
+                torch.distributed.all_reduce(step_losses)
+            steps += taken
+            epochs_done = epoch + 1
+            finite = torch.isfinite(step_losses)
+            if not bool(finite.all()):  # one host sync per epoch
+                outcome = diverged_outcome(epoch, steps_per_epoch, first_bad=int((~finite).nonzero()[0, 0]))
+                steps = outcome.metrics["diverged_step"]
+                break
+            train_loss = float(epoch_mean_loss(step_losses, n_train, batch_size) if taken == steps_per_epoch else step_losses.mean())
+            if stopped:
+                break
+    return TrainedSteps(outcome=outcome, steps=steps, epochs=epochs_done, train_loss=train_loss, stopped=stopped)
 
 
 def token_flops(model: torch.nn.Module, window: int) -> float:
