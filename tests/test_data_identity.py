@@ -1,23 +1,27 @@
 """A cell's identity holds the content of the files it reads, not only their names.
 
-Through the real command line and real SQLite stores: a changed CSV trains its cells
-again on the new rows; the same study in another folder with another file gets its own
-cells; a moved, unchanged npz or CIFAR copy reruns nothing; file hashes are cached in
-the store by path, size and mtime; studies that read no file keep their ids.
+Through the command line and real SQLite stores (``scalelab.cli.main``, the console
+script's entry point, in this process; cells train in real worker processes): a changed
+CSV trains its cells again on the new rows; the same study in another folder with
+another file gets its own cells; a moved, unchanged npz or CIFAR copy reruns nothing;
+file hashes are cached in the store by path, size and mtime; studies that read no file
+keep their ids.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
 import sqlite3
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import assert_one_line_error, cli_env, read_store, run_cli, runs_json, status_json, write_study
+from cli_helpers import assert_one_line_error, read_store, write_study
 from dataset_writers import write_cifar10_python
 
 from scalelab.spec import parse_spec
@@ -54,14 +58,38 @@ def trained(cli) -> int:
     return int(match.group(1))
 
 
-def run(study, store, env, cwd) -> int:
-    return trained(run_cli("run", study, "--store", store, "--workers", "1", "--quiet", env=env, cwd=cwd))
+@pytest.fixture
+def scalelab(scalelab_main, tmp_path):
+    """``scalelab(*args, cwd=...)``: a command through ``scalelab.cli.main`` in this process
+    (exit status and output as a ``scalelab`` process gives them), with the test's cache."""
+
+    def call(*args, cwd: Path):
+        return scalelab_main(*args, cwd=cwd, cache_dir=tmp_path / "cache")
+
+    return call
 
 
-def dry_run_ids(study, store, env, cwd) -> set[str]:
-    cli = run_cli("run", study, "--store", store, "--dry-run", "--workers", "1", env=env, cwd=cwd)
+def run(scalelab, study, store, cwd) -> int:
+    return trained(scalelab("run", study, "--store", store, "--workers", "1", "--quiet", cwd=cwd))
+
+
+def dry_run_ids(scalelab, study, store, cwd) -> set[str]:
+    cli = scalelab("run", study, "--store", store, "--dry-run", "--workers", "1", cwd=cwd)
     assert cli.returncode == 0, cli.describe()
     return set(re.findall(r"\b[0-9a-f]{16}\b", cli.stdout))
+
+
+def runs_json(scalelab, study, *, store, cwd) -> list[dict]:
+    cli = scalelab("runs", study, "--store", store, "--format", "json", cwd=cwd)
+    assert cli.returncode == 0, cli.describe()
+    return json.loads(cli.stdout)
+
+
+def status_json(scalelab, study, *, store, cwd) -> dict:
+    cli = scalelab("status", study, "--store", store, "--format", "json", cwd=cwd)
+    assert cli.returncode == 0, cli.describe()
+    (entry,) = json.loads(cli.stdout)["studies"]
+    return entry
 
 
 def stored_ids(store: Path, study: str) -> set[str]:
@@ -73,48 +101,46 @@ def all_cells(store: Path) -> int:
 
 
 @pytest.mark.slow
-def test_a_changed_csv_trains_its_cells_again_on_the_new_rows(tmp_path):
-    env = cli_env(tmp_path / "cache")
+def test_a_changed_csv_trains_its_cells_again_on_the_new_rows(tmp_path, scalelab):
     data = write_blobs_csv(tmp_path / "data.csv", 1000)
     study = write_study(tmp_path / "study.toml", CSV_STUDY.format(name="changing", path="data.csv"))
     store = tmp_path / "runs.db"
-    assert run(study, store, env, tmp_path) == 2
+    assert run(scalelab, study, store, tmp_path) == 2
     old_ids = stored_ids(store, "changing")
-    assert {r["n_test"] for r in runs_json("changing", store=store, env=env, cwd=tmp_path)} == {200}
+    assert {r["n_test"] for r in runs_json(scalelab, "changing", store=store, cwd=tmp_path)} == {200}
 
     data.write_text("\n".join(data.read_text().splitlines()[:401]) + "\n")  # header and the first 400 rows
-    assert run(study, store, env, tmp_path) == 2
+    assert run(scalelab, study, store, tmp_path) == 2
     new_ids = stored_ids(store, "changing")
     assert new_ids.isdisjoint(old_ids)
-    runs = runs_json("changing", store=store, env=env, cwd=tmp_path)
+    runs = runs_json(scalelab, "changing", store=store, cwd=tmp_path)
     assert {r["cell_id"] for r in runs} == new_ids
     assert {r["n_test"] for r in runs} == {80}
     assert max(r["n_train"] for r in runs) == 320  # the new file's 400 rows, 20% held out
     # Every command reading the study file agrees on the ids it now has.
-    assert dry_run_ids(study, store, env, tmp_path) >= new_ids
-    assert status_json(study, store=store, env=env, cwd=tmp_path)["done"] == 2
-    assert run(study, store, env, tmp_path) == 0
+    assert dry_run_ids(scalelab, study, store, tmp_path) >= new_ids
+    assert status_json(scalelab, study, store=store, cwd=tmp_path)["done"] == 2
+    assert run(scalelab, study, store, tmp_path) == 0
     assert all_cells(store) == 4  # the old file's results stay in the store, apart from the study
 
 
 @pytest.mark.slow
-def test_the_same_study_in_another_folder_with_another_file_gets_its_own_cells(tmp_path):
-    env = cli_env(tmp_path / "cache")
+def test_the_same_study_in_another_folder_with_another_file_gets_its_own_cells(tmp_path, scalelab):
     store = tmp_path / "runs.db"
     studies = {}
     for folder, seed in (("a", 0), ("b", 1)):
         (tmp_path / folder).mkdir()
         write_blobs_csv(tmp_path / folder / "data.csv", 600, seed=seed)
         studies[folder] = write_study(tmp_path / folder / "study.toml", CSV_STUDY.format(name="elsewhere", path="data.csv"))
-    assert run(studies["a"], store, env, tmp_path / "a") == 2
+    assert run(scalelab, studies["a"], store, tmp_path / "a") == 2
     ids_a = stored_ids(store, "elsewhere")
-    assert run(studies["b"], store, env, tmp_path / "b") == 2
+    assert run(scalelab, studies["b"], store, tmp_path / "b") == 2
     assert stored_ids(store, "elsewhere").isdisjoint(ids_a) and all_cells(store) == 4
     # The same bytes in a third folder are the first folder's cells.
     (tmp_path / "c").mkdir()
     shutil.copy2(tmp_path / "a" / "data.csv", tmp_path / "c" / "data.csv")
     shutil.copy2(studies["a"], tmp_path / "c" / "study.toml")
-    assert run(tmp_path / "c" / "study.toml", store, env, tmp_path / "c") == 0
+    assert run(scalelab, tmp_path / "c" / "study.toml", store, tmp_path / "c") == 0
     assert stored_ids(store, "elsewhere") == ids_a
 
 
@@ -159,15 +185,14 @@ data_fraction = [0.5, 1.0]
         pytest.param("cifar10", "mlp", "width = 0.25", _cifar_copy, id="cifar10-python"),
     ],
 )
-def test_a_moved_unchanged_copy_reruns_nothing(tmp_path, dataset, family, model, make):
-    env = cli_env(tmp_path / "cache")
+def test_a_moved_unchanged_copy_reruns_nothing(tmp_path, scalelab, dataset, family, model, make):
     store = tmp_path / "runs.db"
     old = tmp_path / "old"
     old.mkdir()
     name = make(old)
     study = tmp_path / "study.toml"
     write_study(study, MOVED_STUDY.format(dataset=dataset, path=old / name, family=family, model=model))
-    assert run(study, store, env, tmp_path) == 2
+    assert run(scalelab, study, store, tmp_path) == 2
     ids = stored_ids(store, "moved")
     # One cell left as an interrupted run leaves it: it must train from the new place.
     with sqlite3.connect(store) as db:
@@ -176,26 +201,25 @@ def test_a_moved_unchanged_copy_reruns_nothing(tmp_path, dataset, family, model,
 
     shutil.move(old, tmp_path / "new")
     write_study(study, MOVED_STUDY.format(dataset=dataset, path=tmp_path / "new" / name, family=family, model=model))
-    assert dry_run_ids(study, store, env, tmp_path) >= ids
-    assert run(study, store, env, tmp_path) == 1  # only the interrupted cell, read from the new place
+    assert dry_run_ids(scalelab, study, store, tmp_path) >= ids
+    assert run(scalelab, study, store, tmp_path) == 1  # only the interrupted cell, read from the new place
     assert stored_ids(store, "moved") == ids
-    assert status_json("moved", store=store, env=env, cwd=tmp_path)["done"] == 2
-    assert run(study, store, env, tmp_path) == 0
+    assert status_json(scalelab, "moved", store=store, cwd=tmp_path)["done"] == 2
+    assert run(scalelab, study, store, tmp_path) == 0
 
 
 @pytest.mark.slow
-def test_file_hashes_are_cached_in_the_store_by_path_size_and_mtime(tmp_path):
-    env = cli_env(tmp_path / "cache")
+def test_file_hashes_are_cached_in_the_store_by_path_size_and_mtime(tmp_path, scalelab):
     data = write_blobs_csv(tmp_path / "data.csv", 600)
     study = write_study(tmp_path / "study.toml", CSV_STUDY.format(name="cached", path="data.csv"))
     store = tmp_path / "runs.db"
-    assert run(study, store, env, tmp_path) == 2
+    assert run(scalelab, study, store, tmp_path) == 2
     ids = stored_ids(store, "cached")
     stat = data.stat()
     query = "SELECT size, mtime_ns, sha256, hashed_at FROM file_hashes WHERE path = ?"
     ((size, mtime_ns, sha256, hashed_at),) = read_store(store, query, (str(data.resolve()),))
     assert (size, mtime_ns, sha256) == (stat.st_size, stat.st_mtime_ns, hashlib.sha256(data.read_bytes()).hexdigest())
-    assert run(study, store, env, tmp_path) == 0
+    assert run(scalelab, study, store, tmp_path) == 0
     assert read_store(store, query, (str(data.resolve()),)) == [(size, mtime_ns, sha256, hashed_at)]  # kept, not rewritten
 
     # The cached hash is what the commands use while the file's size and mtime match it:
@@ -203,30 +227,29 @@ def test_file_hashes_are_cached_in_the_store_by_path_size_and_mtime(tmp_path):
     with sqlite3.connect(store) as db:
         db.execute("UPDATE file_hashes SET sha256 = ? WHERE path = ?", ("0" * 64, str(data.resolve())))
     db.close()
-    assert dry_run_ids(study, store, env, tmp_path).isdisjoint(ids)
+    assert dry_run_ids(scalelab, study, store, tmp_path).isdisjoint(ids)
     # A new mtime (the same bytes) invalidates the entry: the file is hashed again.
     os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    assert dry_run_ids(study, store, env, tmp_path) >= ids
-    assert run(study, store, env, tmp_path) == 0
+    assert dry_run_ids(scalelab, study, store, tmp_path) >= ids
+    assert run(scalelab, study, store, tmp_path) == 0
     ((_, new_mtime, new_sha, _),) = read_store(store, query, (str(data.resolve()),))
     assert (new_mtime, new_sha) == (stat.st_mtime_ns + 1_000_000_000, sha256)
 
 
 @pytest.mark.slow
-def test_a_data_file_gone_after_a_run_is_one_line_and_the_store_is_untouched(tmp_path):
-    env = cli_env(tmp_path / "cache")
+def test_a_data_file_gone_after_a_run_is_one_line_and_the_store_is_untouched(tmp_path, scalelab):
     data = write_blobs_csv(tmp_path / "data.csv", 300)
     study = write_study(tmp_path / "study.toml", CSV_STUDY.format(name="gone", path="data.csv"))
     store = tmp_path / "runs.db"
-    assert run(study, store, env, tmp_path) == 2
+    assert run(scalelab, study, store, tmp_path) == 2
     before = hashlib.sha256(store.read_bytes()).hexdigest()
     data.unlink()
     for args in (("run",), ("run", "--dry-run")):
-        cli = run_cli(*args, study, "--store", store, "--quiet", env=env, cwd=tmp_path)
+        cli = scalelab(*args, study, "--store", store, "--quiet", cwd=tmp_path)
         assert_one_line_error(cli, "study.toml", "data.csv", "not found")
     assert hashlib.sha256(store.read_bytes()).hexdigest() == before
     # The store's own record still answers by name.
-    assert status_json("gone", store=store, env=env, cwd=tmp_path)["done"] == 2
+    assert status_json(scalelab, "gone", store=store, cwd=tmp_path)["done"] == 2
 
 
 USER_MODULE = '''\
@@ -255,19 +278,19 @@ data_fraction = [0.5, 1.0]
 
 
 @pytest.mark.slow
-def test_a_python_dataset_s_declared_files_join_its_cells_identity(tmp_path):
-    env = cli_env(tmp_path / "cache")
+def test_a_python_dataset_s_declared_files_join_its_cells_identity(tmp_path, scalelab, request):
+    request.addfinalizer(lambda: sys.modules.pop("user_data", None))  # imported in this process
     (tmp_path / "user_data.py").write_text(USER_MODULE)
     table = write_blobs_csv(tmp_path / "table.csv", 500)
     study = write_study(tmp_path / "study.toml", USER_STUDY)
     store = tmp_path / "runs.db"
-    assert run(study, store, env, tmp_path) == 2
-    assert run(study, store, env, tmp_path) == 0
+    assert run(scalelab, study, store, tmp_path) == 2
+    assert run(scalelab, study, store, tmp_path) == 0
     table.write_text("\n".join(table.read_text().splitlines()[:301]) + "\n")
-    assert run(study, store, env, tmp_path) == 2
-    assert {r["n_test"] for r in runs_json("declared", store=store, env=env, cwd=tmp_path)} == {60}
+    assert run(scalelab, study, store, tmp_path) == 2
+    assert {r["n_test"] for r in runs_json(scalelab, "declared", store=store, cwd=tmp_path)} == {60}
     table.unlink()
-    cli = run_cli("run", study, "--store", store, "--quiet", env=env, cwd=tmp_path)
+    cli = scalelab("run", study, "--store", store, "--quiet", cwd=tmp_path)
     assert_one_line_error(cli, "study.toml", "data.files", "table.csv", "file not found")
 
 

@@ -6,13 +6,16 @@ families record wall time and a null ``flops``, with ``compute`` in seconds inst
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
 from bad_input import StoreSnapshot, assert_input_error
-from cli_helpers import cli_env, run_cli, runs_csv, runs_json, write_study
+from cli_helpers import write_study
 
 from scalelab.data import load_dataset, training_view
 from scalelab.errors import InputError
@@ -204,9 +207,35 @@ batch_size = 64
 """
 
 
+@pytest.fixture
+def scalelab(scalelab_main, tmp_path):
+    """``scalelab(*args, cwd=...)``: a command through ``scalelab.cli.main`` in this process
+    (exit status and output as a ``scalelab`` process gives them), its cache in the test's
+    folder whatever ``cwd`` is."""
+
+    def run(*args, cwd: Path):
+        return scalelab_main(*args, cwd=cwd, cache_dir=tmp_path / "cache")
+
+    return run
+
+
+def runs_json(scalelab, study: str, *, store: Path, cwd: Path) -> list[dict]:
+    cli = scalelab("runs", study, "--store", store, "--format", "json", cwd=cwd)
+    assert cli.returncode == 0, cli.describe()
+    return json.loads(cli.stdout)
+
+
+def runs_csv(scalelab, study: str, *, store: Path, cwd: Path) -> tuple[list[str], list[dict]]:
+    """(header, rows) of ``scalelab runs --format csv``."""
+    cli = scalelab("runs", study, "--store", store, "--format", "csv", cwd=cwd)
+    assert cli.returncode == 0, cli.describe()
+    reader = csv.DictReader(io.StringIO(cli.stdout))
+    rows = list(reader)
+    return list(reader.fieldnames or []), rows
+
+
 @pytest.mark.slow
-def test_tree_and_gbdt_studies_run_to_done_and_export_parameter_counts(tmp_path):
-    env = cli_env(tmp_path / "cache")
+def test_tree_and_gbdt_studies_run_to_done_and_export_parameter_counts(tmp_path, scalelab):
     store = tmp_path / "runs.db"
     studies = {
         "trees": ("tree", "max_leaf_nodes = [8, 64]\ndata_fraction = [0.25, 1.0]"),
@@ -215,32 +244,31 @@ def test_tree_and_gbdt_studies_run_to_done_and_export_parameter_counts(tmp_path)
     for name, (family, grid) in studies.items():
         study = write_study(tmp_path / f"{name}.toml", FACTORY_STUDY.format(name=name, family=family, grid=grid))
         if name == "boosting":  # a dry run estimates scikit-learn cells without fitting them
-            dry = run_cli("run", study, "--store", tmp_path / "dry.db", "--dry-run", env=env, cwd=tmp_path)
+            dry = scalelab("run", study, "--store", tmp_path / "dry.db", "--dry-run", cwd=tmp_path)
             assert dry.returncode == 0 and not (tmp_path / "dry.db").exists(), dry.describe()
             assert "gbdt" not in dry.stderr and dry.stdout.count("\n") > 8
-        cli = run_cli("run", study, "--store", store, "--workers", "2", "--quiet", env=env, cwd=tmp_path)
+        cli = scalelab("run", study, "--store", store, "--workers", "1", "--quiet", cwd=tmp_path)
         assert cli.returncode == 0, cli.describe()
-        header, rows = runs_csv(name, store=store, env=env, cwd=tmp_path)
+        header, rows = runs_csv(scalelab, name, store=store, cwd=tmp_path)
         assert "flops" in header and "n_params" in header and "compute" in header
         assert rows and all(r["state"] == "done" for r in rows), rows
         for row in rows:
             assert int(row["n_params"]) > 0 and row["flops"] == "" and row["compute_unit"] == "seconds"
             assert 0.0 <= float(row["test_error"]) < 0.6
-    trees = {(r["max_leaf_nodes"], r["data_fraction"]): r for r in runs_json("trees", store=store, env=env, cwd=tmp_path)}
+    trees = {(r["max_leaf_nodes"], r["data_fraction"]): r for r in runs_json(scalelab, "trees", store=store, cwd=tmp_path)}
     assert trees[(8, 1.0)]["n_params"] == 15 and trees[(64, 1.0)]["n_params"] == 127
 
 
 @pytest.mark.slow
-def test_python_factory_family_runs_through_the_cli(tmp_path):
-    env = cli_env(tmp_path / "cache")
+def test_python_factory_family_runs_through_the_cli(tmp_path, scalelab):
     store = tmp_path / "runs.db"
     study = write_study(
         tmp_path / "mine.toml",
         FACTORY_STUDY.format(name="mine", family="python:tests.fixtures:make_net", grid="model.hidden = [8, 32]\ndata_fraction = [0.5, 1.0]"),
     )
-    cli = run_cli("run", study, "--store", store, "--workers", "2", "--quiet", env=env, cwd=REPO)
+    cli = scalelab("run", study, "--store", store, "--workers", "1", "--quiet", cwd=REPO)
     assert cli.returncode == 0, cli.describe()
-    runs = runs_json("mine", store=store, env=env, cwd=REPO)
+    runs = runs_json(scalelab, "mine", store=store, cwd=REPO)
     assert len(runs) == 4 and all(r["state"] == "done" for r in runs)
     for run in runs:
         hidden = run["model.hidden"]
@@ -261,10 +289,10 @@ def test_python_factory_family_runs_through_the_cli(tmp_path):
         ("resnet", "", ["resnet", "(C, H, W)", "(5,)"]),
     ],
 )
-def test_a_model_that_cannot_be_built_is_an_input_error(tmp_path, family, extra, needles):
+def test_a_model_that_cannot_be_built_is_an_input_error(tmp_path, scalelab, family, extra, needles):
     snapshot = StoreSnapshot(tmp_path / "stores")
     data = 'name = "digits"' if family != "resnet" else 'name = "python:tests.fixtures:blobs"'
     study = write_study(tmp_path / "bad-model.toml", f'name = "bad"\n[data]\n{data}\n[model]\nfamily = "{family}"\n{extra}')
-    cli = run_cli("run", study, "--store", snapshot.store, "--quiet", env=cli_env(tmp_path / "cache"), cwd=REPO)
+    cli = scalelab("run", study, "--store", snapshot.store, "--quiet", cwd=REPO)
     assert_input_error(cli, "bad-model.toml", *needles)
     snapshot.assert_untouched()

@@ -1,8 +1,10 @@
 """Honest answers on every path: one layer decides which runs form a curve.
 
 A small copy of the demo's grid (two families, two widths, four data fractions, clean
-and noisy labels, two seeds) is trained once with ``scalelab run``; then ``fit``,
-``backtest``, ``plan``, ``runs`` and ``status`` are asked about it as a user would:
+and noisy labels, two seeds) is trained once by a ``python -m scalelab run`` process;
+then ``fit``, ``backtest``, ``plan``, ``runs`` and ``status`` are asked about it as a user
+would, through ``scalelab.cli.main`` (the console script's entry point) in this process,
+which answers as a ``scalelab`` process does:
 
 * ``fit --group width`` gives one law per family and width, on the clean runs, and says
   what it grouped by and what it left out;
@@ -75,15 +77,32 @@ def mini(tmp_path_factory):
     return env, folder, store
 
 
-def ask(mini, *args) -> dict:
+@pytest.fixture
+def scalelab(scalelab_main, mini):
+    """``scalelab(*args)``: a command in the mini demo's folder, with its cache, in this process."""
     env, folder, store = mini
-    cli = run_cli(*args, "--store", store, "--format", "json", env=env, cwd=folder)
-    assert cli.returncode == 0, cli.describe()
-    return strict_loads(cli.stdout)
+
+    def run(*args):
+        return scalelab_main(*args, cwd=folder, cache_dir=folder / "cache")
+
+    return run
 
 
-def test_fit_with_group_width_gives_one_law_per_family_and_width_on_clean_runs(mini):
-    out = ask(mini, "fit", "mini-demo", "--group", "width", "--predict", "5000", "--bootstrap", "200")
+@pytest.fixture
+def ask(scalelab, mini):
+    """``ask(*args)``: the parsed JSON a command prints about the mini demo's store."""
+    env, folder, store = mini
+
+    def run(*args) -> dict:
+        cli = scalelab(*args, "--store", store, "--format", "json")
+        assert cli.returncode == 0, cli.describe()
+        return strict_loads(cli.stdout)
+
+    return run
+
+
+def test_fit_with_group_width_gives_one_law_per_family_and_width_on_clean_runs(mini, ask, scalelab):
+    out = ask("fit", "mini-demo", "--group", "width", "--predict", "5000", "--bootstrap", "200")
     curves = sorted((g["curve"]["family"], g["curve"]["width"]) for g in out["groups"])
     assert curves == [("mlp", 0.5), ("mlp", 1.0), ("seed_cnn", 0.5), ("seed_cnn", 1.0)]
     for g in out["groups"]:
@@ -94,19 +113,19 @@ def test_fit_with_group_width_gives_one_law_per_family_and_width_on_clean_runs(m
     assert info["by"] == ["family", "width"] and info["held"] == {"label_noise": 0.0}
     assert len(info["left_out"]) == 32 and all("label_noise = 0.2" in r["reason"] for r in info["left_out"])
     env, folder, store = mini
-    cli = run_cli("fit", "mini-demo", "--store", store, "--group", "width", "--bootstrap", "100", env=env, cwd=folder)
+    cli = scalelab("fit", "mini-demo", "--store", store, "--group", "width", "--bootstrap", "100")
     assert cli.returncode == 0, cli.describe()
     assert "one per family, width" in cli.stdout and "held at: label_noise = 0" in cli.stdout
     assert "left out 32 of 64 runs" in cli.stdout
 
 
-def test_without_group_the_curves_still_split_by_model(mini):
-    out = ask(mini, "fit", "mini-demo", "--bootstrap", "100")
+def test_without_group_the_curves_still_split_by_model(ask):
+    out = ask("fit", "mini-demo", "--bootstrap", "100")
     assert len(out["groups"]) == 4 and out["curves"]["by"] == ["family", "width"]
 
 
-def test_plan_gives_one_plan_per_family_and_now_holds_the_best_point(mini):
-    out = ask(mini, "plan", "mini-demo", "--budget", "3.7e10", "--bootstrap", "300")
+def test_plan_gives_one_plan_per_family_and_now_holds_the_best_point(ask):
+    out = ask("plan", "mini-demo", "--budget", "3.7e10", "--bootstrap", "300")
     assert sorted(p["group"] for p in out["plans"]) == ["mlp", "seed_cnn"] and out["skipped"] == []
     assert out["curves"]["by"] == ["family"]
     for p in out["plans"]:
@@ -117,9 +136,9 @@ def test_plan_gives_one_plan_per_family_and_now_holds_the_best_point(mini):
         assert now["lo"] <= best["mean"] <= now["hi"], (p["group"], best, now)
 
 
-def test_plan_hours_on_an_h100_repeat_exactly_and_name_the_mfu(mini):
-    first = ask(mini, "plan", "mini-demo", "--budget", "1e15", "--hardware", "h100", "--bootstrap", "100")
-    second = ask(mini, "plan", "mini-demo", "--budget", "1e15", "--hardware", "h100", "--bootstrap", "100")
+def test_plan_hours_on_an_h100_repeat_exactly_and_name_the_mfu(mini, ask, scalelab):
+    first = ask("plan", "mini-demo", "--budget", "1e15", "--hardware", "h100", "--bootstrap", "100")
+    second = ask("plan", "mini-demo", "--budget", "1e15", "--hardware", "h100", "--bootstrap", "100")
     for a, b in zip(first["plans"], second["plans"]):
         assert a["hardware"] == b["hardware"]
         h = a["hardware"]
@@ -128,13 +147,13 @@ def test_plan_hours_on_an_h100_repeat_exactly_and_name_the_mfu(mini):
         lo, hi = h["hours_range"]
         assert lo < h["hours"] < hi
     env, folder, store = mini
-    cli = run_cli("plan", "mini-demo", "--store", store, "--budget", "1e15", "--hardware", "h100", "--bootstrap", "100", env=env, cwd=folder)
+    cli = scalelab("plan", "mini-demo", "--store", store, "--budget", "1e15", "--hardware", "h100", "--bootstrap", "100")
     assert cli.returncode == 0 and "40% MFU" in cli.stdout and "bf16" in cli.stdout, cli.describe()
 
 
-def test_plan_on_the_cpu_uses_the_runs_own_mfu_and_the_stored_peak(mini):
-    out = ask(mini, "plan", "mini-demo", "--budget", "1e12", "--hardware", "cpu", "--bootstrap", "100")
-    again = ask(mini, "plan", "mini-demo", "--budget", "1e12", "--hardware", "cpu", "--bootstrap", "100")
+def test_plan_on_the_cpu_uses_the_runs_own_mfu_and_the_stored_peak(ask):
+    out = ask("plan", "mini-demo", "--budget", "1e12", "--hardware", "cpu", "--bootstrap", "100")
+    again = ask("plan", "mini-demo", "--budget", "1e12", "--hardware", "cpu", "--bootstrap", "100")
     for p, q in zip(out["plans"], again["plans"]):
         h = p["hardware"]
         assert h == q["hardware"]  # the peak is the store's, measured once: no noise between calls
@@ -142,20 +161,20 @@ def test_plan_on_the_cpu_uses_the_runs_own_mfu_and_the_stored_peak(mini):
         assert h["mfu_range"][0] <= h["mfu"] <= h["mfu_range"][1]
 
 
-def test_an_unknown_device_is_refused_before_any_fitting(mini):
+def test_an_unknown_device_is_refused_before_any_fitting(mini, scalelab):
     env, folder, store = mini
     before = store.stat().st_mtime_ns
-    cli = run_cli("plan", "mini-demo", "--store", store, "--budget", "1e15", "--hardware", "tpu-v9", env=env, cwd=folder)
+    cli = scalelab("plan", "mini-demo", "--store", store, "--budget", "1e15", "--hardware", "tpu-v9")
     assert_one_line_error(cli, "tpu-v9", "h100")
     assert store.stat().st_mtime_ns == before
 
 
-def test_every_run_records_its_mfu_against_the_peak_kept_in_the_store(mini):
+def test_every_run_records_its_mfu_against_the_peak_kept_in_the_store(mini, ask):
     env, folder, store = mini
     ((value,),) = read_store(store, "SELECT value FROM meta WHERE key = 'cpu_peak'")
     peak = json.loads(value)
     assert peak["fp32"] > 0 and peak["threads"] >= 1
-    runs = ask(mini, "runs", "mini-demo")
+    runs = ask("runs", "mini-demo")
     assert len(runs) == 64
     for r in runs:
         assert r["device_name"], r
@@ -163,7 +182,7 @@ def test_every_run_records_its_mfu_against_the_peak_kept_in_the_store(mini):
         assert r["mfu"] == pytest.approx(r["flops_per_s"] / (peak["fp32"] * share), rel=1e-9)
 
 
-def test_every_json_output_is_strict_json(mini):
+def test_every_json_output_is_strict_json(mini, scalelab):
     env, folder, store = mini
     commands = [
         ("fit", "mini-demo", "--bootstrap", "100", "--predict", "1e9"),  # far out: bands may overflow
@@ -175,19 +194,19 @@ def test_every_json_output_is_strict_json(mini):
         ("fit", "mini-demo", "--x", "n_params", "--x", "samples", "--bootstrap", "100"),
     ]
     for args in commands:
-        cli = run_cli(*args, "--store", store, "--format", "json", env=env, cwd=folder)
+        cli = scalelab(*args, "--store", store, "--format", "json")
         assert cli.returncode == 0, cli.describe()
         strict_loads(cli.stdout)
         assert "NaN" not in cli.stdout and "Infinity" not in cli.stdout
 
 
-def test_the_python_api_gives_the_cli_answers(mini):
+def test_the_python_api_gives_the_cli_answers(mini, ask):
     from scalelab import load_study
 
     env, folder, store = mini
     study = load_study("mini-demo", store=store)
     laws = study.fit(group="width", n_boot=200, predict=[5000])
-    cli = ask(mini, "fit", "mini-demo", "--group", "width", "--predict", "5000", "--bootstrap", "200")
+    cli = ask("fit", "mini-demo", "--group", "width", "--predict", "5000", "--bootstrap", "200")
     assert [r["group"] for r in laws] == [g["group"] for g in cli["groups"]]
     for api, out in zip(laws, cli["groups"]):
         assert api["params"] == pytest.approx(out["params"], rel=1e-9)
@@ -223,16 +242,16 @@ metric = "test_error"
 
 
 @pytest.mark.parametrize(("data", "chosen_on"), [("", "train_loss"), ("validation_split = 0.2", "val_error")])
-def test_the_envelope_is_chosen_on_validation_or_training_loss_never_the_test_metric(tmp_path, data, chosen_on):
-    env = cli_env(tmp_path / "cache")
+def test_the_envelope_is_chosen_on_validation_or_training_loss_never_the_test_metric(tmp_path, scalelab_main, data, chosen_on):
     study = write_study(tmp_path / "sweep.toml", SWEEP.format(data=data))
     store = tmp_path / "s.db"
-    assert run_cli("run", study, "--store", store, "--quiet", env=env, cwd=tmp_path).returncode == 0
-    cli = run_cli("fit", "lr-sweep", "--store", store, "--format", "json", "--bootstrap", "50", env=env, cwd=tmp_path)
+    ran = scalelab_main("run", study, "--store", store, "--workers", "1", "--quiet", cwd=tmp_path)
+    assert ran.returncode == 0, ran.describe()
+    cli = scalelab_main("fit", "lr-sweep", "--store", store, "--format", "json", "--bootstrap", "50", cwd=tmp_path)
     assert cli.returncode == 0, cli.describe()
     out = strict_loads(cli.stdout)
     assert out["curves"]["selected_on"] == chosen_on and out["curves"]["settings"] == ["lr"]
-    runs = strict_loads(run_cli("runs", "lr-sweep", "--store", store, "--format", "json", env=env, cwd=tmp_path).stdout)
+    runs = strict_loads(scalelab_main("runs", "lr-sweep", "--store", store, "--format", "json", cwd=tmp_path).stdout)
     left = {r["cell_id"] for r in out["curves"]["left_out"]}
     assert len(left) == 6  # one of two learning rates at each of three fractions, both seeds
     for fraction in (0.25, 0.5, 1.0):
@@ -243,26 +262,27 @@ def test_the_envelope_is_chosen_on_validation_or_training_loss_never_the_test_me
         assert not {r["cell_id"] for r in at if r["lr"] == best} & left
 
 
-def test_a_study_of_scikit_learn_models_only_has_no_plan_and_says_why(tmp_path):
-    env = cli_env(tmp_path / "cache")
+def test_a_study_of_scikit_learn_models_only_has_no_plan_and_says_why(tmp_path, scalelab_main):
     text = ('name = "trees"\n\n[data]\nname = "digits"\n\n[model]\nfamily = "tree"\n\n[grid]\n'
             'max_leaf_nodes = [8, 64]\ndata_fraction = [0.25, 0.5, 1.0]\n\n[target]\nmetric = "test_error"\n')
     study = write_study(tmp_path / "trees.toml", text)
     store = tmp_path / "t.db"
-    assert run_cli("run", study, "--store", store, "--quiet", env=env, cwd=tmp_path).returncode == 0
-    cli = run_cli("plan", "trees", "--store", store, "--budget", "1e12", env=env, cwd=tmp_path)
+    ran = scalelab_main("run", study, "--store", store, "--workers", "1", "--quiet", cwd=tmp_path)
+    assert ran.returncode == 0, ran.describe()
+    cli = scalelab_main("plan", "trees", "--store", store, "--budget", "1e12", cwd=tmp_path)
     assert_one_line_error(cli, "trees", "no measured FLOPs")
-    fitted = run_cli("fit", "trees", "--store", store, "--format", "json", "--bootstrap", "50", env=env, cwd=tmp_path)
+    fitted = scalelab_main("fit", "trees", "--store", store, "--format", "json", "--bootstrap", "50", cwd=tmp_path)
     assert fitted.returncode == 0, fitted.describe()
     assert sorted(g["curve"]["max_leaf_nodes"] for g in strict_loads(fitted.stdout)["groups"]) == [8, 64]
 
 
-def test_runs_json_never_holds_nan(tmp_path: Path):
+def test_runs_json_never_holds_nan(tmp_path: Path, scalelab_main):
     """A run without a validation split has no val_loss: null, not NaN."""
-    env = cli_env(tmp_path / "cache")
     study = write_study(tmp_path / "s.toml", SWEEP.format(data="").replace("lr = [3e-4, 1e-2]", "lr = [1e-3]"))
     store = tmp_path / "s.db"
-    assert run_cli("run", study, "--store", store, "--quiet", env=env, cwd=tmp_path).returncode == 0
-    cli = run_cli("runs", "lr-sweep", "--store", store, "--format", "json", env=env, cwd=tmp_path)
+    ran = scalelab_main("run", study, "--store", store, "--workers", "1", "--quiet", cwd=tmp_path)
+    assert ran.returncode == 0, ran.describe()
+    cli = scalelab_main("runs", "lr-sweep", "--store", store, "--format", "json", cwd=tmp_path)
+    assert cli.returncode == 0, cli.describe()
     rows = strict_loads(cli.stdout)
     assert all(r["val_loss"] is None for r in rows)
