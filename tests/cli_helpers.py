@@ -310,8 +310,8 @@ def run_in_process(*args, cache_dir: Path, cwd: Path, monkeypatch, capfd) -> InP
     process starts, stops or is killed: those keep :func:`run_cli`.
 
     Warnings are printed to stderr as a console script prints them (not kept by pytest),
-    so that a test counting stderr lines sees them; the SIGTERM handler the command
-    installs, ``sys.path`` and torch's thread count are put back afterwards.
+    so that a test counting stderr lines sees them; the SIGTERM and SIGINT handlers the
+    command installs, ``sys.path`` and torch's thread count are put back afterwards.
     """
     import signal
     import warnings
@@ -329,7 +329,7 @@ def run_in_process(*args, cache_dir: Path, cwd: Path, monkeypatch, capfd) -> InP
         patch.setenv("COLUMNS", "250")
         patch.chdir(cwd)
         capfd.readouterr()
-        old_term = signal.getsignal(signal.SIGTERM)
+        old_term, old_int = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
         try:
             with warnings.catch_warnings():
                 warnings.resetwarnings()  # the interpreter's defaults, as a console script has them
@@ -344,6 +344,7 @@ def run_in_process(*args, cache_dir: Path, cwd: Path, monkeypatch, capfd) -> InP
                     code = exc.code
         finally:
             signal.signal(signal.SIGTERM, old_term)
+            signal.signal(signal.SIGINT, old_int)  # an interrupted command ignores further ones
             torch = sys.modules.get("torch")
             if torch is not None:  # a run sizes this process's torch threads to its workers
                 torch.set_num_threads(threads or torch.get_num_threads())

@@ -236,8 +236,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scalelab: error: {failure}".replace("\n", "\\n"), file=sys.stderr)
         return EXIT_USAGE if isinstance(failure, InputError) else EXIT_FAILED
     except KeyboardInterrupt:
+        _ignore_further_interrupts()
         print("scalelab: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _ignore_further_interrupts() -> None:
+    """Once an interrupt is reported, a second SIGINT or SIGTERM while the process exits
+    (workers and files still closing) would end it by the signal instead of exit 130."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def _stop_on_sigterm() -> None:
