@@ -39,7 +39,6 @@ from scalelab.errors import DatasetError
 TEXT_DATASETS = ("text", "pystdlib")
 # The options that set what one cell trains on, not which corpus is loaded.
 CELL_OPTIONS = ("window", "tokens", "unique_tokens", "flops_budget", "eval_tokens")
-DEFAULT_EVAL_TOKENS = 65_536  # validation and test tokens scored per evaluation
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,6 @@ class TokenPlan:
     steps: int
     n_windows: int
     epochs: float
-    requested_tokens: int
 
 
 def is_token_dataset(dataset) -> bool:
@@ -114,7 +112,7 @@ def token_plan(dataset: TokenDataset, data_config: dict, *, batch_size: int, flo
         requested = int(options.get("tokens") or unique)
     planned = plan_tokens(requested, unique, batch_size=batch_size, context=context)
     return TokenPlan(context=context, unique_tokens=unique, tokens=planned["tokens"], steps=planned["steps"],
-                     n_windows=planned["steps"] * batch_size, epochs=planned["epochs"], requested_tokens=requested)  # fmt: skip
+                     n_windows=planned["steps"] * batch_size, epochs=planned["epochs"])  # fmt: skip
 
 
 def training_windows(dataset: TokenDataset, data_config: dict, plan: TokenPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,7 +138,7 @@ def token_view(dataset: TokenDataset, data_config: dict, *, batch_size: int, flo
     next-token targets, in training order (the trainer takes them as they come, once)."""
     plan = token_plan(dataset, data_config, batch_size=batch_size, flops_per_token=flops_per_token)
     starts, X_train, y_train = training_windows(dataset, data_config, plan)
-    eval_tokens = int(data_config.get("options", {}).get("eval_tokens", DEFAULT_EVAL_TOKENS))
+    eval_tokens = int(data_config["options"]["eval_tokens"])  # the options model fills its default
     X_val, y_val = held_out_windows(dataset, "val", context=plan.context, eval_tokens=eval_tokens)
     X_test, y_test = held_out_windows(dataset, "test", context=plan.context, eval_tokens=eval_tokens)
     return TrainingView(
