@@ -211,7 +211,9 @@ class StudyFile(_Strict):
     data: dict[str, Any] = Field(default_factory=dict)
     model: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
-    grid: dict[str, Any] | None = None
+    # One table (a Cartesian product), or a list of tables ([[grid]]): the cells of each
+    # product, together, so one study can hold a dense sweep and a second axis beside it.
+    grid: dict[str, Any] | list[dict[str, Any]] | None = None
     target: TargetFields = Field(default_factory=TargetFields)
     resources: ResourceFields = Field(default_factory=ResourceFields)
     pretrain: PretrainFile | None = None
@@ -301,49 +303,42 @@ def parse_spec(raw: dict, *, source: str = "<study>", hashes: ContentHashes | No
     except ValidationError as exc:
         raise InputError(f"{source}: {_describe(exc)}") from None
 
-    grid = top.grid
-    if grid is not None and not grid:
-        raise InputError(f"{source}: [grid] is empty; give at least one key with a list of values, or remove [grid]")
-    grid = _flatten_sections(grid or {})
-    routed: list[tuple[str, str, str, list]] = []  # (key as written, section, field, values)
-    for key, values in grid.items():
-        section, name = _route_grid_key(key, source)
-        values = list(values) if isinstance(values, list) else [values]
-        if not values:
-            raise InputError(f"{source}: grid.{key} is an empty list; the grid would have no cells")
-        if name in top.__dict__[section]:
-            raise InputError(f"{source}: {key!r} is set in both [{section}] and [grid]; keep one")
-        twin = next((other for other, s, n, _ in routed if (s, n) == (section, name)), None)
-        if twin is not None:
-            raise InputError(f"{source}: grid.{key} and grid.{twin} set the same field; keep one")
-        routed.append((key, section, name, values))
-
-    n_cells = math.prod(len(v) for *_, v in routed)
+    grids = top.grid if isinstance(top.grid, list) else [top.grid or {}]
+    if isinstance(top.grid, list) and not top.grid:
+        raise InputError(f"{source}: [[grid]] holds no table; give at least one, or remove it")
+    products = [_route_grid(grid, top, source, label=_grid_label(top.grid, index)) for index, grid in enumerate(grids)]
+    n_cells = sum(math.prod(len(v) for *_, v in routed) for routed in products)
     if n_cells > MAX_CELLS:
         raise InputError(f"{source}: the grid has {n_cells} cells, more than the limit of {MAX_CELLS}")
+    every_key = _union_routes(products)
 
     cells: list[Cell] = []
     seen: set[str] = set()
-    swept = {(section, name) for _, section, name, _ in routed}
-    for combo in itertools.product(*(values for *_, values in routed)):
-        sections = {"data": dict(top.data), "model": dict(top.model), "train": dict(top.train)}
-        params = {}
-        for (key, section, name, _), value in zip(routed, combo):
-            sections[section][name] = value
-            params[key] = value
-        if _frozen_from_scratch(sections["train"], swept):
-            continue  # init_from x freeze: a model trained from scratch has no backbone to freeze
-        config = _resolve(sections, source=source, grid_keys={(s, n): k for k, s, n, _ in routed}, params=params, pretrain=top.pretrain, hashes=hashes)
-        cell_id = cell_id_of(config)
-        if cell_id in seen:
-            if family_entry(config["model"]["family"]).framework == "sklearn":
-                raise InputError(
-                    f"{source}: two cells have the same configuration ({params}): the scikit-learn family "
-                    f"{config['model']['family']!r} ignores [train] settings other than seed; sweep those in a separate study"
-                )
-            raise InputError(f"{source}: the grid repeats a value, so two cells have the same configuration ({params})")
-        seen.add(cell_id)
-        cells.append(Cell(cell_id=cell_id, config=config, params=_resolved_params(config, routed)))
+    for routed in products:
+        own: set[str] = set()  # a product repeating itself is a mistake; two products may share cells
+        swept = {(section, name) for _, section, name, _ in routed}
+        for combo in itertools.product(*(values for *_, values in routed)):
+            sections = {"data": dict(top.data), "model": dict(top.model), "train": dict(top.train)}
+            params = {}
+            for (key, section, name, _), value in zip(routed, combo):
+                sections[section][name] = value
+                params[key] = value
+            if _frozen_from_scratch(sections["train"], swept):
+                continue  # init_from x freeze: a model trained from scratch has no backbone to freeze
+            config = _resolve(sections, source=source, grid_keys={(s, n): k for k, s, n, _ in routed}, params=params, pretrain=top.pretrain, hashes=hashes)
+            cell_id = cell_id_of(config)
+            if cell_id in own:
+                if family_entry(config["model"]["family"]).framework == "sklearn":
+                    raise InputError(
+                        f"{source}: two cells have the same configuration ({params}): the scikit-learn family "
+                        f"{config['model']['family']!r} ignores [train] settings other than seed; sweep those in a separate study"
+                    )
+                raise InputError(f"{source}: the grid repeats a value, so two cells have the same configuration ({params})")
+            own.add(cell_id)
+            if cell_id in seen:
+                continue  # already a cell of an earlier [[grid]] table
+            seen.add(cell_id)
+            cells.append(Cell(cell_id=cell_id, config=config, params=_resolved_params(config, every_key)))
 
     if top.pretrain is not None and not any("pretrain" in cell.config for cell in cells):
         raise InputError(f'{source}: [pretrain] is set but no cell uses it; add train.init_from = "pretrain" (or grid init_from = ["none", "pretrain"])')
@@ -351,13 +346,50 @@ def parse_spec(raw: dict, *, source: str = "<study>", hashes: ContentHashes | No
         name=top.name,
         description=top.description,
         target_metric=top.target.metric,
-        grid_keys=tuple(key for key, *_ in routed),
+        grid_keys=tuple(key for key, *_ in every_key),
         cells=tuple(cells),
         source=source,
         raw=raw,
         resources=top.resources.model_dump(),
         file_hashes=dict(hashes.used),
     )
+
+
+def _grid_label(grid, index: int) -> str:
+    """How a message names a grid table: ``grid``, or ``grid[2]`` (1-based) in a [[grid]] list."""
+    return f"grid[{index + 1}]" if isinstance(grid, list) else "grid"
+
+
+def _route_grid(grid: dict, top: StudyFile, source: str, *, label: str) -> list[tuple[str, str, str, list]]:
+    """One grid table's keys as (key as written, section, field, values), validated."""
+    if not isinstance(grid, dict):
+        raise InputError(f"{source}: {label} must be a table of keys and value lists")
+    if not grid and label != "grid":
+        raise InputError(f"{source}: {label} is empty; give at least one key with a list of values")
+    if label == "grid" and top.grid is not None and not grid:
+        raise InputError(f"{source}: [grid] is empty; give at least one key with a list of values, or remove [grid]")
+    routed: list[tuple[str, str, str, list]] = []
+    for key, values in _flatten_sections(grid).items():
+        section, name = _route_grid_key(key, source)
+        values = list(values) if isinstance(values, list) else [values]
+        if not values:
+            raise InputError(f"{source}: {label}.{key} is an empty list; the grid would have no cells")
+        if name in top.__dict__[section]:
+            raise InputError(f"{source}: {key!r} is set in both [{section}] and [{label}]; keep one")
+        twin = next((other for other, s, n, _ in routed if (s, n) == (section, name)), None)
+        if twin is not None:
+            raise InputError(f"{source}: {label}.{key} and {label}.{twin} set the same field; keep one")
+        routed.append((key, section, name, values))
+    return routed
+
+
+def _union_routes(products: list[list[tuple[str, str, str, list]]]) -> list[tuple[str, str, str, list]]:
+    """Every key any grid table sweeps, once, in the order first written: a run's columns."""
+    union: dict[tuple[str, str], tuple[str, str, str, list]] = {}
+    for routed in products:
+        for route in routed:
+            union.setdefault((route[1], route[2]), route)
+    return list(union.values())
 
 
 def _frozen_from_scratch(train: dict, swept: set[tuple[str, str]]) -> bool:
