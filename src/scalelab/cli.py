@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     question.add_argument("--target", type=float, metavar="VALUE", help="metric value to reach")
     plan.add_argument("--approach", default="joint", metavar="NAME",
                       help="joint (the law L(N, D); needs --budget or --target), isoflop (each budget's profile) or envelope (the training curves' lower envelope; constant or wsd schedules)")
+    plan.add_argument("--unique-tokens", type=float, default=None, metavar="U",
+                      help="only U distinct tokens (samples, for other families) exist: plan --budget by the data-constrained law, epochs included")
     plan.add_argument("--x", action="append", metavar="COL", help="parameters column, then data column (study default: n_params, and samples, or tokens for text)")
     plan.add_argument("--y", metavar="COL", help="target column (study default: its [target] metric)")
     plan.add_argument("--flops", metavar="COL", help="measured training FLOPs column (study default: flops)")
@@ -584,7 +586,7 @@ def cmd_plan(args) -> int:
     result = plan_source(
         src, x_cols=x_cols, y_col=y_col, flops_col=flops_col, budget=args.budget, target=args.target,
         hardware=args.hardware, precision=args.precision, utilisation=args.utilisation, level=args.level,
-        chance=args.chance, n_boot=args.bootstrap, approach=args.approach,
+        chance=args.chance, n_boot=args.bootstrap, approach=args.approach, unique=args.unique_tokens,
     )  # fmt: skip
     if args.format == "json":
         _print_json({"plans": [{k: v for k, v in p.items() if k != "_law"} for p in result["plans"]], "skipped": result["skipped"],
@@ -600,6 +602,8 @@ def cmd_plan(args) -> int:
             _print_isoflop(out, plan, label=label, x_cols=x_cols, y_col=y_col, level=args.level)
         elif plan.get("approach") == "envelope":
             _print_envelope(out, plan, label=label, x_cols=x_cols, level=args.level)
+        elif plan.get("approach") == "data-constrained":
+            _print_data_constrained(out, plan, label=label, x_cols=x_cols, y_col=y_col, level=args.level)
         else:
             _print_plan(out, plan, label=label, x_cols=x_cols, y_col=y_col, level=args.level)
     return EXIT_OK
@@ -658,6 +662,37 @@ def _print_power_laws(out, result: dict, fit: dict, *, x_cols, lvl: str) -> None
         _print_hours(out, result["hardware"])
 
 
+def _print_data_constrained(out, result: dict, *, label: str, x_cols, y_col: str, level: float) -> None:
+    """The optimum under the unique-data limit beside the unconstrained one, and what the limit costs."""
+    from rich.table import Table
+
+    params = result["law"]["params"]
+    out.print(f"{label}: {y_col} ~ E + A/N'^α + B/D'^β with repeated data and excess parameters decaying "
+              f"(R*_D = {params['rd_star']:.3g}, R*_N = {params['rn_star']:.3g}; α = {params['alpha']:.3g}, β = {params['beta']:.3g}, "
+              f"E = {params['E']:.4g})")  # fmt: skip
+    for note in result["notes"]:
+        out.print(note)
+    b, lvl = result["budget"], f"{level:.0%}"
+    free = b.get("unconstrained") or b
+
+    def span(values) -> str:
+        return "" if values is None else f"[{values[0]:.3g}, {values[1]:.3g}]"
+
+    answer = Table(title=f"{b['flops']:.3g} FLOPs with {result['unique']:.3g} unique {x_cols[1]} ({lvl} intervals)")
+    for name in ("quantity", "with the limit", "interval", "unlimited data", "interval "):
+        answer.add_column(name, justify="left" if name == "quantity" else "right")
+    answer.add_row(f"parameters N ({x_cols[0]})", f"{b['n_params']:.3g}", span(b["n_params_range"]), f"{free['n_params']:.3g}", span(free.get("n_params_range")))
+    answer.add_row(f"training data D ({x_cols[1]})", f"{b['tokens']:.3g}", span(b["tokens_range"]), f"{free['tokens']:.3g}", span(free.get("tokens_range")))
+    answer.add_row("epochs over the unique data", f"{b['epochs']:.3g}", span(b.get("epochs_range")), "", "")
+    answer.add_row(f"predicted {y_col} (the law's mean)", f"{b['loss']:.4g}", span(b["loss_range"]), f"{free['loss']:.4g}", span(free.get("loss_range")))
+    out.print(answer)
+    if b.get("excess_loss_range") is not None:
+        lo, hi = b["excess_loss_range"]
+        out.print(f"The data limit costs {b['loss'] - free['loss']:.3g} [{lo:.3g}, {hi:.3g}] in {y_col} at this budget.")
+    else:
+        out.print("The limit does not bind at this budget: the compute-optimal run needs no more data than exists.")
+
+
 def _print_hours(out, h: dict) -> None:
     lo, hi = h["hours_range"]
     out.print(f"On one {h['name']} in {h['precision']}: about {h['hours']:.3g} hours [{lo:.3g}, {hi:.3g}] ({format_hours(h['hours'])}) at "
@@ -680,7 +715,7 @@ def _print_plan(out, result: dict, *, label: str, x_cols, y_col: str, level: flo
         for name in ("quantity", "value", f"{lvl} interval"):
             answer.add_column(name, justify="left" if name == "quantity" else "right")
         answer.add_row("parameters N", f"{b['n_params']:.3g}", f"[{b['n_params_range'][0]:.3g}, {b['n_params_range'][1]:.3g}]")
-        answer.add_row("training samples D", f"{b['samples']:.3g}", f"[{b['samples_range'][0]:.3g}, {b['samples_range'][1]:.3g}]")
+        answer.add_row(f"training data D ({x_cols[1]})", f"{b['samples']:.3g}", f"[{b['samples_range'][0]:.3g}, {b['samples_range'][1]:.3g}]")
         answer.add_row(f"predicted {y_col}", _fmt(b["predicted"]), f"[{_fmt(b['lo'])}, {_fmt(b['hi'])}]")
         out.print(answer)
         near = result["nearest_run"]

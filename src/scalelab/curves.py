@@ -42,8 +42,10 @@ SCRATCH = "none"
 # Dataset options that set how much data a cell trains on (the x of a learning curve);
 # any other dataset option (its name, its classes) is a different task: another curve.
 DATA_SIZE_KEYS = ("data_fraction", "n_samples", "tokens", "unique_tokens", "flops_budget")
+# Why a run that repeats its data stands on no curve of N and D (study_curves).
+REPEATS = "repeating their data (more than one epoch; laws of N and D use runs that see each token once, plan --unique-tokens models repetition)"
 # Columns that measure data or model size: an x among them puts those keys on the axis.
-DATA_X = ("n_train", "data_fraction", "samples", "tokens", "n_samples")
+DATA_X = ("n_train", "data_fraction", "samples", "tokens", "n_samples", "unique_tokens")
 SIZE_X = ("n_params", "nonzero_params", "n_params_non_embedding", "width", "depth")
 COMPUTE_X = ("flops", "compute")
 # With these x columns the training length is on the axis too (D counts every epoch).
@@ -175,6 +177,11 @@ def with_samples(runs: pd.DataFrame) -> pd.DataFrame:
     if "recorded_tokens" in runs.columns:
         recorded = pd.to_numeric(runs["recorded_tokens"], errors="coerce")
         runs["tokens"] = recorded.where(recorded.notna(), pd.to_numeric(runs["tokens"], errors="coerce"))
+    if "recorded_unique_tokens" in runs.columns:
+        # The distinct tokens a run saw: its unique prefix, or fewer when it stopped inside
+        # its first pass (the U of the data-constrained law).
+        available = pd.to_numeric(runs["recorded_unique_tokens"], errors="coerce")
+        runs["unique_tokens"] = np.fmin(available, pd.to_numeric(runs["tokens"], errors="coerce"))
     if "flops" in runs.columns and "flops_per_sample" in runs.columns:
         flops = pd.to_numeric(runs["flops"], errors="coerce")
         per = pd.to_numeric(runs["flops_per_sample"], errors="coerce")
@@ -187,6 +194,10 @@ def study_curves(spec, runs: pd.DataFrame, *, x_cols, y_col: str, group=None) ->
 
     ``group``: a column, or a list of them, to split on as well (a quality, compression or
     setting key named here is split on rather than held or reduced to the envelope).
+
+    When the grid sweeps ``unique_tokens``, runs that repeat their data (more than one
+    epoch over it) stand on no curve unless ``unique_tokens`` is among ``x_cols`` or
+    ``group``: a law of N and D assumes each token is new (:data:`REPEATS`).
     """
     x_cols = [x_cols] if isinstance(x_cols, str) else list(x_cols)
     groups = [] if group is None else [group] if isinstance(group, str) else list(group)
@@ -240,6 +251,13 @@ def study_curves(spec, runs: pd.DataFrame, *, x_cols, y_col: str, group=None) ->
         leave(rows[~keep], lambda r, key=key, kind=kind: f"{key} = {_fmt(r[key])} ({kind}; the curves use {_fmt(off)})")
         rows = rows[keep]
         held[key] = off
+
+    repeats_swept = [k for k in roles.data if k.split(".")[-1] == "unique_tokens"]
+    if repeats_swept and not {"unique_tokens", *repeats_swept} & {*x_cols, *groups} and "epochs" in rows.columns:
+        repeated = pd.to_numeric(rows["epochs"], errors="coerce") > 1 + 1e-9
+        leave(rows[repeated], REPEATS)
+        rows = rows[~repeated]
+        held[repeats_swept[0]] = "each token once"
 
     axis = axis_keys(roles, x_cols, spec.grid_keys)
     family = [k for k in roles.size if k.split(".")[-1] == "family"]

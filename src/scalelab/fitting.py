@@ -39,6 +39,7 @@ class Source:
     changes: str | None = None  # how a study file's grid differs from the one the store last ran
     x_cols: list[str] | None = None  # a study's: the x columns its curves were formed for
     spec: object | None = None  # a study's StudySpec
+    runs: pd.DataFrame | None = None  # a study's whole runs table, for analyses that form their own view
 
     def curve_key(self, label) -> dict | None:
         """The values that identify the curve named ``label`` (None for a CSV group)."""
@@ -82,7 +83,7 @@ def study_source(spec, runs: pd.DataFrame, *, x_cols, y_col: str, group=None, st
     curves = study_curves(spec, runs, x_cols=x_cols, y_col=y_col, group=group)
     if not curves.curves:
         raise InputError(f"{spec.name}: no runs to fit; " + "; ".join(curves.summary()[1:]) if len(curves.left_out) else f"{spec.name}: no runs yet")
-    return Source(curves.frame("curve"), spec.name, spec.target_metric, "curve", curves, store, x_cols=list(x_cols), spec=spec)
+    return Source(curves.frame("curve"), spec.name, spec.target_metric, "curve", curves, store, x_cols=list(x_cols), spec=spec, runs=runs)
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -262,7 +263,8 @@ def backtest_groups(table, *, label, x_cols, y_col, group=None, forms, holdout=1
 
 
 def plan_source(src: Source, *, x_cols, y_col, flops_col=None, budget=None, target=None, hardware=None, precision=None,
-                utilisation=None, level=0.8, chance=None, n_boot=1000, budget_factor=None, approach: str = "joint") -> dict:  # fmt: skip
+                utilisation=None, level=0.8, chance=None, n_boot=1000, budget_factor=None, approach: str = "joint",
+                unique=None) -> dict:  # fmt: skip
     """One plan per group of ``src`` (per family, for a study): ``{"plans": [...], "skipped": [...]}``.
 
     Each plan is :func:`plan_table` of the group's rows, with its ``group`` (and ``curve``).
@@ -270,9 +272,18 @@ def plan_source(src: Source, *, x_cols, y_col, flops_col=None, budget=None, targ
     ``budget_factor`` plans each group at that many times its largest run's FLOPs instead
     of one ``budget`` for all. ``approach``: ``joint`` (the law L(N, D), :func:`plan_table`)
     or ``isoflop`` (the optima of each budget's profile, :func:`isoflop_table`).
+    ``unique``: only this many distinct tokens (or samples) exist; the budget is planned
+    by the data-constrained law (:func:`scalelab.repetition.unique_plan`).
     """
     if approach not in APPROACHES:
         raise InputError(f"--approach {approach!r}: unknown; use one of {', '.join(APPROACHES)}")
+    if unique is not None:
+        if approach != "joint" or target is not None:
+            raise InputError("--unique-tokens plans a --budget by the data-constrained law; it takes no --target or --approach")
+        from scalelab.repetition import unique_plan
+
+        return unique_plan(src, x_cols=x_cols, y_col=y_col, flops_col=flops_col, budget=budget, unique=unique, level=level,
+                           n_boot=n_boot)  # fmt: skip
     if approach == "joint" and budget is None and target is None and budget_factor is None:
         raise InputError("the joint law answers a question: give --budget FLOPS or --target VALUE")
     if approach != "joint" and target is not None:
