@@ -142,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--bootstrap", type=_positive_int, default=1000, metavar="N", help="bootstrap replicates (default 1000)")
     transfer.add_argument("--format", choices=["table", "json"], default="table")
 
+    hparams = commands.add_parser("hparams", help="the best learning rate and batch size at each size and amount of data, and the laws they follow")
+    hparams.add_argument("study", metavar="STUDY", help="a study (file or name in the store) whose grid sweeps lr and/or batch_size")
+    with_store(hparams)
+    hparams.add_argument("--y", metavar="COL", help="the target whose validation counterpart settings are chosen on (default: the study's [target])")
+    hparams.add_argument("--at", nargs="+", metavar="N,D", help="recommend lr and batch_size for these (parameters, data) pairs")
+    hparams.add_argument("--budget", type=float, action="append", metavar="FLOPS", help="recommend for this training compute, by the laws against C")
+    hparams.add_argument("--level", type=_unit_interval, default=0.8, help="interval level (default 0.8)")
+    hparams.add_argument("--bootstrap", type=_positive_int, default=300, metavar="N", help="bootstrap replicates (default 300)")
+    hparams.add_argument("--format", choices=["table", "json"], default="table")
+
     runs = commands.add_parser("runs", help="one row per run, every recorded field")
     runs.add_argument("study", metavar="STUDY")
     with_store(runs)
@@ -200,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "plan": cmd_plan,
         "report": cmd_report,
         "transfer": cmd_transfer,
+        "hparams": cmd_hparams,
     }[args.command]
     import errno
     import sqlite3
@@ -606,7 +617,22 @@ def cmd_plan(args) -> int:
             _print_data_constrained(out, plan, label=label, x_cols=x_cols, y_col=y_col, level=args.level)
         else:
             _print_plan(out, plan, label=label, x_cols=x_cols, y_col=y_col, level=args.level)
+        _print_plan_settings(out, plan)
     return EXIT_OK
+
+
+def _print_plan_settings(out, plan: dict) -> None:
+    """The learning rate and batch size the planned run should use, when the grid swept them."""
+    if "hparams_error" in plan:
+        out.print(f"No learning-rate or batch-size law: {plan['hparams_error']}")
+    rec = plan.get("hparams")
+    if not rec:
+        return
+    parts = [f"{name} = {rec[name]:.3g} [{rec[name + '_range'][0]:.3g}, {rec[name + '_range'][1]:.3g}]"
+             for name in ("lr", "batch_size") if rec.get(name) is not None]  # fmt: skip
+    beyond = {k: v for k, v in rec["extrapolation"].items() if v > 0}
+    far = (", extrapolated " + ", ".join(f"{v:.2g} e-folds in {k}" for k, v in beyond.items())) if beyond else ""
+    out.print("Settings for the planned run (scalelab hparams): " + "; ".join(parts) + f" ({rec['level']:.0%} intervals{far})")
 
 
 def _print_isoflop(out, result: dict, *, label: str, x_cols, y_col: str, level: float) -> None:
@@ -843,6 +869,61 @@ def cmd_transfer(args) -> int:
         out.print(f"Fit over {result.fit.n_points} points: {result.fit.formula()} ({lvl}: {intervals})")
     for note in result.notes:
         out.print(note)
+    return EXIT_OK
+
+
+def cmd_hparams(args) -> int:
+    from scalelab.fitting import parse_predict
+    from scalelab.study import load_study
+    from scalelab.tuning import study_hparams
+
+    import numpy as np
+
+    at = parse_predict(args.at, 2, option="--at") if args.at else None  # malformed pairs fail before any work
+    if at is not None and not (np.all(at > 0) and np.all(np.isfinite(at))):
+        raise InputError(f"--at {' '.join(args.at)}: N and D must be positive and finite")
+    for budget in args.budget or []:
+        if not (budget > 0 and math.isfinite(budget)):
+            raise InputError(f"--budget {budget:g}: must be positive and finite")
+    study = load_study(args.study, store=args.store)
+    result = study_hparams(study.spec, study.runs(), y_col=args.y or study.spec.target_metric, level=args.level, n_boot=args.bootstrap)
+    laws = result["laws"]
+    if at is None and not args.budget:
+        largest = max(laws.optima, key=lambda o: (o.n_params, o.tokens))
+        at = [[largest.n_params, largest.tokens]]
+    asks = [{"n_params": float(n), "data": float(d)} for n, d in (at if at is not None else [])]
+    asks += [{"flops": float(c)} for c in args.budget or []]
+    recommendations = [laws.recommend(n_params=a.get("n_params"), tokens=a.get("data"), flops=a.get("flops"), level=args.level) for a in asks]
+    if args.format == "json":
+        _print_json({"study": study.name, "score": result["score"], "x": result["x_cols"], "swept": result["swept"], **laws.to_dict(),
+                     "notes": [*result["notes"], *laws.notes], "recommendations": recommendations})  # fmt: skip
+        return EXIT_OK
+    from rich.table import Table
+
+    out = _console()
+    n_col, d_col = result["x_cols"]
+    lvl = f"{args.level:.0%}"
+    t = Table(title=f"{study.name}: best settings per point, chosen on {result['score']} ({lvl} intervals)")
+    for name in (f"N ({n_col})", f"D ({d_col})", "runs", "lr*", "batch_size*", result["score"], "how"):
+        t.add_column(name, justify="left" if name == "how" else "right")
+    for o in laws.optima:
+        edge = ", ".join(f"{axis} {side} edge" for axis, side in o.at_edge.items())
+        t.add_row(_count(o.n_params), _count(o.tokens), str(o.n_runs), f"{o.lr:.3g} [{o.lr_range[0]:.3g}, {o.lr_range[1]:.3g}]",
+                  f"{o.batch_size:.3g} [{o.batch_range[0]:.3g}, {o.batch_range[1]:.3g}]", f"{o.loss:.4g}",
+                  o.method + (f"; {edge}" if edge else ""))  # fmt: skip
+    out.print(t)
+    for law in laws.laws().values():
+        spans = "; ".join(f"{name} exponent {law.exponents[name]:.3g} [{lo:.3g}, {hi:.3g}]" for name, (lo, hi) in law.intervals.items())
+        out.print(f"{law.formula()}   ({spans})")
+    for note in [*result["notes"][1:], *laws.notes]:
+        out.print(note)
+    for rec in recommendations:
+        where = ", ".join(f"{k} = {v:.3g}" for k, v in rec["at"].items())
+        parts = [f"{name} = {rec[name]:.3g} [{rec[name + '_range'][0]:.3g}, {rec[name + '_range'][1]:.3g}]"
+                 for name in ("lr", "batch_size") if rec.get(name) is not None]  # fmt: skip
+        beyond = {k: v for k, v in rec["extrapolation"].items() if v > 0}
+        far = (" (beyond the points fitted by " + ", ".join(f"{v:.2g} e-folds in {k}" for k, v in beyond.items()) + ")") if beyond else ""
+        out.print(f"Recommended at {where}: " + "; ".join(parts) + f" ({lvl} intervals){far}")
     return EXIT_OK
 
 

@@ -130,19 +130,19 @@ def default_chance(table: pd.DataFrame, y_col: str) -> float | None:
     return 1.0 - 1.0 / float(classes.max()) if len(classes) and classes.max() >= 2 else None
 
 
-def parse_predict(values: list[str] | None, n_x: int) -> np.ndarray | None:
-    """``--predict`` values: numbers, or ``N,D`` pairs for two x columns."""
+def parse_predict(values: list[str] | None, n_x: int, *, option: str = "--predict") -> np.ndarray | None:
+    """``--predict`` values (or another ``option``'s): numbers, or ``N,D`` pairs for two x columns."""
     if not values:
         return None
     points = []
     for text in values:
         parts = text.split(",")
         if len(parts) != n_x:
-            raise InputError(f"--predict {text!r}: expected {'N,D' if n_x == 2 else 'one number'}")
+            raise InputError(f"{option} {text!r}: expected {'N,D' if n_x == 2 else 'one number'}")
         try:
             numbers = [float(p) for p in parts]
         except ValueError:
-            raise InputError(f"--predict {text!r} is not a number") from None
+            raise InputError(f"{option} {text!r} is not a number") from None
         points.append(numbers if n_x == 2 else numbers[0])
     return np.array(points, dtype=float)
 
@@ -322,7 +322,30 @@ def plan_source(src: Source, *, x_cols, y_col, flops_col=None, budget=None, targ
         plans.append({"group": value, "curve": src.curve_key(value), **result})
     if not plans:
         raise InputError(f"{src.label}: nothing to plan: " + "; ".join(f"{s['group']}: {s['why']}" for s in skipped))
-    return {"plans": plans, "skipped": skipped}
+    return with_settings({"plans": plans, "skipped": skipped}, src, y_col=y_col, level=level)
+
+
+def with_settings(result: dict, src: Source, *, y_col: str, level: float) -> dict:
+    """``result``'s plans with the learning rate and batch size their budget's run should
+    use (``hparams``, :mod:`scalelab.tuning`), when the study's grid sweeps them; a law
+    the runs cannot support leaves ``hparams_error`` instead."""
+    if src.spec is None or src.runs is None:
+        return result
+    from scalelab.tuning import study_hparams, swept_hparams
+
+    asks = [(p, p["budget"]) for p in result["plans"] if isinstance(p.get("budget"), dict)]
+    if not swept_hparams(src.spec) or not asks:
+        return result
+    try:
+        laws = study_hparams(src.spec, src.runs, y_col=y_col, level=level)["laws"]
+    except InputError as exc:
+        for plan, _ in asks:
+            plan["hparams_error"] = str(exc)
+        return result
+    for plan, budget in asks:
+        data = budget.get("tokens", budget.get("samples"))
+        plan["hparams"] = laws.recommend(n_params=budget["n_params"], tokens=data, level=level)
+    return result
 
 
 def plan_table(table, *, label, x_cols, y_col, flops_col=None, budget=None, target=None, hardware=None, precision=None,

@@ -67,9 +67,9 @@ def unique_plan(src, *, x_cols, y_col: str, flops_col: str | None, budget: float
             skipped.append({"group": curve, "curve": src.curve_key(curve), "why": str(exc)})
             continue
         allocation = fitted.allocation(budget, unique, level, flops_per_token_param=k)
-        notes = [f"data-constrained law L(N, D, U) (Muennighoff et al. 2023) fitted on {fitted.n_points} runs: "
-                 f"{int(np.sum(D <= 1.01 * U))} seeing each {x_cols[1][:-1] if x_cols[1].endswith('s') else x_cols[1]} once, "
-                 f"{int(np.sum(D > 1.05 * U))} repeating their data",
+        notes = [(f"data-constrained law L(N, D, U) (Muennighoff et al. 2023) fitted on {fitted.n_points} runs: "
+                 f"{int(np.sum(D <= 1.01 * U))} seeing each {x_cols[1].removesuffix('s')} once, "
+                 f"{int(np.sum(D > 1.05 * U))} repeating their data"),
                  f"cost model: C = {k:.3g}·N·D FLOPs" + (f", the median measured in the runs ({flops_col})" if flops_col else " (no FLOPs column)"),
                  *fitted.notes]  # fmt: skip
         if fitted.at_bound:
@@ -83,7 +83,9 @@ def unique_plan(src, *, x_cols, y_col: str, flops_col: str | None, budget: float
                       "_law": fitted})  # fmt: skip
     if not plans:
         raise InputError(f"{src.label}: nothing to plan: " + "; ".join(f"{s['group']}: {s['why']}" for s in skipped))
-    return {"plans": plans, "skipped": skipped}
+    from scalelab.fitting import with_settings
+
+    return with_settings({"plans": plans, "skipped": skipped}, src, y_col=y_col, level=level)
 
 
 def _cost_model(rows: pd.DataFrame, flops_col: str | None, N: np.ndarray, D: np.ndarray, *, label: str) -> float:

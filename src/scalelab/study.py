@@ -198,10 +198,12 @@ class Study:
 
     def plan(self, *, budget: float | None = None, target: float | None = None, hardware: str | None = None,
              precision: str | None = None, utilisation: float | None = None, group=None, level: float = 0.8,
-             chance: float | None = None, n_boot: int = 1000, approach: str = "joint") -> dict:  # fmt: skip
+             chance: float | None = None, n_boot: int = 1000, approach: str = "joint", unique_tokens: float | None = None) -> dict:  # fmt: skip
         """A plan per family, as ``scalelab plan`` makes it: ``{"plans": [...], "skipped": [...]}``,
         each plan with its law (``_law``), the budget's split or the target's needs, the best
-        point and what doubling buys, and with ``hardware`` the hours on one such device."""
+        point and what doubling buys, and with ``hardware`` the hours on one such device.
+        ``unique_tokens``: only that many distinct tokens (samples, for other families)
+        exist; the budget is planned by the data-constrained law, epochs included."""
         from scalelab.fitting import plan_source
 
         if budget is not None and target is not None:
@@ -215,7 +217,8 @@ class Study:
         x = planning_x(self.spec)
         src, y_col, chance = self._source(x, None, group, chance)
         return plan_source(src, x_cols=list(x), y_col=y_col, flops_col="flops", budget=budget, target=target, hardware=hardware,
-                           precision=precision, utilisation=utilisation, level=level, chance=chance, n_boot=n_boot, approach=approach)  # fmt: skip
+                           precision=precision, utilisation=utilisation, level=level, chance=chance, n_boot=n_boot, approach=approach,
+                           unique=unique_tokens)  # fmt: skip
 
     def _source(self, x, y, group, chance):
         from scalelab.fitting import default_chance, study_source
