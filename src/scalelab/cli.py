@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     law_arguments(fit)
     fit.add_argument("--form", default="auto", help="auto (default: chosen by backtests inside the data) or a form name")
     fit.add_argument("--predict", nargs="+", metavar="V", help="x values to predict at (N,D pairs for two --x)")
+    fit.add_argument("--via", metavar="LOSS", help="predict --y in two steps: the law of this loss column against --x, then a fitted link from the loss to --y")
 
     backtest = commands.add_parser("backtest", help="hold out the largest scales and score each form's extrapolation")
     law_arguments(backtest)
@@ -494,19 +495,20 @@ def cmd_fit(args) -> int:
         raise InputError(f"--form {args.form!r}: unknown; known: auto, {', '.join(FORMS)}")
     src, x_cols, y_col = _law_source(args)
     results = fit_source(src, x_cols=x_cols, y_col=y_col, form=args.form, predict=args.predict, level=args.level,
-                         chance=args.chance, n_boot=args.bootstrap)  # fmt: skip
+                         chance=args.chance, n_boot=args.bootstrap, via=args.via)  # fmt: skip
     if args.format == "json":
         _print_json({"groups": [{k: v for k, v in r.items() if k != "_law"} for r in results], **_curves_json(src)})
         return EXIT_OK
     from rich.table import Table
 
     grouped = src.group is not None
-    table_out = Table(title=f"{src.label}: {y_col} vs {' and '.join(x_cols)}", caption=f"intervals: {args.level:.0%} bootstrap over runs")
+    via = f" via {args.via}" if args.via else ""
+    table_out = Table(title=f"{src.label}: {y_col}{via} vs {' and '.join(x_cols)}", caption=f"intervals: {args.level:.0%} bootstrap over runs")
     for name in (["curve" if src.curves is not None else "group"] if grouped else []) + ["form", "parameters", "points", "predictions"]:
         table_out.add_column(name)
     bounded = False
     for r in results:
-        law = r.get("_law")
+        law = _loss_law(r.get("_law"))
         if law is None:
             row = ["—", r.get("error", ""), "", ""]
         else:
@@ -519,6 +521,7 @@ def cmd_fit(args) -> int:
             )  # fmt: skip
             preds = "\n".join(
                 f"{_fmt(p['x']) if not isinstance(p['x'], list) else ','.join(_fmt(v) for v in p['x'])} → {_fmt(p['y'])} [{_fmt(p['lo'])}, {_fmt(p['hi'])}]"
+                + (f" ({args.via} {_fmt(p['loss'])})" if "loss" in p else "")
                 for p in r["predictions"]
             )
             row = [law.form, params, str(law.n_points), preds]
@@ -529,7 +532,14 @@ def cmd_fit(args) -> int:
     if bounded:
         out.print("A parameter at its bound: the data do not pin it down within the form's range; read the law's other parameters with care.")
     for r in results:
-        law = r.get("_law")
+        if "link" in r:
+            p = r["link"]["params"]
+            prefix = f"{_fmt(r['group'])}: " if grouped else ""
+            out.print(f"{prefix}{y_col} = {_fmt(p['lo'])} + ({_fmt(p['hi'])} − {_fmt(p['lo'])})·σ({'' if r['link']['sign'] > 0 else '−'}{_fmt(p['k'])}·"
+                      f"({args.via} − {_fmt(p['L0'])})), fitted on the runs' {args.via} from {_fmt(r['link']['loss_range'][0])} to "
+                      f"{_fmt(r['link']['loss_range'][1])}; scatter {_fmt(r['link']['scatter'])}")  # fmt: skip
+    for r in results:
+        law = _loss_law(r.get("_law"))
         if law is not None and law.selection:
             prefix = f"{_fmt(r['group'])}: " if grouped else ""
             out.print(f"{prefix}{law.selection_summary()}")
@@ -537,6 +547,11 @@ def cmd_fit(args) -> int:
                 out.print("(auto selection shown for the first group only; --format json has every group's scores)")
                 break
     return EXIT_OK
+
+
+def _loss_law(law):
+    """The fitted law of a result: a two-step chain's first step (its loss law), else itself."""
+    return getattr(law, "loss_law", law)
 
 
 def cmd_backtest(args) -> int:

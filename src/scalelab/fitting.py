@@ -9,6 +9,7 @@ fits, predicts or backtests each group, turning a group that cannot be fitted in
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,11 +212,44 @@ def fit_groups(table, *, label, x_cols, y_col, group=None, form="auto", predict=
     return entries
 
 
-def fit_source(src: Source, *, x_cols, y_col, form="auto", predict=None, level=0.8, chance=None, n_boot=1000) -> list[dict]:
+def chain_groups(table, *, label, x_cols, y_col, via, group=None, form="auto", predict=None, level=0.8, chance=None, n_boot=1000):
+    """One result per group for ``y_col`` predicted through the loss ``via`` in two steps
+    (:mod:`scalelab.laws.link`): the law of ``via`` against ``x_cols`` (its ``form`` and
+    ``params``), the ``link`` from the runs' ``via`` to their ``y_col``, and predictions of
+    ``y_col`` with intervals carried through both steps (each with the predicted ``loss``)."""
+    from scalelab.laws.link import fit_chain
+
+    if via == y_col:
+        raise InputError(f"{label}: --via {via} is the target itself; name the loss the metric follows (e.g. --via test_loss)")
+    for col in [*x_cols, y_col, via]:
+        numeric_column(table, col, label=label)  # fail fast, naming the column
+    error_rate = is_error_rate(y_col) or chance is not None
+    points = parse_predict(predict, len(x_cols))
+    entries = []
+    for value, rows in grouped(table, group, label=label):
+        entry = {"group": value, "via": via}
+        try:
+            x = np.column_stack([numeric_column(rows, c, label=label) for c in x_cols])
+            chain = fit_chain(x if len(x_cols) == 2 else x[:, 0], numeric_column(rows, via, label=label),
+                              numeric_column(rows, y_col, label=label), form=form, error_rate=error_rate, ceiling=chance,
+                              x_names=tuple(x_cols), loss_name=via, metric_name=y_col, n_boot=n_boot)  # fmt: skip
+            as_dict = chain.to_dict(predict=points, level=level)
+            law = chain.loss_law
+            entry.update({"form": law.form, "params": dict(law.params), "n_points": law.n_points, "at_bound": dict(law.at_bound),
+                          "link": as_dict["link"], "predictions": as_dict["predictions"], "_law": chain})  # fmt: skip
+        except InputError as exc:
+            entry["error"] = _group_error(exc, group, label)
+        entries.append(entry)
+    return entries
+
+
+def fit_source(src: Source, *, x_cols, y_col, form="auto", predict=None, level=0.8, chance=None, n_boot=1000, via=None) -> list[dict]:
     """:func:`fit_groups` on a source's groups (a study's curves), each entry with its
-    ``curve`` (the values that identify it) when the source is a study."""
-    results = fit_groups(src.table, label=src.label, x_cols=x_cols, y_col=y_col, group=src.group, form=form, predict=predict,
-                         level=level, chance=chance, n_boot=n_boot)  # fmt: skip
+    ``curve`` (the values that identify it) when the source is a study; with ``via``,
+    :func:`chain_groups` (``y_col`` through the loss ``via``)."""
+    fitter = fit_groups if via is None else functools.partial(chain_groups, via=via)
+    results = fitter(src.table, label=src.label, x_cols=x_cols, y_col=y_col, group=src.group, form=form, predict=predict,
+                     level=level, chance=chance, n_boot=n_boot)  # fmt: skip
     if src.curves is not None:
         for r in results:
             r["curve"] = src.curve_key(r["group"])
