@@ -37,7 +37,7 @@ def test_a_score_that_rises_as_the_loss_falls_is_recovered():
 def test_the_chain_predicts_held_out_larger_scales_near_the_truth(alpha, beta, k, seed):
     rng = np.random.default_rng(seed)
     sizes, data = np.geomspace(1e5, 8e5, 4), np.geomspace(2e6, 3.2e7, 5)
-    true_loss = lambda n, d: 1.8 + 0.8 * (1e5 / n) ** alpha + 0.8 * (2e6 / d) ** beta  # noqa: E731
+    true_loss = lambda n, d: 1.8 + 0.8 * (1e5 / n) ** alpha + 0.8 * (2e6 / d) ** beta
     l0 = true_loss(sizes[-1], data[-1]) + 0.4
     rows = np.array([(n, d) for n in sizes for d in data for _ in range(2)])
     loss = true_loss(rows[:, 0], rows[:, 1]) * np.exp(rng.normal(0, 0.01, len(rows)))

@@ -35,6 +35,8 @@ def score_column(runs: pd.DataFrame, y_col: str) -> str:
     """What the optimum is chosen on: the validation counterpart of ``y_col`` when the runs
     record it (``val_loss`` for ``test_loss``), else ``y_col`` itself when it is already a
     validation metric. The test metric would pick the luckiest test draw."""
+    if y_col not in runs.columns:
+        raise InputError(f"--y {y_col}: no column {y_col!r} in the runs (a metric they record: test_loss, val_loss, ...)")
     if y_col.startswith("val_"):
         return y_col
     candidate = y_col.replace("test_", "val_", 1)
