@@ -75,7 +75,8 @@ class DataConstrainedParams:
         for name in PARAM_NAMES:
             value = getattr(self, name)
             number = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
-            if not (number and math.isfinite(value) and value > 0):
+            # rn_star may be infinite: excess parameters then keep their full value (N' = N).
+            if not (number and (math.isfinite(value) or (name == "rn_star" and value == math.inf)) and value > 0):
                 raise InputError(f"data-constrained parameter {name} must be a positive finite number, got {value!r}")
 
     @property
@@ -137,8 +138,11 @@ def _optimal_n(theta: np.ndarray, tokens: np.ndarray) -> np.ndarray:
 
 
 def _decayed(unique: np.ndarray, repeats: np.ndarray, r_star: np.ndarray) -> np.ndarray:
-    # -expm1(-x) is 1 - exp(-x) without the cancellation at small repeats.
-    return unique + unique * r_star * -np.expm1(-repeats / r_star)
+    # -expm1(-x) is 1 - exp(-x) without the cancellation at small repeats. An infinite
+    # r_star is the limit without decay: every repeat counts in full.
+    with np.errstate(invalid="ignore"):
+        decayed = unique + unique * r_star * -np.expm1(-repeats / r_star)
+    return np.where(np.isinf(r_star), unique * (1.0 + repeats), decayed)
 
 
 def _effective_data(theta, d, u):
@@ -463,9 +467,20 @@ def fit_data_constrained(n_params, tokens, unique_tokens, loss, *, level: float 
         notes.append(f"no run has more parameters than the compute-optimal size for its unique tokens, so rn_star is not "
                      f"measured and is held at the published {PUBLISHED.rn_star:g}")  # fmt: skip
     rep = _fit_repetition(chin, logs, np.ones(len(y), dtype=bool), None, delta=delta, fit_rn=fit_rn)
+    held_rn = math.log(PUBLISHED.rn_star)
+    if fit_rn:
+        # Where stage (a) is loosely pinned, its compute-optimal size for the unique tokens
+        # can fall far below every model run, and the excess-parameter term then rests on
+        # that extrapolation alone. The runs decide: without decay (N' = N) when it fits
+        # them better.
+        plain = _fit_repetition(chin, logs, np.ones(len(y), dtype=bool), None, delta=delta, fit_rn=False, held_rn=math.inf)
+        if _huber_cost(chin, plain, logs, delta) < _huber_cost(chin, rep, logs, delta):
+            rep, fit_rn, held_rn = plain, False, math.inf
+            notes.append("excess parameters are held at full value (R*_N = inf): the runs fit better without their decay, "
+                         "which rests on stage (a)'s compute-optimal size for the unique tokens, far from the sizes run")  # fmt: skip
     point = _theta(chin, rep)[0]
 
-    replicates = _bootstrap(logs, single, chin, rep, delta=delta, fit_rn=fit_rn, n_boot=n_boot, seed=seed)
+    replicates = _bootstrap(logs, single, chin, rep, delta=delta, fit_rn=fit_rn, n_boot=n_boot, seed=seed, held_rn=held_rn)
     params = DataConstrainedParams(**dict(zip(PARAM_NAMES, (float(v) for v in point))))
     at_bound = _bounds_hit(chin, rep, float(np.min(y[single])), fit_rn)
     return DataConstrainedFit(params=params, replicates=replicates, n_params=n, tokens=d, unique_tokens=u, loss=y,
@@ -554,13 +569,20 @@ def _huber(r: np.ndarray, delta: float) -> np.ndarray:
     return np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta)).sum(axis=-1)
 
 
-def _fit_repetition(chin, logs, mask, start, *, delta: float, fit_rn: bool) -> np.ndarray:
+def _huber_cost(chin, rep, logs, delta: float) -> float:
+    """The Huber loss of the full law's log residuals over every run."""
+    log_n, log_d, log_u, log_y = logs
+    r = _rep_residuals(chin, rep, np.exp(log_n), np.exp(log_d), np.exp(log_u), log_y)[0]
+    return float(np.sum(_huber(r, delta)))
+
+
+def _fit_repetition(chin, logs, mask, start, *, delta: float, fit_rn: bool, held_rn: float | None = None) -> np.ndarray:
     """Stage (b): (log rd_star, log rn_star) of the Huber fit of log loss on the runs in
     ``mask`` (all when None) with stage (a)'s ``chin`` fixed; rn_star stays at the
     published value when ``fit_rn`` is false."""
     log_n, log_d, log_u, log_y = (v if mask is None else v[mask] for v in logs)
     n, d, u = np.exp(log_n), np.exp(log_d), np.exp(log_u)
-    held_rn = math.log(PUBLISHED.rn_star)
+    held_rn = math.log(PUBLISHED.rn_star) if held_rn is None else held_rn
 
     def residuals(q):
         return _rep_residuals(chin, q if fit_rn else np.array([q[0], held_rn]), n, d, u, log_y)[0]
@@ -587,7 +609,7 @@ def _rep_residuals(chin: np.ndarray, Q: np.ndarray, n, d, u, log_y) -> np.ndarra
     return np.where(np.isfinite(r), r, BAD_RESIDUAL)
 
 
-def _bootstrap(logs, single, chin, rep, *, delta: float, fit_rn: bool, n_boot: int, seed: int) -> np.ndarray:
+def _bootstrap(logs, single, chin, rep, *, delta: float, fit_rn: bool, n_boot: int, seed: int, held_rn: float | None = None) -> np.ndarray:
     """Parameter rows (n_boot, 7) of fits to runs resampled with replacement: the stage (a)
     runs among themselves and the others among themselves, so each replicate has runs for
     both stages. Replicates are integer weights on the runs, and all are refitted at once
@@ -605,7 +627,7 @@ def _bootstrap(logs, single, chin, rep, *, delta: float, fit_rn: bool, n_boot: i
                       lambda P, idx: _chin_jacobian(P, log_n, log_d, log_y),
                       np.tile(chin, (n_boot, 1)), weights * single, lower, upper, delta)  # fmt: skip
     n, d, u = np.exp(log_n), np.exp(log_d), np.exp(log_u)
-    held = math.log(PUBLISHED.rn_star)
+    held = math.log(PUBLISHED.rn_star) if held_rn is None else held_rn
 
     def rep_residuals(Q, idx):
         return _rep_residuals(chins[idx], Q if fit_rn else np.column_stack([Q, np.full(len(Q), held)]), n, d, u, log_y)

@@ -99,6 +99,7 @@ class Analysis:
     compression: pd.DataFrame | None = None  # compression_points: one row per model size and compression setting
     transfer: TransferAnalysis | None = None  # D_E and D_T of the fine-tuned runs (grid sweeps init_from)
     isoflops: list[dict] = field(default_factory=list)  # the measured isoFLOP profiles per family (grid sweeps flops_budget)
+    settings: dict = field(default_factory=dict)  # report.tuning: lr and batch laws, repeated data, the loss-to-error link
 
 
 def check_options(data: ReportData, *, form: str) -> None:
@@ -139,8 +140,11 @@ def analyse(data: ReportData, *, form: str = "auto", level: float = 0.8, chance:
         plans = plan_families(data, level=level, chance=chance, n_boot=n_boot, notes=notes)
         transferred = transfer(data, level=level, chance=chance, n_boot=n_boot, notes=notes)
         isoflops = isoflop_profiles(data, level=level, n_boot=n_boot, notes=notes)
+        from scalelab.report.tuning import analyse_settings
+
+        settings = analyse_settings(data, level=level, notes=notes)
     return Analysis(laws, backtests, plans, notes, level, fairness=gap_trends(data), compression=compression_points(data),
-                    transfer=transferred, isoflops=isoflops)  # fmt: skip
+                    transfer=transferred, isoflops=isoflops, settings=settings)  # fmt: skip
 
 
 def isoflop_profiles(data: ReportData, *, level, n_boot, notes) -> list[dict]:

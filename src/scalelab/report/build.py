@@ -153,6 +153,9 @@ def layout(data: ReportData, analysis: Analysis, figures: dict) -> list[dict]:
         out.append(plan)
     if analysis.isoflops:
         out.append(isoflop_section(analysis, figures.get("fig-isoflop-measured"), y))
+    from scalelab.report.tuning import sections as settings_sections
+
+    out.extend(settings_sections(analysis, figures))
     out.append(failures_section(data))
     return out
 

@@ -828,6 +828,15 @@ def plan_figure(plans, *, level: float) -> Figure | None:
                           "dots: the runs; dotted: the budget in the plan table (10× the largest run).")  # fmt: skip
 
 
+def settings_figures(data: ReportData, analysis) -> list[Figure | None]:
+    """The figures of :mod:`scalelab.report.tuning`: lr and batch, repeated data, the link."""
+    from scalelab.report.tuning import hparam_figure, link_figure, repetition_figure
+
+    settings = analysis.settings or {}
+    return [hparam_figure(data, settings.get("hparams")), repetition_figure(data, settings.get("repetition")),
+            link_figure(data, settings.get("link"))]  # fmt: skip
+
+
 def all_figures(data: ReportData, analysis) -> list[Figure]:
     """Every figure this data supports, in reading order."""
     made = [
@@ -844,5 +853,6 @@ def all_figures(data: ReportData, analysis) -> list[Figure]:
         isoflop(analysis.plans, data=data),
         plan_figure(analysis.plans, level=analysis.level),
         measured_isoflop(analysis.isoflops, data=data),
+        *settings_figures(data, analysis),
     ]
     return [f for f in made if f is not None]
