@@ -88,7 +88,14 @@ def hparam_figure(data: ReportData, result: dict | None):
     """Per model size, the chosen-on loss against lr at its largest data, one line per batch size, and the optimum."""
     if not result:
         return None
-    from scalelab.report.figures import STYLE, _figure, _log_axis, label_of, plain, render
+    from scalelab.report.figures import (
+        STYLE,
+        _figure,
+        _log_axis,
+        label_of,
+        plain,
+        render,
+    )
     from scalelab.tuning import hparam_runs
 
     table, _ = hparam_runs(data.spec, data.runs, y_col=data.y_col)
@@ -124,7 +131,15 @@ def repetition_figure(data: ReportData, result: dict | None):
     """The loss against epochs over the unique data at each size, and the law through it."""
     if not result:
         return None
-    from scalelab.report.figures import STYLE, _colour, _figure, _log_axis, _size_norm, label_of, render
+    from scalelab.report.figures import (
+        STYLE,
+        _colour,
+        _figure,
+        _log_axis,
+        _size_norm,
+        label_of,
+        render,
+    )
 
     rows, law = result["rows"], result["law"]
     repeated = rows[rows["_D"] > 1.05 * rows["_U"]]
