@@ -171,3 +171,13 @@ def test_fit_via_predicts_the_error_from_the_loss_law_and_its_link(scalelab_main
     assert 0 <= p["lo"] <= p["y"] <= p["hi"] <= 1 and p["loss"] > 0
     same = run(scalelab_main, tuned, "fit", "tune", "--x", "n_params", "--x", "tokens", "--y", "test_error", "--via", "test_error")
     assert_one_line_error(same, "--via test_error is the target itself")
+
+
+def test_the_report_has_the_settings_repetition_and_link_sections(scalelab_main, tuned):
+    folder = tuned[0]
+    cli = run(scalelab_main, tuned, "report", "tune", "-o", folder / "tune.html")
+    assert cli.returncode == 0, cli.describe()
+    html = (folder / "tune.html").read_text(encoding="utf-8")
+    for anchor in ('id="hparams"', 'id="fig-hparams"', 'id="hparams-table"', 'id="repetition"', 'id="fig-repetition"', 'id="link"', 'id="fig-link"'):
+        assert anchor in html, anchor
+    assert "lr* = " in html and "R*_D = " in html and "--via test_loss" in html
