@@ -248,9 +248,13 @@ def unconstrained_allocation(params: DataConstrainedParams, flops: float, *, flo
 
 
 def _unconstrained_nd(theta: np.ndarray, budget: float) -> tuple[float, float]:
-    alpha, beta = float(_col(theta, "alpha")[0, 0]), float(_col(theta, "beta")[0, 0])
-    g = float(_optimal_n(theta, np.array([1.0]))[0, 0]) ** (alpha / (alpha + beta))  # N_opt(1) = G^((α+β)/α)
-    n = g * budget ** (beta / (alpha + beta))
+    A, B, alpha, beta = (float(_col(theta, k)[0, 0]) for k in ("A", "B", "alpha", "beta"))
+    # In logs: N = G·budget^(β/(α+β)) with log G = log(αA/(βB))/(α+β). A bootstrap
+    # replicate far from the data can put N beyond floating point; it then has no optimum.
+    log_n = math.log(alpha * A / (beta * B)) / (alpha + beta) + beta / (alpha + beta) * math.log(budget)
+    if not -700 < log_n < 700 or not -700 < math.log(budget) - log_n < 700:
+        return math.nan, math.nan
+    n = math.exp(log_n)
     return n, budget / n
 
 
@@ -369,6 +373,9 @@ class DataConstrainedFit:
         for theta in self.replicates:
             theta = theta[None, :]
             n_free, d_free = _unconstrained_nd(theta, budget)
+            if not math.isfinite(n_free):
+                rows.append((math.nan,) * 6)  # left out of the ranges (quantile_range skips NaN)
+                continue
             loss_free = float(_law(theta, np.array([n_free]), np.array([d_free]), np.array([d_free]))[0, 0])
             if unique_tokens is None:
                 n, d, loss = n_free, d_free, loss_free
