@@ -313,13 +313,20 @@ def fit_hparam_laws(n_params, tokens, lr, batch_size, loss, *, flops=None, level
             notes.append(f"{target}*({', '.join(names)}): {len(values)} points cannot fit {design.shape[1]} coefficients and show their scatter")
             if len(values) < design.shape[1]:
                 return None
-        theta = np.linalg.lstsq(design, np.log(values), rcond=None)[0]
+        # Points are weighted by how well their runs place the optimum: on a shallow axis one
+        # point's optimum can wander across the grid while the others sit still, and equal
+        # weights would let it pull the exponent. The median variance is added to every
+        # point's so that no single tight point takes the whole fit.
+        spread = np.var(np.log(boots), axis=0)
+        sqrt_w = 1.0 / np.sqrt(spread + max(float(np.median(spread)), 1e-12))
+        theta = np.linalg.lstsq(design * sqrt_w[:, None], np.log(values) * sqrt_w, rcond=None)[0]
         replicates = np.full((n_boot, design.shape[1]), np.nan)
         for b in range(n_boot):
             rows = draws[b]
             if np.linalg.matrix_rank(design[rows]) < design.shape[1]:
                 rows = np.arange(len(values))  # a resample that cannot pin the law keeps every point
-            replicates[b] = np.linalg.lstsq(design[rows], np.log(boots[b, rows]), rcond=None)[0]
+            w = sqrt_w[rows][:, None]
+            replicates[b] = np.linalg.lstsq(design[rows] * w, np.log(boots[b, rows]) * w[:, 0], rcond=None)[0]
         return PowerLaw(target=target, x_names=names, coef=float(math.exp(theta[0])),
                         exponents={n: float(theta[1 + i]) for i, n in enumerate(names)}, replicates=replicates, level=level,
                         fitted_max={n: float(usable[n].max()) for n in names})  # fmt: skip
