@@ -115,7 +115,7 @@ def test_fit_with_group_width_gives_one_law_per_family_and_width_on_clean_runs(m
     env, folder, store = mini
     cli = scalelab("fit", "mini-demo", "--store", store, "--group", "width", "--bootstrap", "100")
     assert cli.returncode == 0, cli.describe()
-    assert "one per family, width" in cli.stdout and "held at: label_noise = 0" in cli.stdout
+    assert "one curve per family, width" in cli.stdout and "held at: label_noise = 0" in cli.stdout
     assert "left out 32 of 64 runs" in cli.stdout
 
 

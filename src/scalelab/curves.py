@@ -125,9 +125,9 @@ class CurveSet:
     def summary(self) -> list[str]:
         """What was grouped by and what was left out, as lines for a terminal or a report."""
         n_on = sum(len(c.runs) for c in self.curves)
-        split = ", ".join(self.by) if self.by else "nothing (one curve)"
+        split = f", one curve per {', '.join(self.by)}" if self.by else ""
         lines = [f"{self.study}: {len(self.curves)} curve{'s' * (len(self.curves) != 1)} of {self.y_col} against "
-                 f"{' and '.join(self.x_cols)}, {n_on} runs, one per {split}"]  # fmt: skip
+                 f"{' and '.join(self.x_cols)}, {n_on} runs{split}"]  # fmt: skip
         if self.held:
             lines.append("held at: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in self.held.items()))
         if self.selected_on is not None:

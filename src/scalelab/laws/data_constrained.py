@@ -150,8 +150,13 @@ def _effective_data(theta, d, u):
 
 
 def _effective_params(theta, n, u):
+    # Excess parameters held at full value (an infinite R*_N) are simply N; taking that
+    # branch apart also spares a replicate whose compute-optimal size underflows to 0.
+    rn_star = _col(theta, "rn_star")
     unique_n = np.minimum(n, _optimal_n(theta, u))
-    return _decayed(unique_n, np.maximum(n / unique_n - 1.0, 0.0), _col(theta, "rn_star"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        decayed = _decayed(unique_n, np.maximum(n / unique_n - 1.0, 0.0), rn_star)
+    return np.where(np.isinf(rn_star), n, decayed)
 
 
 def _law(theta, n, d, u):
