@@ -106,6 +106,10 @@ def preflight(spec, *, local: bool = True) -> dict[str, CellShape]:
             else:
                 plan = plan_rows(dataset.y_train, n_classes=dataset.n_classes, quality=DataQuality.of(data_cfg))
                 shapes[cell.cell_id] = CellShape(len(plan.train_rows), dataset.input_shape, dataset.n_classes)
+                if "federated" in cell.config:  # more clients than samples, an empty Dirichlet client
+                    from scalelab.train.federated_trainer import client_partition
+
+                    client_partition(dataset.y_train[plan.train_rows], cell.config["federated"], seed=int(cell.config["train"]["seed"]))
         except DatasetError as exc:
             raise InputError(f"{spec.source}: {exc}{where}") from None
         family = cell.config["model"]["family"]

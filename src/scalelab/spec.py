@@ -187,6 +187,24 @@ class ResourceFields(_Strict):
     gpus: float = Field(0.0, ge=0, le=64, description="GPUs per cell (a fraction shares one)")
 
 
+class FederatedFields(_Strict):
+    """``[federated]``: each cell a federated run over clients that split its training set
+    (:mod:`scalelab.train.federated`)."""
+
+    clients: int = Field(ge=1, le=1_000_000, description="K, the clients the training set is split among")
+    participation: float = Field(1.0, gt=0, le=1, description="share of the clients sampled each round")
+    rounds: int = Field(ge=1, le=1_000_000, description="rounds of communication")
+    local_epochs: int = Field(1, ge=1, le=10_000, description="epochs of local SGD per client and round")
+    partition: Literal["iid", "dirichlet", "by_class"] = Field("iid", description="how the clients' data differ")
+    alpha: float | None = Field(None, gt=0, description="dirichlet: the concentration; small is skewed")
+    classes_per_client: int | None = Field(None, ge=1, description="by_class: classes each client holds")
+    aggregation: Literal["fedavg", "fedprox"] = "fedavg"
+    mu: float = Field(0.0, ge=0, description="fedprox: weight of the proximal term")
+    noise_multiplier: float | None = Field(None, ge=0, description="client-level DP: noise std as a multiple of clip_norm")
+    clip_norm: float | None = Field(None, gt=0, description="client-level DP: L2 bound on each client's update")
+    delta: float = Field(1e-5, gt=0, lt=1, description="the delta at which epsilon is reported")
+
+
 class PretrainFile(_Strict):
     """``[pretrain]``: the source task whose trained weights cells with
     ``init_from = "pretrain"`` start from. The model is the cell's own (same family and
@@ -217,6 +235,7 @@ class StudyFile(_Strict):
     target: TargetFields = Field(default_factory=TargetFields)
     resources: ResourceFields = Field(default_factory=ResourceFields)
     pretrain: PretrainFile | None = None
+    federated: dict[str, Any] | None = None
 
 
 # What a pretraining run may not set: it trains one plain model whose weights are kept.
@@ -319,6 +338,8 @@ def parse_spec(raw: dict, *, source: str = "<study>", hashes: ContentHashes | No
         swept = {(section, name) for _, section, name, _ in routed}
         for combo in itertools.product(*(values for *_, values in routed)):
             sections = {"data": dict(top.data), "model": dict(top.model), "train": dict(top.train)}
+            if top.federated is not None or any(section == "federated" for _, section, _, _ in routed):
+                sections["federated"] = dict(top.federated or {})
             params = {}
             for (key, section, name, _), value in zip(routed, combo):
                 sections[section][name] = value
@@ -374,7 +395,7 @@ def _route_grid(grid: dict, top: StudyFile, source: str, *, label: str) -> list[
         values = list(values) if isinstance(values, list) else [values]
         if not values:
             raise InputError(f"{source}: {label}.{key} is an empty list; the grid would have no cells")
-        if name in top.__dict__[section]:
+        if name in (top.__dict__[section] or {}):
             raise InputError(f"{source}: {key!r} is set in both [{section}] and [{label}]; keep one")
         twin = next((other for other, s, n, _ in routed if (s, n) == (section, name)), None)
         if twin is not None:
@@ -403,7 +424,7 @@ def _flatten_sections(grid: dict) -> dict:
     """``model.hidden = [...]`` in TOML is a nested table; read it as the key ``"model.hidden"``."""
     flat = {}
     for key, values in grid.items():
-        if key in ("data", "model", "train") and isinstance(values, dict):
+        if key in ("data", "model", "train", "federated") and isinstance(values, dict):
             flat.update({f"{key}.{name}": inner for name, inner in values.items()})
         else:
             flat[key] = values
@@ -414,8 +435,8 @@ def _route_grid_key(key: str, source: str) -> tuple[str, str]:
     """Which section a grid key belongs to: ``train.lr`` explicitly, or ``lr`` by its name."""
     if "." in key:
         section, _, name = key.partition(".")
-        if section not in ("data", "model", "train"):
-            raise InputError(f"{source}: grid.{key}: unknown section {section!r}; use data., model. or train.")
+        if section not in ("data", "model", "train", "federated"):
+            raise InputError(f"{source}: grid.{key}: unknown section {section!r}; use data., model., train. or federated.")
         return section, name
     homes = []
     if key in TrainFields.model_fields:
@@ -424,9 +445,11 @@ def _route_grid_key(key: str, source: str) -> tuple[str, str]:
         homes.append("data")
     if key in ModelFields.model_fields or key in family_knob_names():
         homes.append("model")
+    if key in FederatedFields.model_fields:
+        homes.append("federated")
     if not homes:
         raise InputError(
-            f"{source}: grid.{key}: unknown key; it is not a field of [data], [model] or [train] "
+            f"{source}: grid.{key}: unknown key; it is not a field of [data], [model], [train] or [federated] "
             f"(a python: family's or dataset's own parameter is written model.{key} or data.{key})"
         )
     if len(homes) > 1:
@@ -504,11 +527,55 @@ def _resolve(
     elif train.init_from not in (None, PRETRAIN):
         # The weights' content, not only the path, decides what the cell is.
         train_dict["init_from_sha256"] = _checkpoint_sha256(train.init_from, source, hashes)
+    if "federated" in sections:
+        config["federated"] = _federated_config(sections["federated"], model.family, train, fail=fail, source=source)
     if sklearn:
         # Only the seed means anything to a scikit-learn estimator; the torch settings are
         # dropped so that sweeping one of them is caught as a repeated configuration.
         config["train"] = {"seed": train_dict["seed"]}
     return config
+
+
+# What a federated cell may not set in [train]: its clients run plain local SGD (the
+# server's rounds are its schedule) in one process, each a copy of one small model.
+_FEDERATED_TRAIN_REFUSED = ("batch_seeds", "data_parallel", "compile", "early_stopping", "init_from", "prune", "quantize", "lr_schedule", "warmup", "grad_clip")
+
+
+def _federated_config(raw: dict, family: str, train: TrainFields, *, fail, source: str) -> dict:
+    """A resolved ``[federated]`` section, checked against the cell's family and training."""
+    try:
+        fed = FederatedFields.model_validate(raw)
+    except ValidationError as exc:
+        raise fail("federated", exc) from None
+    if not family_entry(family).seed_batchable:
+        able = ", ".join(name for name, entry in FAMILIES.items() if entry.seed_batchable)
+        raise InputError(f"{source}: [federated]: model family {family!r} cannot train its clients as one vmapped model (families that can: {able})")
+    clash = _first_on(train, _FEDERATED_TRAIN_REFUSED)
+    if clash:
+        raise InputError(f"{source}: [federated] and {clash} cannot be combined: clients train by plain local SGD")
+    if train.optimizer != "sgd":
+        raise InputError(f'{source}: [federated]: clients train by plain local SGD; set train.optimizer = "sgd" (not {train.optimizer!r})')
+    if fed.partition == "dirichlet" and fed.alpha is None:
+        raise InputError(f"{source}: federated.partition = \"dirichlet\" needs federated.alpha (> 0; small is skewed)")
+    if fed.partition == "by_class" and fed.classes_per_client is None:
+        raise InputError(f"{source}: federated.partition = \"by_class\" needs federated.classes_per_client")
+    if (fed.noise_multiplier is None) != (fed.clip_norm is None):
+        missing = "clip_norm" if fed.clip_norm is None else "noise_multiplier"
+        raise InputError(f"{source}: federated: differential privacy needs both noise_multiplier and clip_norm; federated.{missing} is not set")
+    if fed.aggregation == "fedavg" and fed.mu:
+        raise InputError(f'{source}: federated.mu = {fed.mu:g} is the FedProx term; set federated.aggregation = "fedprox"')
+    out = fed.model_dump(mode="json")
+    # Settings of another partition or of no privacy are left out, so they cannot split ids.
+    for name in ("alpha", "classes_per_client", "noise_multiplier", "clip_norm"):
+        if out[name] is None:
+            del out[name]
+    if fed.partition != "dirichlet":
+        out.pop("alpha", None)
+    if fed.partition != "by_class":
+        out.pop("classes_per_client", None)
+    if fed.noise_multiplier is None:
+        del out["delta"]
+    return out
 
 
 def _data_config(data: DataFields, options: BaseModel, *, seed: int) -> dict:

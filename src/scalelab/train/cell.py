@@ -21,7 +21,11 @@ def run_cell(config: dict, dataset: Dataset) -> CellOutcome:
         input_shape, n_classes = cell_inputs(dataset, config["data"])
         model = build_model(config["model"], input_shape, n_classes, seed=config["train"]["seed"])
         framework = "torch" if is_torch_model(model) else "sklearn"
-    if framework == "sklearn":
+    if "federated" in config:  # the spec admits only vmappable torch families here
+        from scalelab.train.federated_trainer import train_federated_cell
+
+        outcome = train_federated_cell(config, dataset)
+    elif framework == "sklearn":
         from scalelab.train.sklearn_trainer import train_cell
 
         outcome = train_cell(config, dataset, model=model)
