@@ -270,7 +270,15 @@ def estimate_grid(spec, shapes: dict[str, CellShape], *, workers: int, calibrate
             continue
         _, n_params, flops_per_sample, speed = entry
         batch = min(train["batch_size"], shape.n_train)
-        epochs = 1 if shape.text else planned_epochs(shape.n_train, batch, train)
+        if "federated" in cell.config:
+            # Each round, m of K clients train local_epochs over their share of the data.
+            from scalelab.train.federated import clients_per_round
+
+            fed = cell.config["federated"]
+            share = clients_per_round(fed["clients"], fed["participation"]) / fed["clients"]
+            epochs = fed["rounds"] * fed["local_epochs"] * share
+        else:
+            epochs = 1 if shape.text else planned_epochs(shape.n_train, batch, train)
         flops = flops_per_sample * shape.n_train * epochs
         estimates.append(
             CellEstimate(cell.cell_id, cell.params, shape.n_train, n_params, flops_per_sample, flops, flops / (speed or fallback))
