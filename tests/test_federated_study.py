@@ -112,3 +112,22 @@ def test_a_federated_grid_runs_and_records_clients_communication_and_privacy(tmp
         assert run["flops"] == pytest.approx(run["flops_per_sample"] * run["samples"])
     one, three = sorted(runs, key=lambda r: r["rounds"])
     assert one["epsilon"] < three["epsilon"] and one["samples"] < three["samples"]
+
+
+def test_curves_split_by_client_setting_and_leave_private_runs_out_unless_grouped(tmp_path, scalelab_main):
+    path = tmp_path / "fed.toml"
+    path.write_text(BASE + "[federated]\nclients = 6\n\n[[grid]]\nrounds = [1, 2, 4]\nalpha = [0.5, 50.0]\npartition = ['dirichlet']\n\n"
+                    "[[grid]]\nrounds = [1, 4]\nalpha = [50.0]\npartition = ['dirichlet']\nnoise_multiplier = [0.3]\nclip_norm = [5.0]\n")  # fmt: skip
+    store = tmp_path / "s.db"
+    assert scalelab_main("run", path, "--store", store, "--quiet", cwd=tmp_path).returncode == 0
+    fit = scalelab_main("fit", path, "--store", store, "--x", "rounds", "--y", "test_error", "--format", "json", cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr
+    answer = json.loads(fit.stdout)
+    # One curve per alpha along rounds; the two private runs stand on none of them.
+    assert sorted(g["n_points"] for g in answer["groups"]) == [3, 3]
+    assert answer["curves"]["held"]["noise_multiplier"] == "none (no privacy)"
+    assert sum("private" in r["reason"] for r in answer["curves"]["left_out"]) == 2
+    grouped = scalelab_main("fit", path, "--store", store, "--x", "rounds", "--y", "test_error", "--group", "noise_multiplier",
+                            "--format", "json", cwd=tmp_path)  # fmt: skip
+    assert grouped.returncode == 0, grouped.stderr
+    assert sorted(g["n_points"] for g in json.loads(grouped.stdout)["groups"]) == [2, 3, 3]

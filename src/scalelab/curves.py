@@ -12,12 +12,16 @@ A study's grid keys fall into roles, read off each cell's resolved configuration
 * **replicate**: seeds, which become the scatter around a curve;
 * **compression**: ``prune``, ``prune_finetune_epochs``, ``quantize`` (applied after training);
 * **transfer**: ``init_from``, ``freeze``, ``head_lr`` when the grid sweeps ``init_from``;
+* **federated**: keys of ``[federated]`` (``clients``, ``alpha``, ``rounds``, privacy ...),
+  conditions of the run rather than settings to tune: each value is its own curve unless
+  the key is on the x axis (``rounds`` and ``local_epochs`` are when x counts the
+  training done: samples or FLOPs);
 * **setting**: everything else (``lr``, ``batch_size``, ``epochs``, ...).
 
 A curve is the runs that differ only along the law's x (and by seed). So the curves
 split by family and by every size or dataset key that is not on the x axis; quality,
-compression and transfer keys are held at their clean level (no label noise, no
-pruning, trained from scratch) unless ``group`` names them; and settings are reduced
+compression and transfer keys, and federated privacy, are held at their clean level
+(no label noise, no pruning, trained from scratch, no noise) unless ``group`` names them; and settings are reduced
 to the *envelope*: at each point, the setting with the best mean over seeds, chosen on
 the validation counterpart of the target when the runs have one, else on the training
 loss, never on the metric the law then models. Every run left out carries its reason.
@@ -25,7 +29,7 @@ loss, never on the metric the law then models. Every run left out carries its re
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -44,6 +48,9 @@ SCRATCH = "none"
 DATA_SIZE_KEYS = ("data_fraction", "n_samples", "tokens", "unique_tokens", "flops_budget")
 # Why a run that repeats its data stands on no curve of N and D (study_curves).
 REPEATS = "repeating their data (more than one epoch; laws of N and D use runs that see each token once, plan --unique-tokens models repetition)"
+# Client-level privacy: runs with it stand on no curve unless a group names one of these.
+PRIVACY_KEYS = ("noise_multiplier", "clip_norm")
+PRIVATE = "private (client-level DP; the curves use runs without it unless a group names noise_multiplier)"
 # Columns that measure data or model size: an x among them puts those keys on the axis.
 DATA_X = ("n_train", "data_fraction", "samples", "tokens", "n_samples", "unique_tokens")
 SIZE_X = ("n_params", "nonzero_params", "n_params_non_embedding", "width", "depth")
@@ -71,10 +78,12 @@ class Roles:
     replicate: list[str] = field(default_factory=list)
     compression: list[str] = field(default_factory=list)
     transfer: list[str] = field(default_factory=list)
+    federated: list[str] = field(default_factory=list)
     setting: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, list[str]]:
-        return {name: list(getattr(self, name)) for name in ("size", "data", "quality", "replicate", "compression", "transfer", "setting")}
+        names = ("size", "data", "quality", "replicate", "compression", "transfer", "federated", "setting")
+        return {name: list(getattr(self, name)) for name in names}
 
 
 @dataclass
@@ -140,14 +149,21 @@ class CurveSet:
 
 def grid_roles(spec) -> Roles:
     """Grid keys by role (module docstring), from where each lands in a cell's configuration."""
+    from scalelab.spec import FederatedFields
+
     roles = Roles()
     cell = spec.cells[0] if spec.cells else None
     for key in spec.grid_keys:
         name = key.split(".")[-1]
+        # A [federated] setting that is off in the first cell (no privacy there) is left
+        # out of its configuration, so the section's own fields name it.
+        fallback = "federated" if name in FederatedFields.model_fields else "train"
         section = key.split(".")[0] if "." in key else next(
-            (s for s in ("model", "data", "train") if cell is not None and name in _names(cell.config.get(s, {}))), "train"
+            (s for s in ("model", "data", "train", "federated") if cell is not None and name in _names(cell.config.get(s, {}))), fallback
         )  # fmt: skip
-        if name in REPLICATE_KEYS:
+        if section == "federated":
+            roles.federated.append(key)
+        elif name in REPLICATE_KEYS:
             roles.replicate.append(key)
         elif name in QUALITY_KEYS:
             roles.quality.append(key)
@@ -252,6 +268,14 @@ def study_curves(spec, runs: pd.DataFrame, *, x_cols, y_col: str, group=None) ->
         rows = rows[keep]
         held[key] = off
 
+    private_keys = [k for k in roles.federated if k.split(".")[-1] in PRIVACY_KEYS]
+    if private_keys and not any(k in groups for k in private_keys):
+        private = rows[private_keys].notna().any(axis=1)
+        leave(rows[private], PRIVATE)
+        rows = rows[~private]
+        held.update(dict.fromkeys(private_keys, "none (no privacy)"))
+        roles = replace(roles, federated=[k for k in roles.federated if k not in private_keys])
+
     repeats_swept = [k for k in roles.data if k.split(".")[-1] == "unique_tokens"]
     if repeats_swept and not {"unique_tokens", *repeats_swept} & {*x_cols, *groups} and "epochs" in rows.columns:
         repeated = pd.to_numeric(rows["epochs"], errors="coerce") > 1 + 1e-9
@@ -261,7 +285,7 @@ def study_curves(spec, runs: pd.DataFrame, *, x_cols, y_col: str, group=None) ->
 
     axis = axis_keys(roles, x_cols, spec.grid_keys)
     family = [k for k in roles.size if k.split(".")[-1] == "family"]
-    split = [k for k in [*roles.size, *roles.data] if k not in axis]
+    split = [k for k in [*roles.size, *roles.data, *roles.federated] if k not in axis]
     by = list(dict.fromkeys([*family, *split, *groups]))
     settings = [k for k in roles.setting if k not in axis and k not in groups]
     point = [k for k in dict.fromkeys([*by, *axis, *held]) if k in rows.columns]
@@ -295,6 +319,7 @@ def axis_keys(roles: Roles, x_cols: list[str], grid_keys) -> list[str]:
             axis += model_size
         if col in LENGTH_X:
             axis += [k for k in roles.setting if k.split(".")[-1] in ("epochs", "max_steps", "min_steps", "tokens")]
+            axis += [k for k in roles.federated if k.split(".")[-1] in ("rounds", "local_epochs")]
         if col in grid_keys:
             axis.append(col)
     return list(dict.fromkeys(axis))
@@ -316,7 +341,9 @@ def selection_metric(rows: pd.DataFrame, y_col: str) -> str:
 def envelope(rows: pd.DataFrame, *, point: list[str], settings: list[str], score: str):
     """``(kept, lost, winners)``: at each point, the runs of the setting with the lowest mean
     ``score`` over seeds, the other runs, and a table of which setting won where."""
-    frame = rows.assign(_setting=rows[settings].astype(str).agg(" | ".join, axis=1), _score=pd.to_numeric(rows[score], errors="coerce"))
+    # Each value as text on its own: a setting one [[grid]] table leaves unset is None
+    # beside another's numbers, and a column's astype(str) keeps such NaN a float.
+    frame = rows.assign(_setting=rows[settings].map(str).agg(" | ".join, axis=1), _score=pd.to_numeric(rows[score], errors="coerce"))
     means = frame.groupby([*point, "_setting"], dropna=False, sort=False)["_score"].mean().reset_index()
     best = means.loc[means.groupby(point, dropna=False, sort=False)["_score"].idxmin()] if point else means.nsmallest(1, "_score")
     marked = frame.merge(best[[*point, "_setting"]].assign(_won=True), on=[*point, "_setting"], how="left")
