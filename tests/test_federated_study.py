@@ -116,18 +116,29 @@ def test_a_federated_grid_runs_and_records_clients_communication_and_privacy(tmp
 
 def test_curves_split_by_client_setting_and_leave_private_runs_out_unless_grouped(tmp_path, scalelab_main):
     path = tmp_path / "fed.toml"
-    path.write_text(BASE + "[federated]\nclients = 6\n\n[[grid]]\nrounds = [1, 2, 4]\nalpha = [0.5, 50.0]\npartition = ['dirichlet']\n\n"
+    path.write_text(BASE + "[federated]\nclients = 6\n\n[[grid]]\nrounds = [1, 2, 4]\nalpha = [0.5, 50.0]\npartition = ['dirichlet']\n"
+                    "data_fraction = [0.5, 1.0]\n\n"
                     "[[grid]]\nrounds = [1, 4]\nalpha = [50.0]\npartition = ['dirichlet']\nnoise_multiplier = [0.3]\nclip_norm = [5.0]\n")  # fmt: skip
     store = tmp_path / "s.db"
     assert scalelab_main("run", path, "--store", store, "--quiet", cwd=tmp_path).returncode == 0
     fit = scalelab_main("fit", path, "--store", store, "--x", "rounds", "--y", "test_error", "--format", "json", cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr
     answer = json.loads(fit.stdout)
-    # One curve per alpha along rounds; the two private runs stand on none of them.
-    assert sorted(g["n_points"] for g in answer["groups"]) == [3, 3]
+    # One curve per alpha and data fraction along rounds; the two private runs stand on none of them.
+    assert sorted(g["n_points"] for g in answer["groups"]) == [3, 3, 3, 3]
     assert answer["curves"]["held"]["noise_multiplier"] == "none (no privacy)"
     assert sum("private" in r["reason"] for r in answer["curves"]["left_out"]) == 2
     grouped = scalelab_main("fit", path, "--store", store, "--x", "rounds", "--y", "test_error", "--group", "noise_multiplier",
                             "--format", "json", cwd=tmp_path)  # fmt: skip
     assert grouped.returncode == 0, grouped.stderr
-    assert sorted(g["n_points"] for g in json.loads(grouped.stdout)["groups"]) == [2, 3, 3]
+    assert sorted(g["n_points"] for g in json.loads(grouped.stdout)["groups"]) == [2, 3, 3, 3, 3]
+
+    # The report's federated section compares rounds with data and the private runs with
+    # the same setting without privacy.
+    assert scalelab_main("report", path, "--store", store, "-o", tmp_path / "r.html", cwd=tmp_path).returncode == 0
+    html = (tmp_path / "r.html").read_text()
+    assert 'id="federated"' in html and 'id="fig-federated"' in html
+    assert 'id="federated-law-table"' in html and 'id="federated-privacy-table"' in html
+    privacy = html[html.index('id="federated-privacy-table"'):]
+    privacy = privacy[: privacy.index("</table>")]
+    assert privacy.count("<tr") - 1 == 2  # a header, then one row per private run

@@ -100,6 +100,7 @@ class Analysis:
     transfer: TransferAnalysis | None = None  # D_E and D_T of the fine-tuned runs (grid sweeps init_from)
     isoflops: list[dict] = field(default_factory=list)  # the measured isoFLOP profiles per family (grid sweeps flops_budget)
     settings: dict = field(default_factory=dict)  # report.tuning: lr and batch laws, repeated data, the loss-to-error link
+    federated: dict | None = None  # report.federated: rounds against data, privacy against error
 
 
 def check_options(data: ReportData, *, form: str) -> None:
@@ -143,8 +144,11 @@ def analyse(data: ReportData, *, form: str = "auto", level: float = 0.8, chance:
         from scalelab.report.tuning import analyse_settings
 
         settings = analyse_settings(data, level=level, notes=notes)
+        from scalelab.report.federated import analyse_federated
+
+        federated = analyse_federated(data, level=level)
     return Analysis(laws, backtests, plans, notes, level, fairness=gap_trends(data), compression=compression_points(data),
-                    transfer=transferred, isoflops=isoflops, settings=settings)  # fmt: skip
+                    transfer=transferred, isoflops=isoflops, settings=settings, federated=federated)  # fmt: skip
 
 
 def isoflop_profiles(data: ReportData, *, level, n_boot, notes) -> list[dict]:

@@ -156,6 +156,11 @@ def layout(data: ReportData, analysis: Analysis, figures: dict) -> list[dict]:
     from scalelab.report.tuning import sections as settings_sections
 
     out.extend(settings_sections(analysis, figures))
+    from scalelab.report.federated import federated_section
+
+    federated = federated_section(analysis, figures)
+    if federated is not None:
+        out.append(federated)
     out.append(failures_section(data))
     return out
 

@@ -839,6 +839,8 @@ def settings_figures(data: ReportData, analysis) -> list[Figure | None]:
 
 def all_figures(data: ReportData, analysis) -> list[Figure]:
     """Every figure this data supports, in reading order."""
+    from scalelab.report.federated import federated_figure
+
     made = [
         learning_curves(data),
         training_curves(data),
@@ -854,5 +856,6 @@ def all_figures(data: ReportData, analysis) -> list[Figure]:
         plan_figure(analysis.plans, level=analysis.level),
         measured_isoflop(analysis.isoflops, data=data),
         *settings_figures(data, analysis),
+        federated_figure(data, analysis.federated),
     ]
     return [f for f in made if f is not None]
