@@ -203,6 +203,7 @@ class FederatedFields(_Strict):
     noise_multiplier: float | None = Field(None, ge=0, description="client-level DP: noise std as a multiple of clip_norm")
     clip_norm: float | None = Field(None, gt=0, description="client-level DP: L2 bound on each client's update")
     delta: float = Field(1e-5, gt=0, lt=1, description="the delta at which epsilon is reported")
+    engine: Literal["scalelab", "flower"] = Field("scalelab", description="flower: run the cell on Flower's own simulation engine")
 
 
 class PretrainFile(_Strict):
@@ -564,7 +565,11 @@ def _federated_config(raw: dict, family: str, train: TrainFields, *, fail, sourc
         raise InputError(f"{source}: federated: differential privacy needs both noise_multiplier and clip_norm; federated.{missing} is not set")
     if fed.aggregation == "fedavg" and fed.mu:
         raise InputError(f'{source}: federated.mu = {fed.mu:g} is the FedProx term; set federated.aggregation = "fedprox"')
+    if fed.engine == "flower" and fed.noise_multiplier is not None:
+        raise InputError(f'{source}: federated.engine = "flower" runs Flower\'s plain FedAvg; client-level privacy needs engine = "scalelab"')
     out = fed.model_dump(mode="json")
+    if out["engine"] == "scalelab":
+        del out["engine"]
     # Settings of another partition or of no privacy are left out, so they cannot split ids.
     for name in ("alpha", "classes_per_client", "noise_multiplier", "clip_norm"):
         if out[name] is None:
@@ -772,6 +777,8 @@ def _resolved_params(config: dict, routed) -> dict:
             params[key] = nested[name]
         elif section == "data" and name in _DATA_OFF:
             params[key] = _DATA_OFF[name]  # a setting at its "off" value, left out of the config
+        elif section == "federated":
+            params[key] = FederatedFields.model_fields[name].default  # off (no privacy, the default engine), left out of the config
         elif section == "train" and name in _TRAIN_OFF and family_entry(config["model"]["family"]).framework != "sklearn":
             params[key] = "none" if name == "init_from" else _TRAIN_OFF[name]  # how a user writes "no checkpoint"
         else:

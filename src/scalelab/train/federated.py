@@ -178,6 +178,31 @@ def _aggregate(global_params, client_params, sizes, s: FederatedSettings, genera
     return out
 
 
+def local_sgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, rows: np.ndarray, settings: FederatedSettings, *,
+              round_index: int, client: int) -> tuple[list[torch.Tensor], float]:  # fmt: skip
+    """One client's round trained the plain way, on a copy of ``model`` (the global
+    weights): ``local_epochs`` of ``torch.optim.SGD`` over its ``rows``, in the batches of
+    :func:`client_batches`. Its parameters afterwards, in ``model.parameters()`` order,
+    and its mean loss over the steps.
+    The engine that runs each client on its own (Flower's) trains with this."""
+    import copy
+
+    local = copy.deepcopy(model)
+    anchor = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(local.parameters(), lr=settings.lr)
+    losses = []
+    for batch in client_batches(len(rows), settings.batch_size, settings.local_epochs, seed=settings.seed, round_index=round_index, client=client):
+        index = torch.as_tensor(rows[batch], dtype=torch.long)
+        loss = F.cross_entropy(local(x[index]), y[index])
+        if settings.aggregation == "fedprox" and settings.mu > 0:
+            loss = loss + 0.5 * settings.mu * sum(((p - a) ** 2).sum() for p, a in zip(local.parameters(), anchor))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    return [p.detach().clone() for p in local.parameters()], float(np.mean(losses))
+
+
 def load_parameters(model: torch.nn.Module, params: dict[str, torch.Tensor]) -> torch.nn.Module:
     """``model`` with ``params`` copied into it (in place), for evaluation."""
     with torch.no_grad():

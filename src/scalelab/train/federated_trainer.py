@@ -88,7 +88,12 @@ def train_federated_cell(config: dict, dataset: Dataset) -> CellOutcome:
 
     synchronize(device)
     train_started = time.perf_counter()
-    params, history = federated_train(model, X, y, parts, settings)
+    if fed.get("engine") == "flower":
+        from scalelab.train.flower_engine import flower_train
+
+        params, history = flower_train(model, X, y, parts, settings)
+    else:
+        params, history = federated_train(model, X, y, parts, settings)
     synchronize(device)
     train_s = time.perf_counter() - train_started
 
