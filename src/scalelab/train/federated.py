@@ -199,7 +199,7 @@ def local_sgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, rows: np
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return [p.detach().clone() for p in local.parameters()], float(np.mean(losses))
 
 
