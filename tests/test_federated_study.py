@@ -142,3 +142,14 @@ def test_curves_split_by_client_setting_and_leave_private_runs_out_unless_groupe
     privacy = html[html.index('id="federated-privacy-table"'):]
     privacy = privacy[: privacy.index("</table>")]
     assert privacy.count("<tr") - 1 == 2  # a header, then one row per private run
+
+
+@pytest.mark.parametrize("section, fragment", [
+    ("clients = 8\nrounds = 2\nparticipation = 1.5", "federated.participation"),
+    ("clients = 8\nrounds = 2\npartition = 'dirichlet'\nalpha = 0", "federated.alpha"),
+    ("clients = 8\nrounds = 2\nnoise_multiplier = 1.0", "federated.clip_norm is not set"),
+])  # fmt: skip
+def test_bad_federated_settings_exit_2_with_one_line_from_the_command(tmp_path, scalelab_main, section, fragment):
+    cli = scalelab_main("run", write_study(tmp_path, section), "--store", tmp_path / "s.db", cwd=tmp_path)
+    assert cli.returncode == 2 and fragment in cli.stderr and cli.stderr.strip().count("\n") == 0, cli.stderr
+    assert not (tmp_path / "s.db").exists()
