@@ -1,6 +1,7 @@
 """Federated averaging written the plain way, for the tests to compare the vectorised
 simulation and Flower's strategy against: one client after another, each a copy of the
-model with its own ``torch.optim.SGD``."""
+model with its own ``torch.optim.SGD`` (scalelab's ``local_sgd``, the step the Flower
+engine's clients take), averaged by a plain loop."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ import copy
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from scalelab.train.federated import FederatedSettings, client_batches, sample_clients
+from scalelab.train.federated import FederatedSettings, local_sgd, sample_clients
 
 
 def problem(n=240, features=10, classes=3, seed=0):
@@ -41,16 +41,5 @@ def sequential_fedavg(model, x, y, parts, s: FederatedSettings, *, equal_weights
 
 
 def train_client(global_model, x, y, rows_of_client, s: FederatedSettings, *, round_index: int, client: int) -> list[torch.Tensor]:
-    """One client's local epochs from the global model: its parameters afterwards."""
-    local = copy.deepcopy(global_model)
-    anchor = [p.detach().clone() for p in global_model.parameters()]
-    opt = torch.optim.SGD(local.parameters(), lr=s.lr)
-    for batch in client_batches(len(rows_of_client), s.batch_size, s.local_epochs, seed=s.seed, round_index=round_index, client=client):
-        rows = torch.as_tensor(rows_of_client[batch])
-        loss = F.cross_entropy(local(x[rows]), y[rows])
-        if s.aggregation == "fedprox":
-            loss = loss + 0.5 * s.mu * sum(((p - a) ** 2).sum() for p, a in zip(local.parameters(), anchor))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return [p.detach().clone() for p in local.parameters()]
+    """One client's local epochs from the global model (scalelab's plain local SGD): its parameters afterwards."""
+    return local_sgd(global_model, x, y, rows_of_client, s, round_index=round_index, client=client)[0]

@@ -8,8 +8,8 @@ import json
 
 import pytest
 import tomllib
+from spec_helpers import spec_refusal
 
-from scalelab.errors import InputError
 from scalelab.spec import parse_spec
 from scalelab.train.privacy import client_level_epsilon
 
@@ -35,11 +35,7 @@ def spec_of(text: str):
 
 
 def refusal(text: str) -> str:
-    with pytest.raises(InputError) as info:
-        spec_of(text)
-    message = str(info.value)
-    assert "\n" not in message and message.startswith(f"{SOURCE}: "), message
-    return message
+    return spec_refusal(BASE + text, source=SOURCE)
 
 
 def test_federated_keys_are_grid_keys_and_each_setting_is_its_own_cell():
@@ -76,9 +72,7 @@ def test_a_family_or_training_the_clients_cannot_use_is_refused():
 
 
 def parse_spec_error(text: str) -> str:
-    with pytest.raises(InputError) as info:
-        parse_spec(tomllib.loads(text), source=SOURCE)
-    return str(info.value)
+    return spec_refusal(text, source=SOURCE)
 
 
 def write_study(folder, section: str, grid: str = "") -> str:

@@ -7,10 +7,8 @@ one setting) belong to one study, so the laws, plans and report see every run to
 from __future__ import annotations
 
 import tomllib
+from spec_helpers import spec_refusal
 
-import pytest
-
-from scalelab.errors import InputError
 from scalelab.spec import parse_spec
 
 SOURCE = "s.toml"
@@ -30,11 +28,7 @@ def spec_of(text: str):
 
 
 def refusal(text: str) -> str:
-    with pytest.raises(InputError) as info:
-        spec_of(text)
-    message = str(info.value)
-    assert "\n" not in message and message.startswith(f"{SOURCE}: "), message
-    return message
+    return spec_refusal(BASE + text, source=SOURCE)
 
 
 def test_cells_are_the_union_of_the_tables_products_with_shared_cells_once():
