@@ -255,6 +255,31 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def console_main() -> None:
+    """Entry point of the ``scalelab`` console script and of ``python -m scalelab``.
+
+    Runs :func:`main` and exits with its status; an interrupt before a command could
+    report it (during the imports, say) exits 130 all the same.
+    """
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        _ignore_further_interrupts()
+        print("scalelab: interrupted", file=sys.stderr)
+        status = EXIT_INTERRUPTED
+    if status == EXIT_INTERRUPTED:
+        # CPython 3.11 ends a process whose KeyboardInterrupt was raised inside an import
+        # by re-sending itself SIGINT (exit -2), even when the exception was caught and
+        # reported. Run the exit handlers ourselves, then leave with the promised 130.
+        import atexit
+
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+    raise SystemExit(status)
+
+
 def _ignore_further_interrupts() -> None:
     """Once an interrupt is reported, a second SIGINT or SIGTERM while the process exits
     (workers and files still closing) would end it by the signal instead of exit 130."""
