@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -39,6 +40,41 @@ def prepare_demo(*, out_dir: Path, quick: bool, lm: bool = False) -> Study:
     return Study(load_spec(study_file), store=out_dir / "scalelab.db")
 
 
+class StageLog:
+    """Prints each stage of a long analysis as it ends, with the seconds it took, so a
+    minute of fitting is not a minute of silence; on a terminal a spinner names the
+    stage under way."""
+
+    def __init__(self, console):
+        self.console = console
+        self.stage: str | None = None
+        self.started = 0.0
+        self.total_started = time.perf_counter()
+        self.status = console.status("", spinner="dots") if console.is_terminal else None
+
+    def __enter__(self) -> StageLog:
+        if self.status is not None:
+            self.status.start()
+        return self
+
+    def __call__(self, stage: str) -> None:
+        self._finish()
+        self.stage, self.started = stage, time.perf_counter()
+        if self.status is not None:
+            self.status.update(f"{stage} ...")
+
+    def _finish(self) -> None:
+        if self.stage is not None:
+            self.console.print(f"  {self.stage}: {time.perf_counter() - self.started:.1f} s")
+
+    def __exit__(self, exc_type, *_exc) -> None:
+        if self.status is not None:
+            self.status.stop()
+        if exc_type is None:
+            self._finish()
+            self.console.print(f"  analysis done in {time.perf_counter() - self.total_started:.1f} s")
+
+
 def print_demo_results(study: Study, console, *, out_dir: Path) -> Path:
     """Build the demo's report, print its numbers (the same ones the page shows: one
     analysis feeds both), write ``out_dir/report.html`` and return its path.
@@ -46,8 +82,9 @@ def print_demo_results(study: Study, console, *, out_dir: Path) -> Path:
     ``console`` is a rich Console with markup off: names and notes print as written."""
     from scalelab.report import build_report
 
-    console.print("Fitting laws, backtests and plans for the report ...")
-    report = build_report(study)
+    console.print("Fitting laws, backtests and plans for the report:")
+    with StageLog(console) as stage:
+        report = build_report(study, progress=stage)
     data, analysis = report.data, report.analysis
     print_error_table(data, console)
     print_label_noise(data, console)
@@ -69,8 +106,9 @@ def print_lm_results(study: Study, console, *, out_dir: Path) -> Path:
     from scalelab import plan
     from scalelab.report import build_report
 
-    console.print("Fitting isoFLOP profiles, laws and plans for the report ...")
-    report = build_report(study)
+    console.print("Fitting isoFLOP profiles, laws and plans for the report:")
+    with StageLog(console) as stage:
+        report = build_report(study, progress=stage)
     data, analysis = report.data, report.analysis
     runs = data.done.sort_values(["flops_budget", "n_params"])
     table = Table(title=f"{data.title}: {data.y_col} (nats per token) and bits per byte on held-out files")

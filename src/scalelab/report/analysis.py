@@ -18,6 +18,7 @@ fine-tuned point the effective data D_E and the data transferred D_T = D_E − D
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -123,9 +124,17 @@ def check_options(data: ReportData, *, form: str) -> None:
             raise InputError(f"form {form!r} takes {FORMS[form].n_x} x column(s), got {len(data.x_cols)} ({', '.join(data.x_cols)})")
 
 
-def analyse(data: ReportData, *, form: str = "auto", level: float = 0.8, chance: float | None = None, n_boot: int = 1000) -> Analysis:
-    """Fit, backtest and plan; see the module docstring for what becomes a note."""
+def analyse(data: ReportData, *, form: str = "auto", level: float = 0.8, chance: float | None = None, n_boot: int = 1000,
+            progress: Callable[[str], None] | None = None) -> Analysis:  # fmt: skip
+    """Fit, backtest and plan; see the module docstring for what becomes a note.
+
+    ``progress`` is called with the name of each stage as it starts (laws, backtests,
+    plans, ...): the analysis of a large study takes a minute or more, and a caller
+    that shows progress says where it is.
+    """
     from scalelab.fitting import default_chance
+
+    step = progress or (lambda _stage: None)
 
     notes: list[str] = []
     if not len(data.done):
@@ -136,9 +145,13 @@ def analyse(data: ReportData, *, form: str = "auto", level: float = 0.8, chance:
     if chance is None:
         chance = default_chance(data.done, data.y_col)
     with np.errstate(over="ignore", invalid="ignore"):  # far out, some bootstrap curves overflow: they leave the band
+        step("fitting laws with bootstrap intervals")
         laws = fit_laws(data, form=form, level=level, chance=chance, n_boot=n_boot, notes=notes)
+        step("backtesting each form on the largest scales")
         backtests = backtest(data, level=level, chance=chance, n_boot=n_boot, notes=notes)
+        step("planning budgets per family")
         plans = plan_families(data, level=level, chance=chance, n_boot=n_boot, notes=notes)
+        step("transfer, isoFLOP, tuning and federated analyses")
         transferred = transfer(data, level=level, chance=chance, n_boot=n_boot, notes=notes)
         isoflops = isoflop_profiles(data, level=level, n_boot=n_boot, notes=notes)
         from scalelab.report.tuning import analyse_settings

@@ -54,12 +54,13 @@ class Report:
 
 
 def build_report(source, *, store: str | Path = "scalelab.db", x=None, y=None, group=None, form: str = "auto",
-                 level: float = 0.8, chance: float | None = None, n_boot: int = 1000) -> Report:  # fmt: skip
+                 level: float = 0.8, chance: float | None = None, n_boot: int = 1000, progress=None) -> Report:  # fmt: skip
     """A report on a study (a :class:`~scalelab.study.Study`, its file or its name in
     ``store``) or on a CSV file of runs, with the fit options of ``scalelab fit``.
 
     Raises :class:`InputError` for a source, column or form that does not exist. A
     section the data cannot support (too few scales to backtest, say) becomes a note.
+    ``progress``, when given, is called with each stage's name as it starts.
     """
     if not 0 < level < 1:
         raise InputError(f"--level {level}: must be between 0 and 1")
@@ -71,7 +72,9 @@ def build_report(source, *, store: str | Path = "scalelab.db", x=None, y=None, g
         from scalelab.study import load_study
 
         data = study_data(load_study(source, store=store), x=x, y=y, group=group)
-    analysis = analyse(data, form=form, level=level, chance=chance, n_boot=n_boot)
+    analysis = analyse(data, form=form, level=level, chance=chance, n_boot=n_boot, progress=progress)
+    if progress is not None:
+        progress("drawing the figures")
     made = figs.all_figures(data, analysis)
     sections = layout(data, analysis, {f.id: f for f in made})
     from scalelab import __version__
