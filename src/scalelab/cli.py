@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from scalelab.errors import InputError
+from scalelab.errors import InputError, did_you_mean
 from scalelab.formatting import format_hours, format_seconds
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-failed", action="store_true", help="also rerun failed and diverged cells")
     run.add_argument("--dry-run", action="store_true", help="list the cells with estimated FLOPs and time; train nothing")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--track", choices=["mlflow"], default=None,
+                     help="also log the runs to MLflow (MLFLOW_TRACKING_URI, else the study's [tracking] mlflow, else MLflow's default)")  # fmt: skip
 
     status = commands.add_parser("status", help="count a study's cells by state")
     status.add_argument("study", nargs="?", metavar="STUDY", help="study name or file (default: every study in the store)")
@@ -314,21 +316,30 @@ def cmd_run(args) -> int:
     study = Study(spec, store=args.store)
     return _run_and_report(
         study, workers=args.workers, threads=args.threads, retry_failed=args.retry_failed, quiet=args.quiet, executor=args.executor,
-        address=args.address,
+        address=args.address, track=args.track,
     )
 
 
 def _run_and_report(study, *, workers, retry_failed: bool, quiet: bool, executor: str = "local", address: str | None = None,
-                    threads: int | None = None) -> int:  # fmt: skip
+                    threads: int | None = None, track: str | None = None) -> int:  # fmt: skip
     from scalelab.execute.runner import Interrupted
+    from scalelab.tracking import TrackingError
 
     out = _console()
+    tracking_failure = None
     try:
         summary = study.run(workers=workers, threads=threads, executor=executor, address=address, retry_failed=retry_failed,
-                            progress=not quiet)  # fmt: skip
+                            progress=not quiet, track=track)  # fmt: skip
     except Interrupted as exc:
         print(f"scalelab: {exc}; unfinished cells are pending again. Rerun the same command to resume.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except TrackingError as failure:
+        # The training is in the store either way; only the copy in MLflow is missing.
+        if failure.interrupted is not None:
+            print(f"scalelab: {failure.interrupted}; unfinished cells are pending again. Rerun the same command to resume.", file=sys.stderr)
+            print(f"scalelab: error: {failure}".replace("\n", "\\n"), file=sys.stderr)
+            return EXIT_INTERRUPTED
+        summary, tracking_failure = failure.summary, failure
     counts = summary.counts
     out.print(
         f"{study.name}: trained {summary.ran} cells"
@@ -338,13 +349,20 @@ def _run_and_report(study, *, workers, retry_failed: bool, quiet: bool, executor
     )
     if summary.busy_elsewhere:
         out.print(f"{summary.busy_elsewhere} cells are still running in another scalelab process.")
+    if tracking_failure is not None:
+        print(f"scalelab: error: {tracking_failure}; the results are in the store, and rerunning the same command logs them".replace("\n", "\\n"),
+              file=sys.stderr)  # fmt: skip
+    elif getattr(summary, "tracked", None) is not None:
+        target, logged = summary.tracked
+        out.print(f"MLflow: {logged.created} runs created, {logged.updated} updated, {logged.unchanged} unchanged "
+                  f"in experiment {target.experiment!r} at {target.uri}")  # fmt: skip
     if counts["failed"]:
         out.print(
             f"{counts['failed']} cells failed. See why with `scalelab runs {shlex.quote(study.name)} "
             f"--store {shlex.quote(str(study.store_path))} --format csv` (column 'reason'); rerun them with --retry-failed."
         )
         return EXIT_FAILED
-    return EXIT_OK
+    return EXIT_OK if tracking_failure is None else EXIT_FAILED
 
 
 def _dry_run(spec, *, workers) -> int:
@@ -517,7 +535,7 @@ def cmd_fit(args) -> int:
     from scalelab.laws import FORMS
 
     if args.form != "auto" and args.form not in FORMS:  # before any data is read or fitted
-        raise InputError(f"--form {args.form!r}: unknown; known: auto, {', '.join(FORMS)}")
+        raise InputError(f"--form {args.form!r}: unknown{did_you_mean(args.form, ['auto', *FORMS])}; known: auto, {', '.join(FORMS)}")
     src, x_cols, y_col = _law_source(args)
     results = fit_source(src, x_cols=x_cols, y_col=y_col, form=args.form, predict=args.predict, level=args.level,
                          chance=args.chance, n_boot=args.bootstrap, via=args.via)  # fmt: skip
@@ -587,7 +605,7 @@ def cmd_backtest(args) -> int:
 
     unknown = [f for f in args.form or [] if f != "auto" and f not in FORMS]
     if unknown:
-        raise InputError(f"--form {unknown[0]!r}: unknown; known: auto, {', '.join(FORMS)}")
+        raise InputError(f"--form {unknown[0]!r}: unknown{did_you_mean(unknown[0], ['auto', *FORMS])}; known: auto, {', '.join(FORMS)}")
     src, x_cols, y_col = _law_source(args)
     forms = args.form or [*(ONE_X_AUTO if len(x_cols) == 1 else TWO_X_AUTO), "auto"]
     results = backtest_source(src, x_cols=x_cols, y_col=y_col, forms=forms, holdout=args.holdout, gap=args.gap, level=args.level,

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from scalelab.errors import InputError
+from scalelab.errors import InputError, did_you_mean
 
 QUALITY_KEYS = ("label_noise", "duplicate_fraction", "class_imbalance", "feature_noise")
 QUALITY_OFF = {"label_noise": 0.0, "duplicate_fraction": 0.0, "class_imbalance": 1.0, "feature_noise": 0.0}
@@ -220,7 +220,7 @@ def study_curves(spec, runs: pd.DataFrame, *, x_cols, y_col: str, group=None) ->
     runs = with_samples(runs)
     for col in [*x_cols, y_col, *groups]:
         if col not in runs.columns:
-            raise InputError(f"{spec.name}: no column {col!r} in its runs (columns: {', '.join(map(str, runs.columns))})")
+            raise InputError(f"{spec.name}: no column {col!r} in its runs{did_you_mean(col, runs.columns)} (columns: {', '.join(map(str, runs.columns))})")
     roles = grid_roles(spec)
     left: list[pd.DataFrame] = []
 

@@ -14,3 +14,18 @@ class InputError(ValueError):
 
 class DatasetError(InputError):
     """A dataset cannot be loaded or is not usable as given (missing, corrupt, invalid)."""
+
+
+def did_you_mean(value, choices) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices`` to a misspelt ``value``
+    (an unknown key, study, form or column), or ``""`` when none is close.
+
+    >>> did_you_mean("widht", ["width", "depth"])
+    " (did you mean 'width'?)"
+    >>> did_you_mean("zzz", ["width", "depth"])
+    ''
+    """
+    import difflib
+
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from scalelab.curves import CurveSet
-from scalelab.errors import InputError
+from scalelab.errors import InputError, did_you_mean
 
 
 @dataclass
@@ -106,7 +106,7 @@ def read_csv(path: Path) -> pd.DataFrame:
 def numeric_column(table: pd.DataFrame, column: str, *, label: str) -> np.ndarray:
     """A column as floats, or an InputError naming the missing column or bad value."""
     if column not in table.columns:
-        raise InputError(f"{label}: no column {column!r} (columns: {', '.join(map(str, table.columns))})")
+        raise InputError(f"{label}: no column {column!r}{did_you_mean(column, table.columns)} (columns: {', '.join(map(str, table.columns))})")
     values = pd.to_numeric(table[column], errors="coerce")
     bad = values.isna() & table[column].notna()
     if bad.any():
@@ -154,7 +154,7 @@ def grouped(table: pd.DataFrame, group: str | None, *, label: str):
         yield None, table
         return
     if group not in table.columns:
-        raise InputError(f"{label}: no column {group!r} to group by (columns: {', '.join(map(str, table.columns))})")
+        raise InputError(f"{label}: no column {group!r} to group by{did_you_mean(group, table.columns)} (columns: {', '.join(map(str, table.columns))})")
     for value, rows in table.groupby(group, sort=False, dropna=False):
         yield (value.item() if hasattr(value, "item") else value), rows
 

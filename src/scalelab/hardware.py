@@ -17,7 +17,7 @@ import math
 import re
 import time
 
-from scalelab.errors import InputError
+from scalelab.errors import InputError, did_you_mean
 
 # FLOP/s, dense. A100 SXM, H100 SXM and H200 SXM, L4, GeForce RTX 4090, V100 SXM2 (no bf16).
 GPU_PEAKS: dict[str, dict[str, float]] = {
@@ -50,7 +50,7 @@ def check_hardware(name: str, precision: str | None = None) -> tuple[str, str]:
     """
     key = name.lower().replace(" ", "").replace("-", "")
     if key not in hardware_names():
-        raise InputError(f"--hardware {name!r}: unknown; known: {', '.join(hardware_names())}")
+        raise InputError(f"--hardware {name!r}: unknown{did_you_mean(name, hardware_names())}; known: {', '.join(hardware_names())}")
     if precision is not None and precision not in PRECISIONS:
         raise InputError(f"--precision {precision!r}: unknown; known: {', '.join(PRECISIONS)}")
     if key == "cpu":

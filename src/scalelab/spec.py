@@ -32,7 +32,7 @@ from scalelab.data.fingerprint import CONTENT_KEY, ContentHashes, identity_view
 from scalelab.data.quality import QUALITY_DEFAULTS
 from scalelab.data.registry import DATASETS, MNIST1D_GENERATION, dataset_entry, dataset_option_names, is_known_dataset
 from scalelab.data.tokens import TEXT_DATASETS
-from scalelab.errors import InputError
+from scalelab.errors import InputError, did_you_mean
 from scalelab.models.registry import FAMILIES, family_entry, family_knob_names, is_known_family
 
 if sys.version_info >= (3, 11):
@@ -116,7 +116,7 @@ class DataFields(_Strict):
     @classmethod
     def _known_dataset(cls, value: str) -> str:
         if not is_known_dataset(value):
-            raise ValueError(f"unknown dataset {value!r}; known: {', '.join(sorted(DATASETS))}, or python:pkg.module:function")
+            raise ValueError(f"unknown dataset {value!r}{did_you_mean(value, DATASETS)}; known: {', '.join(sorted(DATASETS))}, or python:pkg.module:function")
         return value
 
 
@@ -129,7 +129,7 @@ class ModelFields(_Strict):
     @classmethod
     def _known_family(cls, value: str) -> str:
         if not is_known_family(value):
-            raise ValueError(f"unknown model family {value!r}; known: {', '.join(sorted(FAMILIES))}, or python:pkg.module:factory")
+            raise ValueError(f"unknown model family {value!r}{did_you_mean(value, FAMILIES)}; known: {', '.join(sorted(FAMILIES))}, or python:pkg.module:factory")
         return value
 
 
@@ -206,6 +206,14 @@ class FederatedFields(_Strict):
     engine: Literal["scalelab", "flower"] = Field("scalelab", description="flower: run the cell on Flower's own simulation engine")
 
 
+class TrackingFields(_Strict):
+    """``[tracking]``: where ``scalelab run`` mirrors the study's runs (:mod:`scalelab.tracking`).
+    Not training configuration: it joins no cell's id."""
+
+    mlflow: str | None = Field(None, min_length=1, max_length=4096, description="MLflow tracking URI; setting it turns tracking on (MLFLOW_TRACKING_URI wins)")
+    experiment: str | None = Field(None, min_length=1, max_length=500, description="MLflow experiment (default: the study's name)")
+
+
 class PretrainFile(_Strict):
     """``[pretrain]``: the source task whose trained weights cells with
     ``init_from = "pretrain"`` start from. The model is the cell's own (same family and
@@ -235,6 +243,7 @@ class StudyFile(_Strict):
     grid: dict[str, Any] | list[dict[str, Any]] | None = None
     target: TargetFields = Field(default_factory=TargetFields)
     resources: ResourceFields = Field(default_factory=ResourceFields)
+    tracking: TrackingFields = Field(default_factory=TrackingFields)
     pretrain: PretrainFile | None = None
     federated: dict[str, Any] | None = None
 
@@ -267,6 +276,7 @@ class StudySpec:
     source: str  # the file it came from, or a label for in-memory specs
     raw: dict = field(repr=False)  # the study file as parsed, for the store's record
     resources: dict = field(default_factory=lambda: ResourceFields().model_dump())  # per cell, for the Ray executor
+    tracking: dict = field(default_factory=lambda: TrackingFields().model_dump())  # where runs are mirrored; not in any cell id
     # {resolved path: (size, mtime_ns, sha256)} of every file whose content joined a cell's
     # id, for the run store's hash cache.
     file_hashes: dict = field(default_factory=dict, repr=False, compare=False)
@@ -373,6 +383,7 @@ def parse_spec(raw: dict, *, source: str = "<study>", hashes: ContentHashes | No
         source=source,
         raw=raw,
         resources=top.resources.model_dump(),
+        tracking=top.tracking.model_dump(),
         file_hashes=dict(hashes.used),
     )
 
@@ -449,8 +460,10 @@ def _route_grid_key(key: str, source: str) -> tuple[str, str]:
     if key in FederatedFields.model_fields:
         homes.append("federated")
     if not homes:
+        known = [*TrainFields.model_fields, *DataFields.model_fields, *dataset_option_names(), *ModelFields.model_fields,
+                 *family_knob_names(), *FederatedFields.model_fields]  # fmt: skip
         raise InputError(
-            f"{source}: grid.{key}: unknown key; it is not a field of [data], [model], [train] or [federated] "
+            f"{source}: grid.{key}: unknown key{did_you_mean(key, known)}; it is not a field of [data], [model], [train] or [federated] "
             f"(a python: family's or dataset's own parameter is written model.{key} or data.{key})"
         )
     if len(homes) > 1:
@@ -786,6 +799,18 @@ def _resolved_params(config: dict, routed) -> dict:
     return params
 
 
+def _fields_of(model_name: str) -> list[str]:
+    """The keys of the section model a validation error came from (its title is the
+    model's class name), for a "did you mean" on an unknown key."""
+    pending, seen = [_Strict], {}
+    while pending:
+        cls = pending.pop()
+        seen[cls.__name__] = cls
+        pending.extend(cls.__subclasses__())
+    model = seen.get(model_name)
+    return list(model.model_fields) if model is not None else []
+
+
 def _describe(
     exc: ValidationError,
     *,
@@ -806,9 +831,10 @@ def _describe(
     else:
         where = ".".join([section, *loc])
     if error["type"] == "extra_forbidden":
+        hint = did_you_mean(loc[-1] if loc else "", allowed or _fields_of(exc.title))
         if allowed:
-            return f"{where}: unknown key here; [{section}] takes {', '.join(allowed)}"
-        return f"{where}: unknown key"
+            return f"{where}: unknown key here{hint}; [{section}] takes {', '.join(allowed)}"
+        return f"{where}: unknown key{hint}"
     if error["type"] == "missing":
         return f"{where}: required key is missing"
     message = error["msg"].removeprefix("Value error, ")

@@ -40,7 +40,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from scalelab.errors import InputError
+from scalelab.errors import InputError, did_you_mean
 from scalelab.train.outcome import CURVE_KEY
 
 STATES = ("pending", "running", "done", "failed", "diverged")
@@ -307,8 +307,8 @@ class RunStore:
             "SELECT source, spec_json, grid_keys_json, target_metric FROM studies WHERE name = ?", (name,)
         ).fetchone()
         if row is None:
-            known = ", ".join(self.study_names()) or "none"
-            raise InputError(f"{self.path}: no study named {name!r} in this store (studies: {known})")
+            names = self.study_names()
+            raise InputError(f"{self.path}: no study named {name!r} in this store{did_you_mean(name, names)} (studies: {', '.join(names) or 'none'})")
         (raw, raw_problem), (grid_keys, keys_problem) = _parse_json(row[1], dict), _parse_json(row[2], list)
         if raw_problem or keys_problem:
             what = "; ".join(f"{column}: {p}" for column, p in (("spec_json", raw_problem), ("grid_keys_json", keys_problem)) if p)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from scalelab.errors import InputError
+from scalelab.errors import InputError, did_you_mean
 from scalelab.report.data import COMPRESSION_KEYS, ReportData
 from scalelab.transfer import TransferAnalysis, transfer_of_runs
 
@@ -110,13 +110,13 @@ def check_options(data: ReportData, *, form: str) -> None:
 
     for col in [*data.x_cols, data.y_col]:
         if col not in data.done.columns:
-            raise InputError(f"{data.source}: no column {col!r} (columns: {', '.join(map(str, data.done.columns))})")
+            raise InputError(f"{data.source}: no column {col!r}{did_you_mean(col, data.done.columns)} (columns: {', '.join(map(str, data.done.columns))})")
         values = pd.to_numeric(data.done[col], errors="coerce")
         if (values.isna() & data.done[col].notna()).any():
             bad = data.done[col][values.isna() & data.done[col].notna()].iloc[0]
             raise InputError(f"{data.source}: column {col!r} holds a non-numeric value {bad!r}")
     if data.group is not None and data.group not in data.done.columns:
-        raise InputError(f"{data.source}: no column {data.group!r} to group by (columns: {', '.join(map(str, data.done.columns))})")
+        raise InputError(f"{data.source}: no column {data.group!r} to group by{did_you_mean(data.group, data.done.columns)} (columns: {', '.join(map(str, data.done.columns))})")
     if form != "auto":
         if form not in FORMS:
             raise InputError(f"unknown form {form!r}; known: auto, {', '.join(FORMS)}")
