@@ -303,7 +303,7 @@ class InProcessCLI:
         )
 
 
-def run_in_process(*args, cache_dir: Path, cwd: Path, monkeypatch, capfd) -> InProcessCLI:
+def run_in_process(*args, cache_dir: Path, cwd: Path, monkeypatch, capfd, columns: int = 250) -> InProcessCLI:
     """Run ``scalelab ARGS`` through :func:`scalelab.cli.main`, the console script's own entry
     point, in ``cwd`` with the environment :func:`cli_env` gives a subprocess, and return
     what it printed. For commands whose test is about what they answer, not about how a
@@ -326,7 +326,7 @@ def run_in_process(*args, cache_dir: Path, cwd: Path, monkeypatch, capfd) -> InP
     with monkeypatch.context() as patch:
         patch.setattr(sys, "path", list(sys.path))  # a python: reference may append the folder
         patch.setenv("SCALELAB_CACHE_DIR", str(cache_dir))
-        patch.setenv("COLUMNS", "250")
+        patch.setenv("COLUMNS", str(columns))
         patch.chdir(cwd)
         capfd.readouterr()
         old_term, old_int = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from scalelab.errors import InputError, did_you_mean
-from scalelab.formatting import format_hours, format_seconds
+from scalelab.formatting import format_hours, format_seconds, narrow_table
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -366,8 +366,6 @@ def _run_and_report(study, *, workers, retry_failed: bool, quiet: bool, executor
 
 
 def _dry_run(spec, *, workers) -> int:
-    from rich.table import Table
-
     from scalelab.estimate import estimate_grid, preflight
     from scalelab.execute.threads import available_cores
     from scalelab.spec import pretraining_cells
@@ -376,23 +374,13 @@ def _dry_run(spec, *, workers) -> int:
     shapes = preflight(spec)
     estimates = estimate_grid(spec, shapes, workers=workers)
     pretraining = estimate_grid(spec, shapes, workers=workers, cells=pretraining_cells(spec))
-    table = Table(title=f"{spec.name}: {len(estimates)} cells (dry run, nothing trained)")
-    table.add_column("cell", min_width=16)
-    for key in spec.grid_keys:
-        table.add_column(key, justify="right")
-    for name in ("n_train", "params", "FLOPs", "est. time"):
-        table.add_column(name, justify="right")
-    for e in estimates:
-        table.add_row(
-            e.cell_id,
-            *[_fmt(e.params[k]) for k in spec.grid_keys],
-            f"{e.n_train:,}",
-            f"{e.n_params:,}",
-            f"{e.flops:.3g}",
-            format_seconds(e.seconds),
-        )
+    # Least needed last: a narrow terminal loses n_train before the time estimate.
+    columns = ["cell", *spec.grid_keys, "est. time", "FLOPs", "params", "n_train"]
+    rows = [[e.cell_id, *[_fmt(e.params[k]) for k in spec.grid_keys], format_seconds(e.seconds), f"{e.flops:.3g}", f"{e.n_params:,}",
+             f"{e.n_train:,}"] for e in estimates]  # fmt: skip
     out = _console()
-    out.print(table)
+    out.print(narrow_table(f"{spec.name}: {len(estimates)} cells (dry run, nothing trained)", columns, rows, width=out.width,
+                           keep=1 + len(spec.grid_keys), left=("cell",)))  # fmt: skip
     total_flops = sum(e.flops for e in estimates)
     total_s = sum(e.seconds for e in estimates)
     out.print(
@@ -473,25 +461,19 @@ def cmd_runs(args) -> int:
         for row in rows:
             writer.writerow({k: "" if row[k] is None else row[k] for k in columns})
     elif args.curves:
-        from rich.table import Table
-
-        table = Table(title=f"{spec_name}: {len(rows)} evaluations", caption="--format csv or json for plotting")
-        for name in columns:
-            table.add_column(name, justify="left" if name == "cell_id" else "right")
-        for row in rows:
-            table.add_row(*[_fmt(row.get(name)) for name in columns])
-        _console().print(table)
+        out = _console()
+        cells = [[_fmt(row.get(name)) for name in columns] for row in rows]
+        out.print(narrow_table(f"{spec_name}: {len(rows)} evaluations", columns, cells, width=out.width, left=("cell_id",),
+                               caption="--format csv or json for plotting"))  # fmt: skip
     else:
-        from rich.table import Table
-
+        out = _console()
         grid_keys = columns[2 : columns.index("train_loss")]
-        shown = ["cell_id", "state", *grid_keys, *TABLE_COLUMNS]
-        table = Table(title=f"{spec_name}: {len(rows)} runs", caption="--format csv or json shows every field")
-        for name in shown:
-            table.add_column(name, justify="left" if name in ("cell_id", "state") else "right", min_width=16 if name == "cell_id" else None)
-        for row in rows:
-            table.add_row(*[_fmt(row.get(name)) for name in shown])
-        _console().print(table)
+        # The target metric right after the grid: at 80 columns it is what a reader wants.
+        metrics = [spec.target_metric, *(c for c in TABLE_COLUMNS if c != spec.target_metric)]
+        shown = ["cell_id", "state", *grid_keys, *(m for m in metrics if m in columns)]
+        cells = [[_fmt(row.get(name)) for name in shown] for row in rows]
+        out.print(narrow_table(f"{spec_name}: {len(rows)} runs", shown, cells, width=out.width, keep=2 + len(grid_keys),
+                               left=("cell_id", "state"), caption="--format csv or json shows every field"))  # fmt: skip
     return EXIT_OK
 
 

@@ -19,3 +19,32 @@ def format_hours(hours: float) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.2g} ms"
     return format_seconds(seconds)
+
+
+def narrow_table(title: str, columns: list[str], rows: list[list[str]], *, width: int, keep: int = 1, left=(), caption: str = ""):
+    """A rich Table of ``rows`` (cells already formatted) that fits ``width`` characters.
+
+    Columns past the first ``keep`` are dropped from the right, least important last in
+    ``columns``, until the rest fit unabridged: a table cut into "1…" and "0.…" cells
+    (rich's way of fitting 20 columns into 80) shows nothing at all. The caption names
+    the columns left out. ``left``: columns aligned left (the rest are numbers, right).
+    """
+    from rich import box
+    from rich.table import Table
+
+    natural = [max([len(name), *(len(row[i]) for row in rows)]) for i, name in enumerate(columns)]
+    shown = list(range(len(columns)))
+    # SIMPLE_HEAD draws no vertical rules: one space of padding either side of a cell.
+    while len(shown) > keep and sum(natural[i] + 2 for i in shown) > width:
+        shown.pop()
+    hidden = [columns[i] for i in range(len(columns)) if i not in shown]
+    notes = [caption] if caption else []
+    if hidden:
+        notes.insert(0, f"not shown at this width: {', '.join(hidden)}")
+    table = Table(title=title, caption="; ".join(notes) or None, box=box.SIMPLE_HEAD, show_edge=False,
+                  title_justify="left", caption_justify="left")  # fmt: skip
+    for i in shown:
+        table.add_column(columns[i], justify="left" if columns[i] in left else "right", no_wrap=True, min_width=natural[i])
+    for row in rows:
+        table.add_row(*[row[i] for i in shown])
+    return table

@@ -1,7 +1,11 @@
-"""A misspelt key, study, form, column, dataset, family or device is refused with one
-line that suggests the name it resembles, and with none when nothing is close."""
+"""What the terminal shows: a misspelt key, study, form, column, dataset, family or
+device is refused with one line that suggests the name it resembles (none when nothing
+is close), and tables stay whole at 80 columns and when piped."""
 
 from __future__ import annotations
+
+import json
+import re
 
 import pytest
 from cli_helpers import (
@@ -11,11 +15,13 @@ from cli_helpers import (
     write_study,
 )
 
+from scalelab.spec import load_spec
+
 
 @pytest.fixture
 def cli(tmp_path, monkeypatch, capfd):
-    def run(*args):
-        return run_in_process(*args, cache_dir=tmp_path / "cache", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
+    def run(*args, columns=250):
+        return run_in_process(*args, cache_dir=tmp_path / "cache", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd, columns=columns)
 
     return run
 
@@ -53,7 +59,7 @@ def test_a_name_like_nothing_known_gets_no_suggestion(tmp_path, cli):
     assert "did you mean" not in line
 
 
-def test_misspelt_study_form_column_and_device_name_what_they_resemble(tmp_path, cli):
+def test_misspelt_study_form_column_and_device_name_what_they_resemble_and_tables_fit_80_columns(tmp_path, cli):
     study = write_study(tmp_path / "tiny.toml", cpu_digits_mlp_study("tiny-digits", grid="data_fraction = [0.5, 1.0]", train="epochs = 1"))
     store = tmp_path / "s.db"
     assert cli("run", study, "--store", store, "--quiet").returncode == 0
@@ -61,3 +67,19 @@ def test_misspelt_study_form_column_and_device_name_what_they_resemble(tmp_path,
     assert_one_line_error(cli("fit", "tiny-digits", "--store", store, "--form", "saturatin"), "did you mean 'saturating'?")
     assert_one_line_error(cli("fit", "tiny-digits", "--store", store, "--y", "test_eror"), "'test_eror'", "did you mean 'test_error'?")
     assert_one_line_error(cli("plan", "tiny-digits", "--store", store, "--budget", "1e12", "--hardware", "h10"), "did you mean 'h100'?")
+
+    # A pipe at 80 columns: rich would squeeze every column into "0.…"; whole columns are
+    # left out instead, and named.
+    ids = {r["cell_id"] for r in json.loads(cli("runs", "tiny-digits", "--store", store, "--format", "json").stdout)}
+    for args in (("runs", "tiny-digits", "--store", store), ("runs", "tiny-digits", "--store", store, "--curves"),
+                 ("run", study, "--store", store, "--dry-run")):  # fmt: skip
+        shown = cli(*args, columns=80)
+        assert shown.returncode == 0, shown.describe()
+        lines = shown.stdout.splitlines()
+        assert all(len(line) <= 80 for line in lines), shown.describe()
+        assert "…" not in shown.stdout, shown.describe()
+        assert ids <= set(re.findall(r"\b[0-9a-f]{16}\b", shown.stdout)), shown.describe()
+    table = cli("runs", "tiny-digits", "--store", store, columns=80).stdout
+    header = next(line for line in table.splitlines() if "cell_id" in line).split()
+    assert header[:4] == ["cell_id", "state", "data_fraction", load_spec(study).target_metric], table
+    assert "not shown at this width:" in " ".join(table.split()), table
