@@ -67,6 +67,7 @@ class Study:
         address: str | None = None,
         retry_failed: bool = False,
         progress: bool = True,
+        track: str | None = None,
     ):
         """Run or resume every unfinished cell; returns a :class:`~scalelab.execute.runner.RunSummary`.
 
@@ -78,13 +79,20 @@ class Study:
         ``"ray"`` (actors on the Ray cluster at ``address``, or on a private local instance
         when it is ``None``; each reserves the study's ``[resources]``).
 
+        ``track``: ``"mlflow"`` mirrors the runs into MLflow after the run, and after an
+        interrupt (:mod:`scalelab.tracking`); the study's ``[tracking] mlflow`` URI alone
+        does too. The summary's ``tracked`` is then the (target, counts) logged. A failure
+        to log raises :class:`~scalelab.tracking.TrackingError`, which carries the run's
+        summary: the store keeps every result.
+
         Data problems are checked first (:func:`scalelab.estimate.preflight`) and raise
         :class:`InputError` before the store is created or changed.
         """
         from scalelab.estimate import estimate_grid, preflight
         from scalelab.execute.local import LocalExecutor, available_cores
-        from scalelab.execute.runner import run_study_cells
+        from scalelab.execute.runner import Interrupted, run_study_cells
         from scalelab.hardware import CPU_PEAK_KEY, measure_cpu_peak
+        from scalelab.tracking import TrackingError, resolve_target, sync_study
 
         if workers is not None and workers < 1:
             raise InputError(f"--workers {workers}: must be at least 1")
@@ -92,6 +100,9 @@ class Study:
             raise InputError(f"--threads {threads}: must be at least 1")
         if not self.store_path.parent.is_dir():  # checked before any worker starts or data loads
             raise InputError(f"{self.store_path}: the store's folder {self.store_path.parent} does not exist")
+        # Checked before anything trains: a missing mlflow or a wrong URI found afterwards
+        # would leave the runs unlogged.
+        target = resolve_target(self.spec, track=track)
         if executor == "local":
             if address is not None:
                 raise InputError("--address is for --executor ray")
@@ -133,7 +144,24 @@ class Study:
                 store.remember_file_hashes(self.spec.file_hashes)
                 if store.meta(CPU_PEAK_KEY) is None:
                     store.set_meta(CPU_PEAK_KEY, cpu_peak)
-                return run_study_cells(self.spec, store, pool, retry_failed=retry_failed, progress=progress)
+                try:
+                    summary = run_study_cells(self.spec, store, pool, retry_failed=retry_failed, progress=progress)
+                except Interrupted as stopped:
+                    if target is not None:  # the cells finished before the stop are logged too
+                        try:
+                            sync_study(self.spec, store, target)
+                        except TrackingError as failure:
+                            failure.interrupted = stopped
+                            raise
+                    raise
+                if target is not None:
+                    try:
+                        # Kept on the summary for the caller's report: where the runs went.
+                        summary.tracked = (target, sync_study(self.spec, store, target))
+                    except TrackingError as failure:
+                        failure.summary = summary
+                        raise
+                return summary
         except BaseException:
             pool.stop()  # the runner stops its pool itself; this covers a failure before it ran
             raise
@@ -173,17 +201,22 @@ class Study:
         return study_curves(self.spec, self.runs(), x_cols=list(x), y_col=y or self.spec.target_metric, group=group)
 
     def fit(self, *, x=("n_train",), y: str | None = None, group=None, form: str = "auto", predict=None, level: float = 0.8,
-            chance: float | None = None, n_boot: int = 1000) -> list[dict]:  # fmt: skip
-        """One law per curve (:meth:`curves`), as ``scalelab fit`` fits them: a list of dicts
-        in the JSON shape of ``scalelab fit`` (``group``, ``curve``, ``form``, ``params``,
-        ``at_bound``, ``predictions``, or ``error``), each fitted one with its ``law``
-        (a :class:`~scalelab.laws.FittedLaw`). ``predict``: x values (``"N,D"`` strings, or
-        numbers, for two x)."""
+            chance: float | None = None, n_boot: int = 1000):  # fmt: skip
+        """One law per curve (:meth:`curves`), as ``scalelab fit`` fits them: a
+        :class:`~scalelab.laws.LawSet` keyed by each curve's label (its ``by`` column is
+        ``curve``). Its ``results`` are the dicts in the JSON shape of ``scalelab fit``
+        (``group``, ``curve``, ``form``, ``params``, ``at_bound``, ``predictions``, or
+        ``error``), each fitted one with its ``law`` (a :class:`~scalelab.laws.FittedLaw`).
+        ``predict``: x values (``"N,D"`` strings, or numbers, for two x) whose predictions
+        the dicts hold."""
         from scalelab.fitting import fit_source
+        from scalelab.laws.lawset import LawSet, check_form
 
+        check_form(form)  # before the runs are read or fitted
         src, y_col, chance = self._source(x, y, group, chance)
         results = fit_source(src, x_cols=list(x), y_col=y_col, form=form, predict=_as_text(predict), level=level, chance=chance, n_boot=n_boot)
-        return [{("law" if k == "_law" else k): v for k, v in r.items()} for r in results]
+        results = [{("law" if k == "_law" else k): v for k, v in r.items()} for r in results]
+        return LawSet(results, by=("curve",), x=list(x), y=y_col)
 
     def backtest(self, *, x=("n_train",), y: str | None = None, group=None, forms=None, holdout: int = 1, gap: float = 1.0,
                  level: float = 0.8, chance: float | None = None, n_boot: int = 1000) -> list[dict]:  # fmt: skip
