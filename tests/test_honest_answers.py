@@ -205,7 +205,7 @@ def test_the_python_api_gives_the_cli_answers(mini, ask):
 
     env, folder, store = mini
     study = load_study("mini-demo", store=store)
-    laws = study.fit(group="width", n_boot=200, predict=[5000])
+    laws = study.fit(group="width", n_boot=200, predict=[5000]).results
     cli = ask("fit", "mini-demo", "--group", "width", "--predict", "5000", "--bootstrap", "200")
     assert [r["group"] for r in laws] == [g["group"] for g in cli["groups"]]
     for api, out in zip(laws, cli["groups"]):

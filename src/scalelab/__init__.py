@@ -4,7 +4,7 @@ from scalelab.errors import InputError
 
 __version__ = "0.1.0"
 
-__all__ = ["InputError", "Study", "__version__", "load_study"]
+__all__ = ["InputError", "LawDisplay", "LawSet", "LearningCurveDisplay", "Study", "__version__", "load_study"]
 
 
 def __getattr__(name: str):
@@ -15,4 +15,12 @@ def __getattr__(name: str):
         from scalelab import study
 
         return getattr(study, name)
+    if name in ("LawDisplay", "LearningCurveDisplay"):  # matplotlib, likewise, only when drawing
+        from scalelab import display
+
+        return getattr(display, name)
+    if name == "LawSet":
+        from scalelab.laws.lawset import LawSet
+
+        return LawSet
     raise AttributeError(f"module 'scalelab' has no attribute {name!r}")
