@@ -1,5 +1,5 @@
 """The report in a real browser: headless Chromium (Debian's ``chromium``, installed by
-``.ci/run``) loads a real study's report over ``file://`` and the test asserts that
+``.ci/run``, driven by Playwright) loads a real study's report over ``file://`` and the test asserts that
 
 * every image has loaded (``naturalWidth > 0``),
 * the console shows no error (nor the Content-Security-Policy any violation),
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import cli_env, run_cli, write_study
-from headless_chromium import Chromium, find_chromium
+from headless_chromium import find_chromium, open_page
 
 pytestmark = pytest.mark.skipif(
     find_chromium() is None, reason="needs Chromium (Debian package 'chromium'; .ci/run installs it)"
@@ -98,18 +98,17 @@ def report_file(tmp_path_factory) -> Path:
 
 
 def test_report_loads_in_headless_chromium_with_every_image_and_no_console_error(report_file, tmp_path):
-    with Chromium.start() as browser:
-        page = browser.open(report_file.resolve().as_uri())
+    with open_page(report_file.resolve().as_uri()) as (page, errors):
         page.evaluate("document.fonts.ready.then(() => true)")
         images = page.evaluate(
             "Array.from(document.images).map(i => ({id: (i.closest('figure') || {}).id, w: i.naturalWidth, done: i.complete}))"
         )
         headings = page.evaluate("Array.from(document.querySelectorAll('h1, h2')).map(h => h.textContent.trim())")
-        title = page.evaluate("document.title")
+        title = page.title()
         scripts = page.evaluate("document.scripts.length")
-        shot = page.screenshot(artifact_dir(tmp_path) / "report-screenshot.png")
-        pdf = page.print_pdf()
-        errors = page.console_errors()
+        shot = artifact_dir(tmp_path) / "report-screenshot.png"
+        page.screenshot(path=shot, full_page=True)
+        pdf = page.pdf(print_background=True)
     print(f"\nreport screenshot: {shot}")
 
     assert len(images) >= 6, images
@@ -122,3 +121,20 @@ def test_report_loads_in_headless_chromium_with_every_image_and_no_console_error
     assert errors == [], errors
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert pdf[:5] == b"%PDF-"
+
+
+def test_the_error_check_sees_csp_violations_exceptions_console_errors_and_failed_loads(tmp_path):
+    # The report's "no error" assertion is only worth something if errors do reach it.
+    page_file = tmp_path / "broken.html"
+    page_file.write_text(
+        "<!doctype html><html><head><meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; "
+        "script-src 'unsafe-inline'\"><title>broken</title></head><body>"
+        "<img src='blocked.png'><script>console.error('logged'); null.field;</script></body></html>"
+    )
+    with open_page(page_file.as_uri()) as (page, errors):
+        assert page.title() == "broken"
+    joined = "\n".join(errors)
+    assert "Content Security Policy" in joined, errors  # the blocked image
+    assert "request failed" in joined and "blocked.png" in joined, errors
+    assert "console error: logged" in joined, errors
+    assert "exception:" in joined, errors
