@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from scalelab.errors import InputError, did_you_mean
-from scalelab.formatting import format_hours, format_seconds, narrow_table
+from scalelab.formatting import format_hours, format_metric, format_metric_interval, format_seconds, narrow_table
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -526,6 +526,8 @@ def cmd_fit(args) -> int:
         return EXIT_OK
     from rich.table import Table
 
+    from scalelab.fitting import is_error_rate
+
     grouped = src.group is not None
     via = f" via {args.via}" if args.via else ""
     table_out = Table(title=f"{src.label}: {y_col}{via} vs {' and '.join(x_cols)}", caption=f"intervals: {args.level:.0%} bootstrap over runs")
@@ -545,7 +547,8 @@ def cmd_fit(args) -> int:
                 for k, v in law.params.items()
             )  # fmt: skip
             preds = "\n".join(
-                f"{_fmt(p['x']) if not isinstance(p['x'], list) else ','.join(_fmt(v) for v in p['x'])} → {_fmt(p['y'])} [{_fmt(p['lo'])}, {_fmt(p['hi'])}]"
+                f"{_fmt(p['x']) if not isinstance(p['x'], list) else ','.join(_fmt(v) for v in p['x'])} → "
+                + format_metric_interval(p["y"], p["lo"], p["hi"], percent=is_error_rate(y_col))
                 + (f" ({args.via} {_fmt(p['loss'])})" if "loss" in p else "")
                 for p in r["predictions"]
             )
@@ -774,7 +777,14 @@ def _print_plan(out, result: dict, *, label: str, x_cols, y_col: str, level: flo
               + ", ".join(f"{k}={_fmt(v)}" + (f" (at its {at_bound[k]} bound)" if k in at_bound else "") for k, v in law["params"].items()))  # fmt: skip
     for note in result["notes"]:
         out.print(note)
+    from scalelab.fitting import is_error_rate
+
     lvl = f"{level:.0%}"
+    percent = is_error_rate(y_col)
+
+    def metric(value) -> str:  # an error rate in percent, as fit, the demo and the report write it
+        return format_metric(value, percent=percent)
+
     if "budget" in result:
         b = result["budget"]
         answer = Table(title=f"Compute-optimal split of {b['flops']:.3g} FLOPs ({lvl} intervals)")
@@ -782,11 +792,11 @@ def _print_plan(out, result: dict, *, label: str, x_cols, y_col: str, level: flo
             answer.add_column(name, justify="left" if name == "quantity" else "right")
         answer.add_row("parameters N", f"{b['n_params']:.3g}", f"[{b['n_params_range'][0]:.3g}, {b['n_params_range'][1]:.3g}]")
         answer.add_row(f"training data D ({x_cols[1]})", f"{b['samples']:.3g}", f"[{b['samples_range'][0]:.3g}, {b['samples_range'][1]:.3g}]")
-        answer.add_row(f"predicted {y_col}", _fmt(b["predicted"]), f"[{_fmt(b['lo'])}, {_fmt(b['hi'])}]")
+        answer.add_row(f"predicted {y_col}", metric(b["predicted"]), f"[{metric(b['lo'])}, {metric(b['hi'])}]")
         out.print(answer)
         near = result["nearest_run"]
         shown = {k: v for k, v in near.items() if k in (*x_cols, y_col, "cell_id", "width", "data_fraction", "family")}
-        out.print("Nearest run in the data: " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
+        out.print("Nearest run in the data: " + ", ".join(f"{k}={metric(v) if k == y_col else _fmt(v)}" for k, v in shown.items()))
     else:
         t = result["target"]
         if not t["reachable"]:
@@ -803,12 +813,12 @@ def _print_plan(out, result: dict, *, label: str, x_cols, y_col: str, level: flo
             if math.isinf(flops_hi):
                 out.print(f"∞: in some bootstrap replicates the law's asymptote is at or above {t['value']:g}, so no compute reaches it.")
     best = result["best_run"]
-    m = Table(title=f"From the best point (mean of {best['seeds']} run{'s' * (best['seeds'] != 1)}: {_fmt(best['mean'])}): "
+    m = Table(title=f"From the best point (mean of {best['seeds']} run{'s' * (best['seeds'] != 1)}: {metric(best['mean'])}): "
                     f"what doubling buys ({lvl} intervals)")  # fmt: skip
     for name in ("option", "N", "D", f"predicted {y_col}"):
         m.add_column(name, justify="left" if name == "option" else "right")
     for name, v in result["marginal"].items():
-        m.add_row(name, f"{v['n_params']:.3g}", f"{v['samples']:.3g}", f"{_fmt(v['predicted'])} [{_fmt(v['lo'])}, {_fmt(v['hi'])}]")
+        m.add_row(name, f"{v['n_params']:.3g}", f"{v['samples']:.3g}", format_metric_interval(v["predicted"], v["lo"], v["hi"], percent=percent))
     out.print(m)
     if "hardware" in result:
         _print_hours(out, result["hardware"])

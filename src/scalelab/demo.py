@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from scalelab.errors import InputError
-from scalelab.formatting import format_hours
+from scalelab.formatting import format_hours, format_metric_interval
 from scalelab.spec import load_spec
 from scalelab.study import Study
 
@@ -194,8 +194,8 @@ def print_forecasts(data, analysis, console, *, level: float = 0.8) -> None:
         params = ", ".join(f"{k}={v:.3g}" for k, v in law.params.items())
         console.print(
             f"{family} (width {widest['width'].iloc[0]:g}): test error ~ {law.form} law in n_train ({params}); "
-            f"10x more data (n_train {float(p['x'][0]):,.0f}) -> test error {100 * p['y']:.1f}% "
-            f"[{100 * p['lo']:.1f}, {100 * p['hi']:.1f}] ({level:.0%} interval)"
+            f"10x more data (n_train {float(p['x'][0]):,.0f}) -> test error {format_metric_interval(p['y'], p['lo'], p['hi'], percent=True)} "
+            f"({level:.0%} interval)"
         )
 
 
@@ -230,7 +230,7 @@ def print_plans(data, analysis, console) -> None:
         console.print(
             f"Plan for {p.label} at {a.flops:.3g} FLOPs (10x the largest run): {a.n_params:,.0f} parameters "
             f"[{a.n_params_range[0]:,.0f}, {a.n_params_range[1]:,.0f}] trained on {a.samples:,.0f} samples; "
-            f"predicted test error {100 * a.predicted:.1f}% [{100 * a.lo:.1f}, {100 * a.hi:.1f}]."
+            f"predicted test error {format_metric_interval(a.predicted, a.lo, a.hi, percent=True)}."
         )
         if p.verdict:
             console.print(p.verdict)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def format_seconds(seconds: float) -> str:
     """A duration in the unit a person reads fastest: seconds, minutes or hours."""
@@ -48,3 +50,20 @@ def narrow_table(title: str, columns: list[str], rows: list[list[str]], *, width
     for row in rows:
         table.add_row(*[row[i] for i in shown])
     return table
+
+
+def format_metric(value, *, percent: bool) -> str:
+    """A value of the target as every output writes it: an error rate as a percentage
+    (``1.85%``), anything else with four significant digits; ``—`` when there is none.
+
+    >>> format_metric(0.01847, percent=True), format_metric(2.2391, percent=False)
+    ('1.85%', '2.239')
+    """
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{100 * value:.3g}%" if percent else f"{value:.4g}"
+
+
+def format_metric_interval(value, lo, hi, *, percent: bool) -> str:
+    """``value [lo, hi]`` in :func:`format_metric`'s units."""
+    return f"{format_metric(value, percent=percent)} [{format_metric(lo, percent=percent)}, {format_metric(hi, percent=percent)}]"

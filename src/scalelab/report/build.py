@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from scalelab.errors import InputError
-from scalelab.formatting import format_hours, format_seconds
+from scalelab.formatting import format_hours, format_metric, format_seconds
 from scalelab.report import figures as figs
 from scalelab.report.analysis import (
     EXTRAPOLATE,
@@ -175,9 +175,7 @@ class Fmt:
         self.percent = data.is_error_rate
 
     def y(self, v) -> str:
-        if v is None or not np.isfinite(v):
-            return "—"
-        return f"{100 * v:.3g}%" if self.percent else f"{v:.4g}"
+        return format_metric(v, percent=self.percent)  # as the terminal writes it
 
     def y_interval(self, v, lo, hi) -> str:
         return f"{self.y(v)} [{self.y(lo)}, {self.y(hi)}]"
