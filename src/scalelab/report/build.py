@@ -112,14 +112,35 @@ def section(id: str, title: str, **parts) -> dict:
     return base
 
 
-def table(columns, rows, *, numeric=None, nowrap=(), caption="", title="", id="") -> dict:
-    """A table for the template: ``numeric`` columns are right-aligned, ``nowrap`` ones never wrap.
+def table(columns, rows, *, numeric=None, nowrap=(), caption="", title="", id="", notes=()) -> dict:
+    """A table for the template: ``numeric`` columns are right-aligned, ``nowrap`` ones never wrap;
+    ``notes`` are footnotes printed once under it.
 
     A cell is a string, a list of lines, or ``{"pre": text}`` for preformatted text.
     """
     numeric = list(numeric) if numeric is not None else [False] * len(columns)
     classes = [" ".join(c for c, on in (("num", numeric[i]), ("nowrap", columns[i] in nowrap)) if on) for i in range(len(columns))]
-    return {"columns": list(columns), "rows": rows, "numeric": numeric, "classes": classes, "caption": caption, "title": title, "id": id}
+    return {"columns": list(columns), "rows": rows, "numeric": numeric, "classes": classes, "caption": caption, "title": title,
+            "id": id, "notes": list(notes)}  # fmt: skip
+
+
+def footnoted(cells: list[list[str]]) -> tuple[list[list[str]], list[str]]:
+    """Each row's notes, with any note that more than one row shares moved to a footnote:
+    the rows cite it as ``[n]`` and the footnote says it once, so a long paragraph is not
+    repeated down the column."""
+    counts = Counter(n for row in cells for n in dict.fromkeys(row))
+    shared = [n for n in dict.fromkeys(n for row in cells for n in row) if counts[n] > 1]
+    mark = {n: f"[{i}]" for i, n in enumerate(shared, 1)}
+    return [_cite(list(dict.fromkeys(row)), mark) for row in cells], [f"{mark[n]} {n}" for n in shared]
+
+
+def _cite(row: list[str], mark: dict[str, str]) -> list[str]:
+    """A row's own notes, the last one followed by the marks of the shared ones it cites."""
+    own = [n for n in row if n not in mark]
+    refs = " ".join(mark[n] for n in row if n in mark)
+    if own and refs:
+        own[-1] = f"{own[-1]} {refs}"
+    return own or ([refs] if refs else [])
 
 
 def layout(data: ReportData, analysis: Analysis, figures: dict) -> list[dict]:
@@ -562,20 +583,37 @@ def laws_section(data: ReportData, analysis: Analysis, figure, y: Fmt) -> dict:
             px = r.prediction["x"]
             where = f"{data.x_cols[0]} {num(float(px[0]))}, {data.x_cols[1]} {num(float(px[1]))}" if len(px) == 2 else f"{data.x_cols[0]} {num(float(px[0]))}"
             pred = [f"at {where}:", y.y_interval(r.prediction["y"], r.prediction["lo"], r.prediction["hi"])]
-        note = []
-        if law.selection:
-            note.append(law.selection_summary())
-        note.extend(getattr(law.data, "notes", []) or [])
+        note = [*selection_notes(law), *(getattr(law.data, "notes", []) or [])]
         if r.error:
             note.append(r.error)
         formula = FORMS[law.form].formula if law.form in FORMS else ""
         rows.append(head + [[law.form, formula], params, num(law.n_points), pred, note])
+    notes, footnotes = footnoted([row[-1] if isinstance(row[-1], list) else [row[-1]] if row[-1] else [] for row in rows])
+    rows = [[*row[:-1], n] for row, n in zip(rows, notes)]
     columns = (["group" if data.group != "model" else "model"] if grouped else []) + [
         "form", f"parameters [{lvl} interval]", "points", f"forecast ({EXTRAPOLATE:g}× the largest {data.x_cols[-1]}) [{lvl}]", "notes"]  # fmt: skip
     s["tables"] = [table(columns, rows, numeric=([False] if grouped else []) + [False, False, True, False, False], id="laws-table",
-                         nowrap=("form", columns[-4]),
+                         nowrap=("form", columns[-4]), notes=footnotes,
                          caption=f"{data.y_col} against {' and '.join(data.x_cols)}; intervals: bootstrap over runs.")]  # fmt: skip
     return s
+
+
+AUTO_AVERAGED = ("auto averaged the forms listed, weighted by their extrapolation error inside the data: the mean |log "
+                 "error| of each when the largest scales are held out and forecast (lower is better). The parameters "
+                 "shown are the heaviest form's.")  # fmt: skip
+
+
+def selection_notes(law) -> list[str]:
+    """What auto did for one law: its weights and scores (the row's own numbers) and, as a
+    separate note that :func:`footnoted` turns into one footnote, what they mean."""
+    if not law.selection:
+        return []
+    scored = sorted(((k, v) for k, v in law.selection.items() if v is not None), key=lambda kv: kv[1])
+    if len(scored) < 2 or not law.weights:
+        return [law.selection_summary()]
+    weights = ", ".join(f"{k} {w:.0%}" for k, w in sorted(law.weights.items(), key=lambda kv: -kv[1]))
+    errors = ", ".join(f"{k} {v:.3g}" for k, v in scored)
+    return [f"auto: {weights}; |log error| {errors}", AUTO_AVERAGED]
 
 
 def backtest_section(data: ReportData, analysis: Analysis, figure, y: Fmt) -> dict:

@@ -124,33 +124,71 @@ def _si(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _log_axis(ax, which: str, values, *, percent: bool = False) -> None:
-    """Log scale with readable ticks: 1-2-5 or 1-3 steps over narrow ranges, decades over wide ones."""
+def _log_axis(ax, which: str, values, *, percent: bool = False, points: bool = False, dense: bool | None = None) -> None:
+    """Log scale with readable ticks: 1-2-5 or 1-3 steps over narrow ranges, decades over wide ones.
+
+    Over a narrow range 1-2-5 steps alone can leave a third of the target's axis bare (an
+    error rate from 3% to 22% gets only 5%, 10%, 20%), so a y axis (or any, with ``dense``)
+    gets a few steps more there. ``points`` formats a difference of two rates as percentage
+    points (no ``%`` sign).
+    """
     values = np.asarray([v for v in np.ravel(values) if v is not None and np.isfinite(v) and v > 0], dtype=float)
     axis = ax.xaxis if which == "x" else ax.yaxis
     (ax.set_xscale if which == "x" else ax.set_yscale)("log")
     decades = math.log10(values.max() / values.min()) if len(values) else 3
     subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades < 0.9 else (1.0, 2.0, 5.0) if decades < 1.6 else (1.0, 3.0) if decades < 3.2 else (1.0,)
+    if which == "y" if dense is None else dense:
+        subs = tuple(sorted({*subs, *_denser_steps(decades)}))
     axis.set_major_locator(LogLocator(base=10, subs=subs))
-    fmt = (lambda v, _: f"{100 * v:.3g}%") if percent else (lambda v, _: _si(v))
-    axis.set_major_formatter(FuncFormatter(fmt))
+    axis.set_major_formatter(FuncFormatter(_tick_format(percent=percent, points=points)))
     axis.set_minor_formatter(NullFormatter())
 
 
-def _y_axis(ax, data_y, y_col: str, *, error_rate: bool, limits=None) -> None:
-    """The target's axis: log when every value is positive, percentages for error rates.
+def _tick_format(*, percent: bool, points: bool):
+    if points:
+        return lambda v, _: f"{100 * v:.3g}"
+    return (lambda v, _: f"{100 * v:.3g}%") if percent else (lambda v, _: _si(v))
+
+
+def _denser_steps(decades: float) -> tuple[float, ...]:
+    """Steps added on a narrow axis: every integer within half a decade, 3 between 1-2-5 steps."""
+    if decades < 0.5:
+        return (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0)
+    if 0.9 <= decades < 1.6:
+        return (3.0,)
+    return ()
+
+
+def _y_axis(ax, data_y, y_col: str, *, error_rate: bool, limits=None, points: bool = False) -> None:
+    """The target's axis: log when every value is positive, percentages for error rates
+    (percentage points, with ``points``, for a gap between two rates).
 
     ``limits`` (lo, hi) fixes the range, so a wide interval band cannot squash the data.
     """
     values = np.asarray([v for v in np.ravel(data_y) if v is not None and np.isfinite(v)], dtype=float)
     log = len(values) and np.all(values > 0)
-    ax.set_ylabel(label_of(y_col) + (" (%)" if error_rate and not log else ""))
+    unit = " (pts)" if points else " (%)" if error_rate and not log else ""
+    ax.set_ylabel(label_of(y_col) + unit)
     if log:
-        _log_axis(ax, "y", values if limits is None else limits, percent=error_rate)
-    elif error_rate:
+        _log_axis(ax, "y", values if limits is None else limits, percent=error_rate, points=points)
+    elif error_rate or points:
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.3g}"))
     if limits is not None:
         ax.set_ylim(*limits)
+
+
+def _band(ax, xs, lo, hi, *, limits, **style) -> None:
+    """Fill an interval band, its edges clipped to the axis' ``limits`` (lo, hi).
+
+    The limits come from the data and the curve: an interval that reaches 0 (an error
+    rate's lower edge, far out) neither drags a log axis down to 1e-5 nor, at a
+    non-positive edge, leaves a notch where the log scale drops the point.
+    """
+    lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+    if limits is not None:
+        lo = np.clip(np.nan_to_num(lo, nan=limits[0]), *limits)
+        hi = np.clip(np.nan_to_num(hi, nan=limits[1], posinf=limits[1]), *limits)
+    ax.fill_between(xs, lo, hi, lw=0, **style)
 
 
 def _size_norm(values) -> Normalize:
@@ -165,16 +203,25 @@ def _colour(norm, value) -> tuple:
     return SIZE_CMAP(float(np.clip(norm(value), 0, 1)))
 
 
+MAX_BAR_TICKS = 8  # a colour bar labels each size up to this many, else 1-2-5 steps
+
+
 def _colourbar(fig, axes, norm, label: str, *, ticks=None) -> None:
+    """A colour bar for ``norm``; on a log scale, a plain label at each value in ``ticks``
+    (the sizes drawn), since a decade's single label cannot say which colour is which size."""
     mappable = ScalarMappable(norm=norm, cmap=SIZE_CMAP)
     mappable.set_array([])
     bar = fig.colorbar(mappable, ax=axes, label=label, shrink=0.9, aspect=30, pad=0.02)
     if isinstance(norm, LogNorm):
-        bar.ax.yaxis.set_minor_formatter(NullFormatter())
-        if ticks is not None and 1 < len(set(ticks)) <= 8:
-            bar.ax.yaxis.set_minor_locator(LogLocator(subs=()))
-            bar.set_ticks(sorted(set(ticks)))
-        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _si(v)))
+        axis = bar.ax.yaxis
+        shown = sorted({float(t) for t in (ticks if ticks is not None else []) if np.isfinite(t) and t > 0})
+        if 1 < len(shown) <= MAX_BAR_TICKS:
+            bar.set_ticks(shown)
+            axis.set_minor_locator(LogLocator(subs=()))
+        else:
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_minor_formatter(NullFormatter())
+        axis.set_major_formatter(FuncFormatter(lambda v, _: _si(v)))
 
 
 def _spread(rows: pd.DataFrame, by: list[str], x: str, y: str) -> pd.DataFrame:
@@ -218,7 +265,7 @@ def learning_curves(data: ReportData) -> Figure | None:
             if family:
                 ax.set_title(plain(family))
         if sizes is not None:
-            _colourbar(fig, axes, norm, "model parameters")
+            _colourbar(fig, axes, norm, "model parameters", ticks=sizes.tolist())
     return render(fig, id="fig-learning-curves", title="Learning curves",
                   caption=f"{label_of(data.y_col).capitalize()} against training samples, one line per model size "
                           "(colour: parameters). Bands: min to max over seeds.")  # fmt: skip
@@ -253,7 +300,7 @@ def training_curves(data: ReportData) -> Figure | None:
             ax.set_xlabel("training FLOPs so far")
             if family:
                 ax.set_title(plain(family))
-        _colourbar(fig, axes, norm, "model parameters")
+        _colourbar(fig, axes, norm, "model parameters", ticks=rows["n_params"].tolist() if "n_params" in rows.columns else None)
     return render(fig, id="fig-training-curves", title="Training curves",
                   caption=f"{label_of(metric).capitalize()} at log-spaced steps during each run, against the training "
                           "compute spent so far; one line per run (colour: parameters).")  # fmt: skip
@@ -382,7 +429,8 @@ def fairness(data: ReportData) -> Figure | None:
                 _fairness_lines(ax, level_rows, metric, sizes=sizes, norm=norm, style=_level_style(i),
                                 bands=len(levels) == 1)  # fmt: skip
             _log_axis(ax, "x", panel_rows["n_train"])
-            _y_axis(ax, panel_rows[metric].dropna(), metric, error_rate=True)
+            # The gap is a difference of two error rates: percentage points, not a percentage.
+            _y_axis(ax, panel_rows[metric].dropna(), metric, error_rate=True, points=metric.endswith("_gap"))
             ax.set_xlabel(label_of("n_train"))
             if family:
                 ax.set_title(plain(family))
@@ -502,6 +550,7 @@ def transfer_figure(data: ReportData, result) -> Figure | None:
         # Left: the from-scratch runs and law, and the fine-tuned means at each fraction.
         y_values = [*scratch[y].astype(float), *(p.y_finetuned for p in result.points)]
         x_values = [*scratch["n_train"].astype(float)]
+        y_limits = _limits(y_values, ceiling=1.0 if data.is_error_rate else None)
         for model in models:
             model_rows = scratch[scratch["model"] == model]
             if not len(model_rows):
@@ -512,20 +561,22 @@ def transfer_figure(data: ReportData, result) -> Figure | None:
             reach = [p.d_e for p in result.points if transfer_model(p, result.laws)[0] == model and np.isfinite(p.d_e)]
             far = min(max([hi_x, *reach]), hi_x * TRANSFER_REACH)
             with np.errstate(over="ignore", invalid="ignore"):
-                for xs, style, alpha in ((np.geomspace(lo_x, hi_x, 50), "-", 0.2), (np.geomspace(hi_x, far, 30) if far > hi_x * 1.01 else None, ":", 0.1)):
-                    if xs is None:
-                        continue
-                    band_lo, band_hi = law.interval(xs, level)
-                    left.fill_between(xs, band_lo, band_hi, color=colour[model], alpha=alpha, lw=0)
-                    left.plot(xs, law.predict(xs), style, color=colour[model], lw=1.5)
-                    x_values.append(float(xs[-1]))
+                # One grid from the smallest run to D_E: the band has no seam at the largest run.
+                xs = np.geomspace(lo_x, max(far, hi_x * 1.01), LAW_GRID)
+                curve = law.predict(xs)
+                _band(left, xs, *_smooth_interval(law, xs, curve, level), limits=y_limits, color=colour[model], alpha=0.18)
+                inside = xs <= hi_x
+                left.plot(xs[inside], curve[inside], "-", color=colour[model], lw=1.5)
+                if far > hi_x * 1.01:
+                    left.plot(xs[~inside], curve[~inside], ":", color=colour[model], lw=1.5)
+                x_values.append(float(xs[-1]))
             left.plot(d, model_rows[y].astype(float), "o", color=colour[model], ms=3.2, mec="black", mew=0.3, alpha=0.8, zorder=3)
         for (model, setting), points in by_line.items():
             points = sorted(points, key=lambda p: p.d_f)
             left.plot([p.d_f for p in points], [p.y_finetuned for p in points], ls="--", marker=marker[setting], mfc="white",
                       color=colour.get(model, "C0"), ms=4.5, lw=1.5, zorder=4)  # fmt: skip
         _log_axis(left, "x", x_values)
-        _y_axis(left, y_values, y, error_rate=data.is_error_rate, limits=_limits(y_values, ceiling=1.0 if data.is_error_rate else None))
+        _y_axis(left, y_values, y, error_rate=data.is_error_rate, limits=y_limits)
         left.set_xlabel("target training samples")
         left.set_title("fine-tuned and from scratch")
         # Right: D_T against D_F, each point's interval clipped at the panel's edges.
@@ -594,33 +645,63 @@ def law_axes(ax, law, x, y, *, level: float, error_rate: bool, colour="C0", titl
         _law_axes(ax, law, x, y, level=level, error_rate=error_rate, colour=colour, title=title)
 
 
+LAW_GRID = 200  # points of the one dense grid a law and its band are drawn on
+
+
 def _law_axes(ax, law, x, y, *, level, error_rate, colour, title) -> None:
     from scalelab.report.analysis import EXTRAPOLATE
 
+    ceiling = law.data.ceiling if law.data.ceiling is not None else (1.0 if error_rate else None)
     if np.ndim(x) == 2:
-        _joint_law_axes(ax, law, x, y, level=level, error_rate=error_rate)
+        _joint_law_axes(ax, law, x, y, level=level, error_rate=error_rate, ceiling=ceiling)
     else:
         lo_x, hi_x = float(np.min(x)), float(np.max(x))
-        inside = np.geomspace(lo_x, hi_x, 60)
-        beyond = np.geomspace(hi_x, hi_x * EXTRAPOLATE, 40)
+        xs = np.geomspace(lo_x, hi_x * EXTRAPOLATE, LAW_GRID)
+        curve = law.predict(xs)
+        limits = _limits([*np.ravel(y), *curve], ceiling=ceiling)
         ax.axvspan(hi_x, hi_x * EXTRAPOLATE, color="0.93", lw=0, zorder=0)
-        for xs, style, alpha in ((inside, "-", 0.25), (beyond, "--", 0.14)):
-            lo, hi = law.interval(xs, level)
-            ax.fill_between(xs, lo, hi, color=colour, alpha=alpha, lw=0)
-            ax.plot(xs, law.predict(xs), style, color=colour, lw=1.7)
+        _band(ax, xs, *_smooth_interval(law, xs, curve, level), limits=limits, color=colour, alpha=0.22)
+        _law_line(ax, xs, curve, split=hi_x, color=colour, lw=1.7)
         ax.plot(x, y, "o", color="black", ms=3, alpha=0.75, zorder=3)
         ax.text(hi_x * math.sqrt(EXTRAPOLATE), 0.97, "extrapolated", transform=ax.get_xaxis_transform(),
                 ha="center", va="top", fontsize=8, color="0.35")  # fmt: skip
         _log_axis(ax, "x", [lo_x, hi_x * EXTRAPOLATE])
         ax.set_xlim(lo_x / 1.15, hi_x * EXTRAPOLATE)
-        curve = law.predict(np.r_[inside, beyond])
+        _y_axis(ax, y, law.data.y_name, error_rate=error_rate, limits=limits)
     ax.set_xlabel(label_of(law.x_names[-1]))
-    if np.ndim(x) == 2:
-        curve = np.asarray(y, dtype=float)
-    ceiling = law.data.ceiling if law.data.ceiling is not None else (1.0 if error_rate else None)
-    _y_axis(ax, y, law.data.y_name, error_rate=error_rate, limits=_limits([*np.ravel(y), *np.ravel(curve)], ceiling=ceiling))
     if title:
         ax.set_title(title)
+
+
+def _smooth_interval(law, points, curve, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """The law's interval on one grid, its edges smoothed (:func:`scalelab.laws.bands.smooth_band`).
+
+    One grid over the whole drawn range, so the band has no seam where extrapolation starts;
+    the smoothing takes off the fringe of bootstrap quantiles. Points where a bootstrap curve
+    overflowed, or an edge is not positive, are filled from their neighbours first, since
+    one bad point would otherwise spread along the kernel.
+    """
+    from scalelab.laws.bands import smooth_band
+
+    lo, hi = law.interval(points, level)
+    good = np.isfinite(lo) & np.isfinite(hi) & (lo > 0) & (hi > 0) & np.isfinite(curve) & (curve > 0)
+    if good.sum() < 2:
+        return lo, hi
+    at = np.arange(len(curve))
+    below = np.interp(at, at[good], np.log(curve[good] / np.minimum(lo[good], curve[good])))
+    above = np.interp(at, at[good], np.log(np.maximum(hi[good], curve[good]) / curve[good]))
+    centre = np.where(good, curve, np.exp(np.interp(at, at[good], np.log(curve[good]))))
+    return smooth_band(centre, centre * np.exp(-below), centre * np.exp(above))
+
+
+def _law_line(ax, xs, curve, *, split: float, label=None, **style) -> None:
+    """The law's line on the grid: solid up to ``split`` (the largest observed x), dashed beyond."""
+    inside = xs <= split
+    first_beyond = int(np.argmax(~inside)) if (~inside).any() else len(xs)
+    ax.plot(xs[inside], curve[inside], "-", label=label, **style)
+    if first_beyond < len(xs):
+        start = max(first_beyond - 1, 0)  # share a point, so the two pieces meet
+        ax.plot(xs[start:], curve[start:], "--", **style)
 
 
 def _limits(values, *, ceiling: float | None = None) -> tuple[float, float] | None:
@@ -634,7 +715,7 @@ def _limits(values, *, ceiling: float | None = None) -> tuple[float, float] | No
     return lo, hi
 
 
-def _joint_law_axes(ax, law, x, y, *, level, error_rate) -> None:
+def _joint_law_axes(ax, law, x, y, *, level, error_rate, ceiling) -> None:
     """L(N, D) against D, one line per N (at most five), extrapolated to 10x the largest D."""
     from scalelab.report.analysis import EXTRAPOLATE
 
@@ -643,18 +724,20 @@ def _joint_law_axes(ax, law, x, y, *, level, error_rate) -> None:
         Ns = Ns[np.unique(np.linspace(0, len(Ns) - 1, 5).round().astype(int))]
     norm = _size_norm(Ns)
     lo_d, hi_d = float(x[:, 1].min()), float(x[:, 1].max())
+    ds = np.geomspace(lo_d, hi_d * EXTRAPOLATE, LAW_GRID)
+    grids = [np.column_stack([np.full_like(ds, n), ds]) for n in Ns]
+    curves = [law.predict(pts) for pts in grids]
+    limits = _limits([*np.ravel(y), *np.concatenate(curves)], ceiling=ceiling)
     ax.axvspan(hi_d, hi_d * EXTRAPOLATE, color="0.93", lw=0, zorder=0)
-    for n in Ns:
+    for n, pts, curve in zip(Ns, grids, curves):
         colour = _colour(norm, n)
-        for ds, style, alpha in ((np.geomspace(lo_d, hi_d, 40), "-", 0.2), (np.geomspace(hi_d, hi_d * EXTRAPOLATE, 30), "--", 0.1)):
-            pts = np.column_stack([np.full_like(ds, n), ds])
-            lo, hi = law.interval(pts, level)
-            ax.fill_between(ds, lo, hi, color=colour, alpha=alpha, lw=0)
-            ax.plot(ds, law.predict(pts), style, color=colour, lw=1.5, label=f"N = {_si(n)}" if style == "-" else None)
+        _band(ax, ds, *_smooth_interval(law, pts, curve, level), limits=limits, color=colour, alpha=0.16)
+        _law_line(ax, ds, curve, split=hi_d, label=f"N = {_si(n)}", color=colour, lw=1.5)
         pick = x[:, 0] == n
         ax.plot(x[pick, 1], np.asarray(y)[pick], "o", color=colour, ms=3, mec="black", mew=0.4, zorder=3)
     _log_axis(ax, "x", [lo_d, hi_d * EXTRAPOLATE])
     ax.set_xlim(lo_d / 1.15, hi_d * EXTRAPOLATE)
+    _y_axis(ax, y, law.data.y_name, error_rate=error_rate, limits=limits)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
 
 
@@ -680,38 +763,63 @@ def law_fits(data: ReportData, laws, *, level: float) -> Figure | None:
 
 
 def backtest_figure(data: ReportData, backtests, *, level: float) -> Figure | None:
-    """Predicted against actual at the held-out scales: one panel per form, every group in it."""
+    """Predicted against actual at the held-out scales: one panel per form, every group in
+    it, each group with its own marker and colour (legend below)."""
     points: dict[str, list] = {}
+    groups: list = []
     for g in backtests:
         for row in g["rows"]:
             if row.error is None:
-                points.setdefault(row.form, []).extend(row.points)
+                points.setdefault(row.form, []).extend((g["group"], p) for p in row.points)
+                groups += [g["group"]] if g["group"] not in groups else []
     if not points:
         return None
-    values = [v for ps in points.values() for p in ps for v in (p["actual"], p["predicted"]) if v > 0]
-    lo, hi = min(values) / 1.5, max(values) * 1.5
+    values = [v for ps in points.values() for _, p in ps for v in (p["actual"], p["predicted"]) if v > 0]
+    lo, hi = _margin(min(values), max(values))
+    style = {group: (LEVEL_MARKERS[i % len(LEVEL_MARKERS)], f"C{i % 10}") for i, group in enumerate(groups)}
     with rc_context(STYLE):
         fig, axes = _figure(len(points), ncols=3, panel=(3.0, 3.0))
-        for i, (ax, (form, ps)) in enumerate(zip(axes, points.items())):
-            a = np.array([p["actual"] for p in ps])
-            pr = np.array([p["predicted"] for p in ps])
-            err = np.vstack([pr - [p["lo"] for p in ps], [p["hi"] for p in ps] - pr]).clip(min=0)
+        for ax, (form, ps) in zip(axes, points.items()):
             ax.plot([lo, hi], [lo, hi], color="0.45", lw=1, ls=":")
-            ax.errorbar(a, pr, yerr=err, fmt=FORM_MARKERS.get(form, "o"), color=f"C{i}", ms=4.5, lw=0.9, capsize=2, alpha=0.85)
-            rel = np.mean([p["rel_error"] for p in ps])
-            covered = np.mean([p["covered"] for p in ps])
+            for group in groups:
+                mine = [p for g, p in ps if g == group]
+                if mine:
+                    _backtest_points(ax, mine, *style[group], limits=(lo, hi))
+            rel = np.mean([p["rel_error"] for _, p in ps])
+            covered = np.mean([p["covered"] for _, p in ps])
             ax.set_title(f"{form}: {rel:.0%} rel. error, {covered:.0%} covered", fontsize=9.5)
-            _log_axis(ax, "x", [lo, hi], percent=data.is_error_rate)
+            _log_axis(ax, "x", [lo, hi], percent=data.is_error_rate, dense=True)  # the same steps on both axes
             _log_axis(ax, "y", [lo, hi], percent=data.is_error_rate)
             ax.set_xlim(lo, hi)
             ax.set_ylim(lo, hi)
             ax.set_aspect("equal", adjustable="box")
             ax.set_xlabel(f"actual {label_of(data.y_col)}")
             ax.set_ylabel(f"predicted {label_of(data.y_col)}")
+        if len(groups) > 1:
+            handles = [Line2D([], [], ls="", marker=m, color=c, ms=4.5) for m, c in style.values()]
+            _legend_below(fig, axes, handles, [plain(g) if g is not None else "all runs" for g in groups], title=plain(data.group or ""))
     return render(fig, id="fig-backtest", title="Backtest",
                   caption=f"Each form fitted below the largest {label_of(data.x_cols[-1])} of each group, predicting "
-                          f"the runs at it: prediction against the actual value, with the {level:.0%} interval. On the "
-                          "dotted line a forecast is exact.")  # fmt: skip
+                          f"the runs at it: prediction against the actual value, with the {level:.0%} interval (bars "
+                          "clipped at the panel's edges); marker and colour: the group. On the dotted line a forecast "
+                          "is exact.")  # fmt: skip
+
+
+def _margin(lo: float, hi: float, *, share: float = 0.08) -> tuple[float, float]:
+    """A log range around [lo, hi] with ``share`` of its width as room on each side (at
+    least 15%): the data fill the panel, however wide the intervals are."""
+    room = max(share * math.log10(hi / lo), math.log10(1.15))
+    return lo / 10**room, hi * 10**room
+
+
+def _backtest_points(ax, ps, marker: str, colour, *, limits) -> None:
+    """One group's forecasts against the actual values, their intervals as bars clipped to ``limits``."""
+    a = np.array([p["actual"] for p in ps])
+    pr = np.array([p["predicted"] for p in ps])
+    lo = np.clip(np.nan_to_num(np.array([p["lo"] for p in ps], dtype=float), nan=limits[0], neginf=limits[0]), *limits)
+    hi = np.clip(np.nan_to_num(np.array([p["hi"] for p in ps], dtype=float), nan=limits[1], posinf=limits[1]), *limits)
+    err = np.vstack([pr - lo, hi - pr]).clip(min=0)
+    ax.errorbar(a, pr, yerr=err, fmt=marker, color=colour, ms=4.5, lw=0.9, capsize=2, alpha=0.85)
 
 
 def isoflop(plans, *, data: ReportData) -> Figure | None:
@@ -794,14 +902,19 @@ def measured_isoflop(isoflops, *, data: ReportData) -> Figure | None:
                           "and their power law, with its exponent's interval.")  # fmt: skip
 
 
+BUDGET_LINES = (":", "-.", "--", (0, (1, 3)), (0, (5, 2, 1, 2, 1, 2)))  # one per family: colour alone does not tell them apart
+
+
 def plan_figure(plans, *, level: float) -> Figure | None:
     """Compute-optimal parameters and training samples against budget, with intervals."""
     if not plans:
         return None
     with rc_context(STYLE):
         fig, axes = _figure(2, ncols=2, panel=(4.0, 3.2), extra_width=1.2)
+        handles, labels = [], []
         for i, p in enumerate(plans):
             budgets = np.array([a.flops for a in p.frontier])
+            budget_line = BUDGET_LINES[i % len(BUDGET_LINES)]
             for ax, value, span, observed in (
                 (axes[0], "n_params", "n_params_range", p.runs["N"]),
                 (axes[1], "samples", "samples_range", p.runs["D"]),
@@ -809,10 +922,12 @@ def plan_figure(plans, *, level: float) -> Figure | None:
                 mid = np.array([getattr(a, value) for a in p.frontier])
                 lo = np.array([getattr(a, span)[0] for a in p.frontier])
                 hi = np.array([getattr(a, span)[1] for a in p.frontier])
-                ax.fill_between(budgets, lo, hi, color=f"C{i}", alpha=0.2, lw=0)
-                ax.plot(budgets, mid, color=f"C{i}", lw=1.8, label=plain(p.label))
+                _plan_band(ax, budgets, lo, hi, colour=f"C{i}")
+                ax.plot(budgets, mid, color=f"C{i}", lw=1.8)
                 ax.plot(p.runs["C"], observed, ".", color=f"C{i}", alpha=0.5, ms=4)
-                ax.axvline(p.budget, color=f"C{i}", ls=":", lw=1)
+                ax.axvline(p.budget, color=f"C{i}", ls=budget_line, lw=1.3)
+            handles += [Line2D([], [], color=f"C{i}", lw=1.8), Line2D([], [], color=f"C{i}", ls=budget_line, lw=1.3)]
+            labels += [plain(p.label), f"{plain(p.label)}: plan budget ({_si(p.budget)} FLOPs)"]
         budgets = [a.flops for p in plans for a in p.frontier]
         for ax, name, col, span in zip(axes, ("compute-optimal parameters", "compute-optimal training samples"),
                                        ("N", "D"), ("n_params_range", "samples_range")):  # fmt: skip
@@ -821,11 +936,18 @@ def plan_figure(plans, *, level: float) -> Figure | None:
             _log_axis(ax, "y", values)
             ax.set_xlabel("training budget (FLOPs)")
             ax.set_ylabel(name)
-        handles, labels = axes[0].get_legend_handles_labels()
         axes[1].legend(handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5), title="family")
     return render(fig, id="fig-plan", title="Plan",
-                  caption=f"Compute-optimal N and D under the fitted joint law, with {level:.0%} intervals (bands); "
-                          "dots: the runs; dotted: the budget in the plan table (10× the largest run).")  # fmt: skip
+                  caption=f"Compute-optimal N and D under the fitted joint law, with {level:.0%} intervals (bands, "
+                          "outlined); dots: the runs; vertical lines (one style per family): the budget in the plan "
+                          "table (10× the largest run).")  # fmt: skip
+
+
+def _plan_band(ax, x, lo, hi, *, colour) -> None:
+    """An interval band that stays visible where it is thin: a fill, and its edges as fine lines."""
+    ax.fill_between(x, lo, hi, color=colour, alpha=0.28, lw=0)
+    for edge in (lo, hi):
+        ax.plot(x, edge, color=colour, lw=0.8, alpha=0.7)
 
 
 def settings_figures(data: ReportData, analysis) -> list[Figure | None]:
