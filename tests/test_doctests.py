@@ -10,7 +10,7 @@ import pytest
 
 matplotlib.use("Agg")  # the display examples draw; no window in a test
 
-MODULES = ["scalelab.laws", "scalelab.laws.law", "scalelab.laws.lawset", "scalelab.display"]
+MODULES = ["scalelab.laws", "scalelab.laws.law", "scalelab.laws.lawset", "scalelab.display", "scalelab.errors", "scalelab.formatting"]
 
 
 @pytest.mark.parametrize("name", MODULES)

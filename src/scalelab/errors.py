@@ -16,6 +16,14 @@ class DatasetError(InputError):
     """A dataset cannot be loaded or is not usable as given (missing, corrupt, invalid)."""
 
 
+def closest(value, choices) -> str | None:
+    """The one of ``choices`` a misspelt ``value`` most resembles, or None when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def did_you_mean(value, choices) -> str:
     """``" (did you mean 'x'?)"`` for the closest of ``choices`` to a misspelt ``value``
     (an unknown key, study, form or column), or ``""`` when none is close.
@@ -25,7 +33,5 @@ def did_you_mean(value, choices) -> str:
     >>> did_you_mean("zzz", ["width", "depth"])
     ''
     """
-    import difflib
-
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    match = closest(value, choices)
+    return f" (did you mean {match!r}?)" if match else ""

@@ -11,7 +11,6 @@ from a short calibration of each distinct model on this machine.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import time
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 
 from scalelab.data import DataQuality, dataset_key, load_dataset, plan_rows
 from scalelab.data.tokens import is_token_dataset
-from scalelab.errors import DatasetError, InputError
+from scalelab.errors import DatasetError, InputError, closest
 from scalelab.models.registry import family_entry, load_factory
 from scalelab.spec import pretraining_cells
 
@@ -59,8 +58,8 @@ def check_target(spec) -> None:
     metric = spec.target_metric
     if metric in TARGET_METRICS or metric.startswith("pretrain_"):
         return
-    close = difflib.get_close_matches(metric, TARGET_METRICS, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(TARGET_METRICS)}"
+    match = closest(metric, TARGET_METRICS)
+    hint = f"; did you mean {match!r}?" if match else f"; known: {', '.join(TARGET_METRICS)}"
     raise InputError(f"{spec.source}: target.metric = {metric!r} is not a metric runs record{hint}")
 
 

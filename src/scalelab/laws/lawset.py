@@ -9,7 +9,6 @@ a crash.
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scalelab.errors import InputError
+from scalelab.errors import InputError, closest
 from scalelab.laws.law import FittedLaw, compute_bootstraps
 
 GROUP_COLUMN = "__scalelab_group__"  # the combined key of several ``by`` columns, while fitting
@@ -178,8 +177,8 @@ def check_columns(df: pd.DataFrame, names: Sequence[str], *, label: str) -> None
     for name in names:
         if name not in df.columns:
             columns = [str(c) for c in df.columns]
-            close = difflib.get_close_matches(str(name), columns, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            match = closest(name, columns)
+            hint = f"; did you mean {match!r}?" if match else ""
             raise InputError(f"{label}: no column {name!r} (columns: {', '.join(columns)}){hint}")
 
 
@@ -189,8 +188,8 @@ def check_form(form: str) -> None:
 
     if form != "auto" and form not in FORMS:
         known = ["auto", *FORMS]
-        close = difflib.get_close_matches(str(form), known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        match = closest(form, known)
+        hint = f"; did you mean {match!r}?" if match else ""
         raise InputError(f"form {form!r}: unknown (known: {', '.join(known)}){hint}")
 
 
