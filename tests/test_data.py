@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -41,7 +41,9 @@ def keeps(y: np.ndarray, fraction: float) -> dict[int, int]:
     return {int(c): (int(n) if fraction == 1.0 else round(fraction * int(n))) for c, n in zip(classes, counts)}
 
 
-@settings(max_examples=200, deadline=None)
+# Pairs whose smaller fraction empties a class are assumed away; on some seeds that is
+# most draws at first, which is the data, not a slow strategy.
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(y=labels, a=fractions, b=fractions, seed=seeds)
 def test_smaller_fraction_is_a_subset_of_larger(y, a, b, seed):
     small, large = sorted((a, b))
