@@ -14,9 +14,9 @@ import signal
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import (
     CLIProcess,
+    cell_rows,
     cell_states,
     children_of,
     cli_env,
@@ -26,9 +26,10 @@ from cli_helpers import (
     wait_until,
     write_study,
 )
+
 from scalelab.data import load_dataset
 from scalelab.errors import InputError
-from scalelab.spec import parse_spec
+from scalelab.spec import cell_id_of, parse_spec
 from scalelab.train.cell import run_cell
 
 LOSS_RTOL = 1e-4
@@ -85,6 +86,60 @@ def test_data_parallel_takes_the_steps_of_one_process_with_the_same_global_batch
     assert math.isfinite(t["scaling_efficiency"]) and t["scaling_efficiency"] > 0
 
 
+def test_the_timeout_is_no_part_of_a_cells_id():
+    """How long ranks wait for each other changes no result, so stored runs stay valid."""
+    default, longer = (cell(data_parallel=2, **extra) for extra in ({}, {"data_parallel_timeout": 30}))
+    assert "data_parallel_timeout" not in default["train"] and longer["train"]["data_parallel_timeout"] == 30
+    assert cell_id_of(default) == cell_id_of(longer)
+
+
+@pytest.mark.parametrize("value", [0, -1, "soon"])
+def test_the_timeout_must_be_a_positive_number_of_seconds(value):
+    with pytest.raises(InputError) as caught:
+        cell(data_parallel=2, data_parallel_timeout=value)
+    assert "train.data_parallel_timeout" in str(caught.value)
+
+
+# A model whose second rank stops for good in its first forward pass, as a rank stuck on a
+# dead file system or a wedged GPU would: rank 0 waits for it in the gradient all-reduce.
+STALLING_MODEL = """
+import os, time
+import torch
+
+def make_model(input_shape, n_classes):
+    return Stalls(int(torch.tensor(input_shape).prod()), n_classes)
+
+class Stalls(torch.nn.Module):
+    def __init__(self, inputs, n_classes):
+        super().__init__()
+        self.linear = torch.nn.Linear(inputs, n_classes)
+
+    def forward(self, x):
+        if os.environ.get("RANK") == "1":
+            time.sleep(3600)
+        return self.linear(x.flatten(1))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process checks read /proc (Linux)")
+def test_a_rank_that_hangs_fails_the_cell_after_the_timeout_and_leaves_no_process(tmp_path):
+    (tmp_path / "stall.py").write_text(STALLING_MODEL)
+    study = write_study(
+        tmp_path / "stall.toml",
+        'name = "stall"\n[data]\nname = "digits"\ndata_fraction = 0.2\n[model]\nfamily = "python:stall:make_model"\n'
+        '[train]\nepochs = 1\ndevice = "cpu"\ndata_parallel = 2\ndata_parallel_timeout = 3\n',
+    )
+    env = cli_env(tmp_path / "cache")
+    store = tmp_path / "s.db"
+    ran = run_cli("run", study, "--store", store, "--workers", "1", "--quiet", env=env, cwd=tmp_path)
+    assert ran.returncode != 0, ran.describe()
+    (row,) = cell_rows(store, "stall").values()
+    assert row["state"] == "failed", row
+    assert "rank 0: timed out after 3 s waiting for another rank" in row["reason"], row["reason"]
+    assert "train.data_parallel_timeout" in row["reason"]
+
+
 def test_data_parallel_one_is_the_plain_run_and_keeps_the_cell_id():
     with_default = parse_spec({"name": "d", "data": {"name": "digits"}, "model": {"family": "mlp"}}).cells[0]
     explicit = parse_spec({"name": "d", "data": {"name": "digits"}, "model": {"family": "mlp"}, "train": {"data_parallel": 1}}).cells[0]
@@ -137,3 +192,28 @@ def test_ctrl_c_during_a_data_parallel_cell_stops_its_ranks_too(tmp_path):
         assert runner.communicate() == 130, runner.describe()
         assert wait_for_group_to_empty(runner.pid) == [], "worker or rank processes outlived the run"
     assert set(cell_states(store, "long").values()) == {"pending"}
+
+
+@pytest.mark.slow
+def test_torchrun_trains_a_cell_of_a_study_and_rank_0_writes_its_outcome(tmp_path, digits):
+    """The multi-host path: ``torchrun`` starts the ranks, each joins from the environment."""
+    import json
+    import subprocess
+    import sys
+
+    study = ddp_study(tmp_path, "ddp", epochs=2)
+    (only,) = parse_spec({"name": "ddp", "data": {"name": "digits"}, "model": {"family": "mlp", "width": 0.5},
+                          "train": {"epochs": 2, "device": "cpu", "data_parallel": 2}}).cells  # fmt: skip
+    env = cli_env(tmp_path / "cache")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "scalelab.train.data_parallel"]
+    out = tmp_path / "metrics.json"
+    ran = subprocess.run([*torchrun, str(study), only.cell_id, "--out", str(out)], check=False, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    written = json.loads(out.read_text())
+    alone = run_cell({**only.config, "train": {**only.config["train"], "data_parallel": 1}}, digits)
+    assert written["cell_id"] == only.cell_id and written["state"] == "done"
+    assert written["metrics"]["world_size"] == 2 and written["metrics"]["steps"] == alone.metrics["steps"]
+    assert written["metrics"]["train_loss"] == pytest.approx(alone.metrics["train_loss"], rel=LOSS_RTOL)
+
+    wrong = subprocess.run([*torchrun, str(study), "nope", "--out", str(out)], check=False, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert wrong.returncode != 0 and "no cell 'nope'" in wrong.stderr

@@ -52,6 +52,7 @@ _TRAIN_OFF = {
     "compile": False,
     "batch_seeds": False,
     "data_parallel": 1,
+    "data_parallel_timeout": 600.0,
     "prune": 0.0,
     "prune_finetune_epochs": 0,
     "quantize": "none",
@@ -64,6 +65,8 @@ _TRAIN_OFF = {
     "early_stopping": None,
     "eval_points": 10,  # the default is left out of the id: evaluating changes no weight
 }
+# [train] settings that change how a cell is run, never its result: never in its id.
+_NOT_IN_ID = ("data_parallel_timeout",)
 # Only a decaying schedule reads these; with "constant" they are left out of the id.
 _DECAY_ONLY = {"min_lr_ratio": 0.0, "cooldown": 0.2}
 
@@ -158,6 +161,9 @@ class TrainFields(_Strict):
     compile: bool = Field(False, description="torch.compile the model (opt-in: compiling costs time up front)")
     batch_seeds: bool = Field(False, description="train the cells that differ only in seed together, as one vmapped model (mlp, seed_cnn)")
     data_parallel: int = Field(1, ge=1, le=1024, description="train each cell as this many DistributedDataParallel processes")
+    data_parallel_timeout: float = Field(
+        600.0, gt=0, le=86_400, description="seconds a data-parallel rank waits for the others in a collective before the cell fails (a hung rank)"
+    )
     prune: float = Field(0.0, ge=0, lt=1, description="after training, zero this share of the Linear and conv weights with the smallest magnitude")
     prune_finetune_epochs: int = Field(0, ge=0, le=10_000, description="epochs of training after pruning, the mask held")
     quantize: Literal["none", "int8"] = Field("none", description="after training, int8 dynamic quantisation of the Linear layers")
@@ -287,8 +293,11 @@ def cell_id_of(config: dict) -> str:
 
     A ``[data]`` section (the cell's, and its ``[pretrain]`` stage's) whose files' content
     is in it counts by that content, not by the built-in dataset's path
-    (:func:`scalelab.data.fingerprint.identity_view`)."""
+    (:func:`scalelab.data.fingerprint.identity_view`). Settings that change how a cell is
+    run but never its result (``train.data_parallel_timeout``) are left out."""
     identity = dict(config)
+    if isinstance(identity.get("train"), dict):
+        identity["train"] = {k: v for k, v in identity["train"].items() if k not in _NOT_IN_ID}
     if isinstance(identity.get("data"), dict):
         identity["data"] = identity_view(identity["data"])
     if isinstance(identity.get("pretrain"), dict) and isinstance(identity["pretrain"].get("data"), dict):

@@ -1,14 +1,22 @@
 """One cell trained by several processes with DistributedDataParallel (``data_parallel = N``).
 
-Locally, :func:`train_data_parallel` spawns N processes that meet through a file in a
-temporary directory and form a process group: gloo on the CPU, NCCL on CUDA (rank r
-uses GPU r modulo the GPUs present). Each rank builds the same seeded model, draws the
-same shuffled global batches and trains on its share of each; gradients are averaged,
-so the run takes the steps a single process with the same global batch would. The
-cores (or torch threads) the worker had are split among the ranks. Rank 0 evaluates
-and reports (batch norm is synchronised across ranks on CUDA, and refused on the CPU,
-where its per-shard statistics would differ from one process's); the run records ``world_size``, the total and per-process throughput, the
-throughput one rank reached alone, and the scaling efficiency.
+Locally, :func:`train_data_parallel` starts the N processes through PyTorch's elastic
+launcher, the same agent ``torchrun`` runs (``torch.distributed.launcher.elastic_launch``,
+a c10d rendezvous on a free local port, as ``torchrun --standalone``), and each rank joins
+its process group from the environment the agent sets: gloo on the CPU, NCCL on CUDA (rank
+r uses GPU r modulo the GPUs present). Each rank builds the same seeded model, draws the
+same shuffled global batches and trains on its share of each; gradients are averaged, so
+the run takes the steps a single process with the same global batch would. The cores (or
+torch threads) the worker had are split among the ranks. Rank 0 evaluates and reports
+(batch norm is synchronised across ranks on CUDA, and refused on the CPU, where its
+per-shard statistics would differ from one process's); the run records ``world_size``, the
+total and per-process throughput, the throughput one rank reached alone, and the scaling
+efficiency.
+
+A rank that hangs (a stuck data loader, a deadlocked GPU) would hold the others in their
+next collective for ever. Every collective waits at most ``train.data_parallel_timeout``
+seconds: the ranks still waiting then fail, the agent stops the rest, and the cell fails
+with the first failure's traceback and the timeout named.
 
 Across hosts, start one process per GPU or host with ``torchrun``; each reads its rank
 from the environment::
@@ -23,13 +31,14 @@ and metrics to ``--out`` as JSON.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
-import multiprocessing as mp
+import logging
 import os
-import queue
+import signal
 import sys
 import tempfile
-import traceback
+import uuid
 
 import torch
 
@@ -37,34 +46,40 @@ from scalelab.data import Dataset
 from scalelab.processes import exit_when_parent_dies
 from scalelab.train.outcome import CellOutcome
 
+DEFAULT_TIMEOUT_S = 600.0  # the spec's default for train.data_parallel_timeout
+# Seconds the agent gives ranks to leave after SIGTERM before it kills them: a rank that
+# hangs would otherwise hold the cell for the launcher's default 30 s more.
+SHUTDOWN_S = 5
+# The agent logs every launch, failure and shutdown; the cell's outcome (or its failure,
+# with the rank's traceback) already says what happened.
+_AGENT_LOGGERS = ("torch.distributed.elastic", "torch.distributed.launcher", "torch.multiprocessing")
 
-def _rank_main(rank: int, world_size: int, init_method: str, config: dict, dataset: Dataset, threads: int, results, parent_pid: int) -> None:
+
+def run_rank(config: dict, dataset: Dataset) -> CellOutcome | None:
+    """Join the process group described by the environment (``RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR``/``MASTER_PORT``, as torchrun and the elastic agent set them), train
+    this rank's share of the cell and leave; rank 0's outcome, None on the other ranks."""
     import torch.distributed as dist
 
     from scalelab.train.torch_trainer import Replica, train_cell
 
+    timeout = datetime.timedelta(seconds=float(config["train"].get("data_parallel_timeout", DEFAULT_TIMEOUT_S)))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    backend = _backend_for(config, int(os.environ.get("LOCAL_WORLD_SIZE", "1")), local_rank=local_rank)
+    dist.init_process_group(backend, timeout=timeout)
+    replica = Replica(dist.get_rank(), dist.get_world_size())
+    outcome = train_cell(config, dataset, replica=replica)
+    # Only after success: leaving the group can block while other ranks wait in a
+    # collective, and after a failure the agent stops every rank anyway.
+    dist.destroy_process_group()
+    return outcome if replica.rank == 0 else None
+
+
+def _launched_rank(config: dict, dataset: Dataset, threads: int, parent_pid: int) -> CellOutcome | None:
+    """A rank started by :func:`train_data_parallel` (what the agent runs in each process)."""
     exit_when_parent_dies(parent_pid)  # a worker stopped or killed mid-cell takes its ranks with it
     torch.set_num_threads(threads)
-    joined = False
-    try:
-        backend = _backend_for(config, world_size, local_rank=rank)
-        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
-        joined = True
-        outcome = train_cell(config, dataset, replica=Replica(rank, world_size))
-        report = (rank, "ok", outcome if rank == 0 else None)
-    except Exception:  # sent to the launcher, which fails the cell with it
-        report = (rank, "error", traceback.format_exc())
-    # Report before leaving the group: leaving can block while other ranks wait in a collective.
-    results.put(report)
-    results.close()
-    results.join_thread()  # the report is in the pipe
-    if joined and report[1] == "ok":
-        dist.destroy_process_group()
-    # Skip the interpreter's teardown: gloo's threads, destroyed at exit, abort the process
-    # with "terminate called without an active exception" on stderr.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    return run_rank(config, dataset)
 
 
 def _backend_for(config: dict, world_size: int, *, local_rank: int) -> str:
@@ -83,61 +98,75 @@ def _backend_for(config: dict, world_size: int, *, local_rank: int) -> str:
 def train_data_parallel(config: dict, dataset: Dataset) -> CellOutcome:
     """Train one cell as ``train.data_parallel`` local processes; rank 0's outcome.
 
-    Raises ``RuntimeError`` with the failing rank's traceback when any rank fails or dies.
+    Raises ``RuntimeError`` with the failing rank's traceback when any rank fails, dies or
+    times out in a collective.
     """
+    from torch.distributed.elastic.multiprocessing import (
+        DefaultLogsSpecs,
+        SignalException,
+    )
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
     world_size = int(config["train"]["data_parallel"])
+    timeout_s = float(config["train"].get("data_parallel_timeout", DEFAULT_TIMEOUT_S))
     threads = max(1, torch.get_num_threads() // world_size)
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    with tempfile.TemporaryDirectory(prefix="scalelab-ddp-") as rendezvous:
-        init_method = f"file://{os.path.join(rendezvous, 'store')}"
-        ranks = [
-            ctx.Process(target=_rank_main, args=(rank, world_size, init_method, config, dataset, threads, results, os.getpid()))
-            for rank in range(world_size)
-        ]
-        outcome, errors = None, []
-        try:
-            for process in ranks:
-                process.start()
-            for _ in range(world_size):
-                rank, status, payload = _next_result(results, ranks)
-                if status == "ok" and rank == 0:
-                    outcome = payload
-                elif status != "ok":
-                    errors.append(f"rank {rank}: {payload}")
-                    break  # the other ranks may be stuck waiting for this one
-        finally:
-            # After a failure, or when this worker is being stopped (SIGTERM), the ranks
-            # go too; after success they are already leaving.
-            for process in ranks:
-                if process.pid is not None and (errors or outcome is None):
-                    process.kill()
-            for process in ranks:
-                if process.pid is not None:
-                    process.join()
-    if errors or outcome is None:
-        raise RuntimeError(f"data-parallel training failed on {errors[0] if errors else 'rank 0 (no result)'}")
+    # The agent installs its own handler for the signals it is told to handle and does not
+    # put the old ones back. It handles SIGTERM only (how a worker is stopped: it then stops
+    # the ranks and re-raises); SIGINT stays as the worker set it (ignored: the parent
+    # decides what Ctrl-C means), and both are restored after the cell.
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    quiet = {name: logging.getLogger(name).level for name in _AGENT_LOGGERS}
+    for name in _AGENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        with tempfile.TemporaryDirectory(prefix="scalelab-ddp-") as logs:
+            launch = LaunchConfig(
+                min_nodes=1, max_nodes=1, nproc_per_node=world_size, run_id=uuid.uuid4().hex,
+                rdzv_backend="c10d", rdzv_endpoint="localhost:0",  # torchrun --standalone
+                rdzv_configs={"timeout": max(60, int(timeout_s))},  # every rank must join within it
+                max_restarts=0,  # a failed cell is the store's to retry, not the agent's
+                monitor_interval=0.2, start_method="spawn", logs_specs=DefaultLogsSpecs(log_dir=logs),
+                signals_to_handle="SIGTERM", shutdown_timeout=SHUTDOWN_S,
+            )  # fmt: skip
+            returned = elastic_launch(launch, _launched_rank)(config, dataset, threads, os.getpid())
+    except ChildFailedError as failed:
+        raise RuntimeError(f"data-parallel training failed on {_describe_failure(failed, timeout_s)}") from None
+    except SignalException as stopped:
+        # The agent has stopped the ranks; the worker leaves as its own SIGTERM handler would.
+        raise SystemExit(128 + int(stopped.sigval)) from None
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        for name, level in quiet.items():
+            logging.getLogger(name).setLevel(level)
+    outcome = returned.get(0)
+    if outcome is None:
+        raise RuntimeError("data-parallel training failed on rank 0 (no result)")
     return outcome
 
 
-def _next_result(results, ranks) -> tuple[int, str, object]:
-    """The next rank's report, or a failure for a rank that died without one."""
-    while True:
-        try:
-            return results.get(timeout=1.0)
-        except queue.Empty:
-            for rank, process in enumerate(ranks):
-                if process.exitcode not in (None, 0):
-                    return rank, "error", f"process died (exit code {process.exitcode})"
+def _describe_failure(failed, timeout_s: float) -> str:
+    """``rank R: <traceback>`` of the first rank to fail, naming the timeout when a
+    collective ran out of it (another rank hung or died)."""
+    rank, failure = failed.get_first_failure()
+    message = failure.message
+    if isinstance(message, dict):  # the error file the rank's wrapper wrote
+        text = message.get("extraInfo", {}).get("py_callstack") or message.get("message", "")
+    else:
+        text = message or ""
+    if not text:
+        text = f"process died (exit code {failure.exitcode})" if failure.exitcode >= 0 else f"process killed by signal {-failure.exitcode}"
+    if "Timed out" in text or "timed out" in text:
+        text = (f"timed out after {timeout_s:g} s waiting for another rank in a collective "
+                f"(train.data_parallel_timeout; another rank hung or died)\n{text}")  # fmt: skip
+    return f"rank {rank}: {text}"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``torchrun``: train one cell of a study on this rank."""
-    import torch.distributed as dist
-
     from scalelab.data import load_dataset
     from scalelab.spec import load_spec
-    from scalelab.train.torch_trainer import Replica, train_cell
 
     parser = argparse.ArgumentParser(prog="python -m scalelab.train.data_parallel", description=main.__doc__)
     parser.add_argument("study")
@@ -149,15 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.study}: no cell {args.cell_id!r}; `scalelab run {args.study} --dry-run` lists them", file=sys.stderr)
         return 2
     config = cells[args.cell_id].config
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    backend = _backend_for(config, int(os.environ.get("LOCAL_WORLD_SIZE", 1)), local_rank=local_rank)
-    dist.init_process_group(backend)  # RANK, WORLD_SIZE and the rendezvous come from torchrun
-    replica = Replica(dist.get_rank(), dist.get_world_size())
-    try:
-        outcome = train_cell(config, load_dataset(config["data"]), replica=replica)
-    finally:
-        dist.destroy_process_group()
-    if replica.rank == 0:
+    outcome = run_rank(config, load_dataset(config["data"]))
+    if outcome is not None:
         with open(args.out, "w", encoding="utf-8") as handle:
             json.dump({"cell_id": args.cell_id, "state": outcome.state, "reason": outcome.reason, "metrics": outcome.metrics}, handle, indent=1)
     return 0
