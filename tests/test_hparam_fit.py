@@ -61,6 +61,16 @@ def test_exponents_are_recovered_from_noisy_grids(a, b, b_batch, seed):
     assert sum(o.method == "quadratic" for o in laws.optima) >= 7
 
 
+@settings(max_examples=10, deadline=None)
+@given(shift=st.floats(0.05, 20.0), noise=st.floats(0.002, 0.03), seed=st.integers(0, 10_000))
+def test_every_optimums_range_holds_the_optimum_reported(shift, noise, seed):
+    """Grids shifted off the truth put optima on their edges, where resamples jump."""
+    n, d, lr, bs, loss = grid(-0.3, 0.1, 0.3, noise=noise, seed=seed, lr_shift=shift)
+    for optimum in fit_hparam_laws(n, d, lr, bs, loss, n_boot=40, seed=seed).optima:
+        assert optimum.lr_range[0] <= optimum.lr <= optimum.lr_range[1], optimum
+        assert optimum.batch_range[0] <= optimum.batch_size <= optimum.batch_range[1], optimum
+
+
 def test_the_smooth_fit_finds_the_optimum_better_than_the_best_grid_point():
     a, b, b_batch = -0.35, 0.1, 0.3
     lr_star, bs_star = truth(a, b, b_batch)

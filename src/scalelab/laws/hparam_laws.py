@@ -230,6 +230,13 @@ def _predicted(settings: np.ndarray, mean: np.ndarray, point: np.ndarray, axes: 
     return float(row @ coef)
 
 
+def _holding(bounds: tuple[float, float], estimate: float) -> tuple[float, float]:
+    """``bounds`` widened to hold ``estimate``. Near an edge of the grid the optimum jumps:
+    the runs together may put it on the edge while most resamples place it inside, and a
+    range that left out the value reported beside it would be no honest range for it."""
+    return min(bounds[0], estimate), max(bounds[1], estimate)
+
+
 def fit_hparam_laws(n_params, tokens, lr, batch_size, loss, *, flops=None, level: float = 0.8, n_boot: int = DEFAULT_BOOT,
                     seed: int = 0) -> HparamLaws:  # fmt: skip
     """The optimum of every (N, D) point and the power laws through them (module docstring).
@@ -289,7 +296,8 @@ def fit_hparam_laws(n_params, tokens, lr, batch_size, loss, *, flops=None, level
         compute = float(np.median(C[members[p]]))
         optima.append(HparamOptimum(n_params=float(points[p][0]), tokens=float(points[p][1]), flops=compute, lr=lr_opt,
                                     batch_size=bs_opt, loss=loss_opt, n_runs=len(members[p]), method=method, at_edge=edge,
-                                    lr_range=quantile_range(boot_lr[:, p], tail), batch_range=quantile_range(boot_bs[:, p], tail)))  # fmt: skip
+                                    lr_range=_holding(quantile_range(boot_lr[:, p], tail), lr_opt),
+                                    batch_range=_holding(quantile_range(boot_bs[:, p], tail), bs_opt)))  # fmt: skip
     N = np.array([o.n_params for o in optima])
     D = np.array([o.tokens for o in optima])
     Cp = np.array([o.flops for o in optima])
