@@ -123,6 +123,22 @@ def test_epsilon_is_the_accountants_over_the_rounds(sigma, q, rounds, delta):
         accountant.get_epsilon(delta=delta), rel=1e-9)  # fmt: skip
 
 
+def test_epsilon_is_tight_beyond_the_accountants_default_orders_and_warns_of_nothing():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the accountant warns when the best order is an end of its list
+        loose = client_level_epsilon(noise_multiplier=0.25, sample_rate=0.5, rounds=50, delta=1e-5)
+        tight = client_level_epsilon(noise_multiplier=20.0, sample_rate=0.02, rounds=500, delta=1e-5)
+    accountant = RDPAccountant()
+    accountant.history = [(20.0, 0.02, 500)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        default = accountant.get_epsilon(delta=1e-5)
+    assert tight < 0.8 * default  # the best order lies above the default 63
+    assert loose == pytest.approx(345.9, rel=1e-3)  # the best order is 1.1 even among orders nearer 1
+
+
 def test_epsilon_grows_with_rounds_and_falls_with_noise():
     eps = lambda sigma, rounds: client_level_epsilon(noise_multiplier=sigma, sample_rate=0.1, rounds=rounds, delta=1e-5)
     assert eps(1.0, 50) < eps(1.0, 200)
