@@ -41,7 +41,7 @@ def scalelab_main(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture)
     defaults to ``cwd / "cache"``, as the subprocess tests' ``cli_env(cwd / "cache")``."""
     from cli_helpers import run_in_process
 
-    def run(*args, cwd: Path, cache_dir: Path | None = None):
-        return run_in_process(*args, cache_dir=cache_dir or Path(cwd) / "cache", cwd=cwd, monkeypatch=monkeypatch, capfd=capfd)
+    def run(*args, cwd: Path, cache_dir: Path | None = None, columns: int = 250):
+        return run_in_process(*args, cache_dir=cache_dir or Path(cwd) / "cache", cwd=cwd, monkeypatch=monkeypatch, capfd=capfd, columns=columns)
 
     return run

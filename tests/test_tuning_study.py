@@ -128,6 +128,14 @@ def test_hparams_prints_each_points_optimum_the_laws_and_a_recommendation(scalel
     table = run(scalelab_main, tuned, "hparams", "tune")
     assert table.returncode == 0, table.describe()
     assert "Recommended at N = " in table.stdout and "lr* = " in table.stdout and "batch_size* = " in table.stdout
+    folder, _study_file, store = tuned
+    narrow = scalelab_main("hparams", "tune", "--store", store, cwd=folder, columns=80)
+    assert narrow.returncode == 0, narrow.describe()
+    lines = narrow.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), narrow.stdout
+    header = next(line for line in lines if "lr*" in line and "batch_size*" in line)
+    assert "…" not in narrow.stdout and "N (n_params)" in header and "D (tokens)" in header, narrow.stdout
+    assert "not shown at this width: " in narrow.stdout  # the columns dropped are named, not cut
 
 
 def test_plan_gives_the_planned_runs_learning_rate_and_batch_size(scalelab_main, tuned):

@@ -948,20 +948,21 @@ def cmd_hparams(args) -> int:
         _print_json({"study": study.name, "score": result["score"], "x": result["x_cols"], "swept": result["swept"], **laws.to_dict(),
                      "notes": [*result["notes"], *laws.notes], "recommendations": recommendations})  # fmt: skip
         return EXIT_OK
-    from rich.table import Table
-
     out = _console()
     n_col, d_col = result["x_cols"]
     lvl = f"{args.level:.0%}"
-    t = Table(title=f"{study.name}: best settings per point, chosen on {result['score']} ({lvl} intervals)")
-    for name in (f"N ({n_col})", f"D ({d_col})", "runs", "lr*", "batch_size*", result["score"], "how"):
-        t.add_column(name, justify="left" if name == "how" else "right")
-    for o in laws.optima:
-        edge = ", ".join(f"{axis} {side} edge" for axis, side in o.at_edge.items())
-        t.add_row(_count(o.n_params), _count(o.tokens), str(o.n_runs), f"{o.lr:.3g} [{o.lr_range[0]:.3g}, {o.lr_range[1]:.3g}]",
-                  f"{o.batch_size:.3g} [{o.batch_range[0]:.3g}, {o.batch_range[1]:.3g}]", f"{o.loss:.4g}",
-                  o.method + (f"; {edge}" if edge else ""))  # fmt: skip
-    out.print(t)
+    def bounded(value: float, span: tuple[float, float], side: str | None) -> str:
+        # An optimum on the edge of the values swept bounds the true one: ≤ or ≥ says which way.
+        mark = {"low": "≤", "high": "≥"}.get(side, "")
+        return f"{mark}{value:.3g} [{span[0]:.3g}, {span[1]:.3g}]"
+
+    columns = [f"N ({n_col})", f"D ({d_col})", "lr*", "batch_size*", result["score"], "runs", "how"]
+    rows = [[_count(o.n_params), _count(o.tokens), bounded(o.lr, o.lr_range, o.at_edge.get("lr")),
+             bounded(o.batch_size, o.batch_range, o.at_edge.get("batch_size")), f"{o.loss:.4g}", str(o.n_runs), o.method]
+            for o in laws.optima]  # fmt: skip
+    edges = "≤ / ≥: at the low / high edge of the values swept, which bounds the optimum" if any(o.at_edge for o in laws.optima) else ""
+    out.print(narrow_table(f"{study.name}: best settings per point, chosen on {result['score']} ({lvl} intervals)", columns, rows,
+                           width=out.width, keep=4, left=("how",), caption=edges))  # fmt: skip
     for law in laws.laws().values():
         spans = "; ".join(f"{name} exponent {law.exponents[name]:.3g} [{lo:.3g}, {hi:.3g}]" for name, (lo, hi) in law.intervals.items())
         out.print(f"{law.formula()}   ({spans})")
