@@ -112,6 +112,9 @@ def section(id: str, title: str, **parts) -> dict:
     return base
 
 
+PROSE = ("notes", "reason", "why")  # columns of sentences
+
+
 def table(columns, rows, *, numeric=None, nowrap=(), caption="", title="", id="", notes=()) -> dict:
     """A table for the template: ``numeric`` columns are right-aligned, ``nowrap`` ones never wrap;
     ``notes`` are footnotes printed once under it.
@@ -119,7 +122,10 @@ def table(columns, rows, *, numeric=None, nowrap=(), caption="", title="", id=""
     A cell is a string, a list of lines, or ``{"pre": text}`` for preformatted text.
     """
     numeric = list(numeric) if numeric is not None else [False] * len(columns)
-    classes = [" ".join(c for c, on in (("num", numeric[i]), ("nowrap", columns[i] in nowrap)) if on) for i in range(len(columns))]
+    # A column of sentences gets a reading width: beside columns that never wrap, the
+    # browser would squeeze it to a word per line.
+    classes = [" ".join(c for c, on in (("num", numeric[i]), ("nowrap", columns[i] in nowrap), ("prose", columns[i] in PROSE)) if on)
+               for i in range(len(columns))]  # fmt: skip
     return {"columns": list(columns), "rows": rows, "numeric": numeric, "classes": classes, "caption": caption, "title": title,
             "id": id, "notes": list(notes)}  # fmt: skip
 
@@ -591,10 +597,11 @@ def laws_section(data: ReportData, analysis: Analysis, figure, y: Fmt) -> dict:
     notes, footnotes = footnoted([row[-1] if isinstance(row[-1], list) else [row[-1]] if row[-1] else [] for row in rows])
     rows = [[*row[:-1], n] for row, n in zip(rows, notes)]
     columns = (["group" if data.group != "model" else "model"] if grouped else []) + [
-        "form", f"parameters [{lvl} interval]", "points", f"forecast ({EXTRAPOLATE:g}× the largest {data.x_cols[-1]}) [{lvl}]", "notes"]  # fmt: skip
+        "form", f"parameters [{lvl} interval]", "points", f"forecast at {EXTRAPOLATE:g}× [{lvl}]", "notes"]  # fmt: skip
     s["tables"] = [table(columns, rows, numeric=([False] if grouped else []) + [False, False, True, False, False], id="laws-table",
                          nowrap=("form", columns[-4]), notes=footnotes,
-                         caption=f"{data.y_col} against {' and '.join(data.x_cols)}; intervals: bootstrap over runs.")]  # fmt: skip
+                         caption=f"{data.y_col} against {' and '.join(data.x_cols)}; intervals: bootstrap over runs; "
+                                 f"the forecast is at {EXTRAPOLATE:g}× the largest {data.x_cols[-1]} fitted.")]  # fmt: skip
     return s
 
 
