@@ -492,3 +492,19 @@ def test_study_report_api_and_notebook_html(plain_study, tmp_path):
     assert law._repr_html_() == html
     auto = fit(x, 0.05 + 2.0 * x**-0.5, form="auto", n_boot=60)
     assert "auto averaged" in auto._repr_html_()
+
+
+def test_curves_that_fail_for_one_reason_are_one_row_naming_them(tmp_path):
+    """A grid of many one-point curves (a federated study's settings, say) would be a row
+    of dashes per curve; they become one row that names each, after the fitted laws."""
+    n = np.array([100.0, 200, 400, 800, 1600, 3200])
+    rows = [{"n": v, "loss": 2 * v**-0.3, "setting": "swept"} for v in n]
+    rows += [{"n": 500.0, "loss": 0.3, "setting": f"lonely {i}"} for i in range(3)]
+    path = tmp_path / "runs.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    html = build_report(path, x=["n"], y="loss", group="setting", **FAST).html
+    laws = html[html.index('id="laws-table"') : html.index("</table>", html.index('id="laws-table"'))]
+    assert laws.count("<tr>") == 1 + 2  # the header, the fitted law, one row for the rest
+    assert "3 curves" in laws and "1 point is too few for any form" in laws
+    assert all(f"lonely {i}" in laws for i in range(3))
+    assert laws.index("swept") < laws.index("3 curves")

@@ -150,5 +150,5 @@ def _pick(data: LawData, candidates: list[Form], scores: dict[str, float | None]
         return min(scored, key=lambda f: (round(scores[f.name], 12), f.n_params))
     usable = [f for f in candidates if f.n_params <= len(data.y)]
     if not usable:
-        raise InputError(f"{len(data.y)} points are too few for any form (the simplest needs {min(f.n_params for f in candidates)})")
+        raise InputError(f"{len(data.y)} {'point is' if len(data.y) == 1 else 'points are'} too few for any form (the simplest needs {min(f.n_params for f in candidates)})")
     return min(usable, key=lambda f: f.n_params)

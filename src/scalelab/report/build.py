@@ -575,10 +575,14 @@ def laws_section(data: ReportData, analysis: Analysis, figure, y: Fmt) -> dict:
     lvl = f"{analysis.level:.0%}"
     grouped = data.group is not None
     rows = []
+    # Curves that failed for one reason shared by several (a federated grid's settings of
+    # one point each, say) are one row that names them, not a row of dashes apiece.
+    unfitted = Counter(r.error or "" for r in analysis.laws if r.law is None)
     for r in analysis.laws:
         head = [figs_value(r.group)] if grouped else []
         if r.law is None:
-            rows.append(head + ["—", "", "", "", r.error or ""])
+            if not (grouped and unfitted[r.error or ""] > 1):
+                rows.append(head + ["—", "", "", "", r.error or ""])
             continue
         law = r.law
         spans = r.param_intervals
@@ -594,6 +598,10 @@ def laws_section(data: ReportData, analysis: Analysis, figure, y: Fmt) -> dict:
             note.append(r.error)
         formula = FORMS[law.form].formula if law.form in FORMS else ""
         rows.append(head + [[law.form, formula], params, num(law.n_points), pred, note])
+    for error, count in unfitted.items():
+        if grouped and count > 1:
+            names = "; ".join(figs_value(r.group) for r in analysis.laws if r.law is None and (r.error or "") == error)
+            rows.append([f"{count} curves", "—", "", "", "", f"{error}: {names}"])
     notes, footnotes = footnoted([row[-1] if isinstance(row[-1], list) else [row[-1]] if row[-1] else [] for row in rows])
     rows = [[*row[:-1], n] for row, n in zip(rows, notes)]
     columns = (["group" if data.group != "model" else "model"] if grouped else []) + [
