@@ -18,7 +18,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_helpers import cli_env, cpu_digits_mlp_study, read_store, run_cli, write_study
+from cli_helpers import (
+    CLIProcess,
+    cell_states,
+    cli_env,
+    cpu_digits_mlp_study,
+    kill_group,
+    read_store,
+    run_cli,
+    wait_until,
+    write_study,
+)
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -128,6 +138,40 @@ def test_run_logs_one_child_per_cell_and_resuming_duplicates_nothing(tmp_path, e
     for cell_id, run in children.items():
         assert after[cell_id].info.run_id == run.info.run_id
         assert len(client.get_metric_history(run.info.run_id, "curve/train_loss")) == curves[cell_id]
+
+
+def _done_children(uri: str, experiment: str) -> set[str]:
+    client = _client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return set()
+    runs = client.search_runs([found.experiment_id], filter_string="tags.`scalelab.state` = 'done'", max_results=1000)
+    return {r.data.tags["scalelab.cell_id"] for r in runs}
+
+
+def test_cells_are_logged_as_they_finish_and_survive_a_kill_9_of_the_run(tmp_path, env):
+    """With --track-every 0 each finished cell is in MLflow while the study still runs, so
+    a run killed with SIGKILL (no final sync) leaves them there; the rerun logs the rest
+    and duplicates nothing."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = write_study(tmp_path / "live.toml", cpu_digits_mlp_study("live", grid="seed = [0, 1, 2, 3]", train="epochs = 40\nbatch_size = 32"))
+    store = tmp_path / "runs.db"
+    command = ("run", study, "--store", store, "--workers", "1", "--quiet", "--track", "mlflow")
+    env = {**env, "MLFLOW_TRACKING_URI": uri}
+    with CLIProcess((*command, "--track-every", "0"), env=env, cwd=tmp_path) as running:
+        # MLflow is read only once the run has made its database (two processes creating
+        # the tables at once would race), which it does before training.
+        wait_until(lambda: "done" in cell_states(store, "live").values(), what="a finished cell in the store")
+        logged = wait_until(lambda: _done_children(uri, "live") or None, what="a finished cell logged in MLflow")
+        states = cell_states(store, "live")
+        kill_group(running.pid)
+    assert "pending" in states.values() or "running" in states.values(), f"the study had finished: {states}"
+    assert logged <= {cell_id for cell_id, state in states.items() if state == "done"}
+
+    again = run_cli(*command, env=env, cwd=tmp_path)
+    assert again.returncode == EXIT_OK, again.describe()
+    _, children = _runs(uri, "live")
+    assert len(children) == 4 and all(run.data.tags["scalelab.state"] == "done" for run in children.values())
 
 
 def test_tracking_section_names_the_experiment_and_joins_no_cell_id(tmp_path, monkeypatch):

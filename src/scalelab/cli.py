@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--track", choices=["mlflow"], default=None,
                      help="also log the runs to MLflow (MLFLOW_TRACKING_URI, else the study's [tracking] mlflow, else MLflow's default)")  # fmt: skip
+    run.add_argument("--track-every", type=_seconds, default=30.0, metavar="SECONDS",
+                     help="while tracking, log the cells finished so far at most this often (default 30; 0: after every cell)")  # fmt: skip
 
     status = commands.add_parser("status", help="count a study's cells by state")
     status.add_argument("study", nargs="?", metavar="STUDY", help="study name or file (default: every study in the store)")
@@ -183,6 +185,14 @@ def _gap(text: str) -> float:
     value = _number(text)
     if not (math.isfinite(value) and value >= 1):
         raise argparse.ArgumentTypeError(f"{text}: must be a finite number of at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A finite number of seconds, 0 or more."""
+    value = _number(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text}: must be a finite number of seconds, 0 or more")
     return value
 
 
@@ -316,12 +326,12 @@ def cmd_run(args) -> int:
     study = Study(spec, store=args.store)
     return _run_and_report(
         study, workers=args.workers, threads=args.threads, retry_failed=args.retry_failed, quiet=args.quiet, executor=args.executor,
-        address=args.address, track=args.track,
+        address=args.address, track=args.track, track_every_s=args.track_every,
     )
 
 
 def _run_and_report(study, *, workers, retry_failed: bool, quiet: bool, executor: str = "local", address: str | None = None,
-                    threads: int | None = None, track: str | None = None) -> int:  # fmt: skip
+                    threads: int | None = None, track: str | None = None, track_every_s: float = 30.0) -> int:  # fmt: skip
     from scalelab.execute.runner import Interrupted
     from scalelab.tracking import TrackingError
 
@@ -329,7 +339,7 @@ def _run_and_report(study, *, workers, retry_failed: bool, quiet: bool, executor
     tracking_failure = None
     try:
         summary = study.run(workers=workers, threads=threads, executor=executor, address=address, retry_failed=retry_failed,
-                            progress=not quiet, track=track)  # fmt: skip
+                            progress=not quiet, track=track, track_every_s=track_every_s)  # fmt: skip
     except Interrupted as exc:
         print(f"scalelab: {exc}; unfinished cells are pending again. Rerun the same command to resume.", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -68,6 +68,7 @@ class Study:
         retry_failed: bool = False,
         progress: bool = True,
         track: str | None = None,
+        track_every_s: float = 30.0,
     ):
         """Run or resume every unfinished cell; returns a :class:`~scalelab.execute.runner.RunSummary`.
 
@@ -79,9 +80,9 @@ class Study:
         ``"ray"`` (actors on the Ray cluster at ``address``, or on a private local instance
         when it is ``None``; each reserves the study's ``[resources]``).
 
-        ``track``: ``"mlflow"`` mirrors the runs into MLflow after the run, and after an
-        interrupt (:mod:`scalelab.tracking`); the study's ``[tracking] mlflow`` URI alone
-        does too. The summary's ``tracked`` is then the (target, counts) logged. A failure
+        ``track``: ``"mlflow"`` mirrors the runs into MLflow as cells finish (at most once
+        every ``track_every_s`` seconds), after the run, and after an interrupt
+        (:mod:`scalelab.tracking`); the study's ``[tracking] mlflow`` URI alone does too. The summary's ``tracked`` is then the (target, counts) logged. A failure
         to log raises :class:`~scalelab.tracking.TrackingError`, which carries the run's
         summary: the store keeps every result.
 
@@ -92,8 +93,10 @@ class Study:
         from scalelab.execute.local import LocalExecutor, available_cores
         from scalelab.execute.runner import Interrupted, run_study_cells
         from scalelab.hardware import CPU_PEAK_KEY, measure_cpu_peak
-        from scalelab.tracking import TrackingError, resolve_target, sync_study
+        from scalelab.tracking import LiveSync, TrackingError, resolve_target, sync_study
 
+        if not track_every_s >= 0:
+            raise InputError(f"--track-every {track_every_s}: must be a number of seconds, 0 or more")
         if workers is not None and workers < 1:
             raise InputError(f"--workers {workers}: must be at least 1")
         if threads is not None and threads < 1:
@@ -144,8 +147,9 @@ class Study:
                 store.remember_file_hashes(self.spec.file_hashes)
                 if store.meta(CPU_PEAK_KEY) is None:
                     store.set_meta(CPU_PEAK_KEY, cpu_peak)
+                live = LiveSync(self.spec, store, target, every_s=track_every_s) if target is not None else None
                 try:
-                    summary = run_study_cells(self.spec, store, pool, retry_failed=retry_failed, progress=progress)
+                    summary = run_study_cells(self.spec, store, pool, retry_failed=retry_failed, progress=progress, on_finished=live)
                 except Interrupted as stopped:
                     if target is not None:  # the cells finished before the stop are logged too
                         try:

@@ -144,6 +144,30 @@ def sync_study(spec, store, target: Target) -> SyncCounts:
         raise TrackingError(f"logging to MLflow at {target.uri} failed: {_first_line(exc)}") from exc
 
 
+class LiveSync:
+    """Mirrors a study into MLflow while it runs: called as each cell finishes, it syncs
+    (:func:`sync_study`) at most once every ``every_s`` seconds, so a long study can be
+    followed in MLflow and a study of many quick cells is not slowed by a query per cell.
+    The run's final sync still happens after the last cell. A failure here stops the live
+    syncing and is kept in ``failure``; the final sync reports what MLflow refuses then."""
+
+    def __init__(self, spec, store, target: Target, *, every_s: float = 30.0):
+        self.spec, self.store, self.target, self.every_s = spec, store, target, every_s
+        self.last = time.monotonic()
+        self.failure: TrackingError | None = None
+        self.syncs = 0
+
+    def __call__(self) -> None:
+        if self.failure is not None or time.monotonic() - self.last < self.every_s:
+            return
+        try:
+            sync_study(self.spec, self.store, self.target)
+            self.syncs += 1
+        except TrackingError as failure:
+            self.failure = failure
+        self.last = time.monotonic()
+
+
 def _sync(spec, store, target: Target) -> SyncCounts:
     from mlflow.tracking import MlflowClient
 

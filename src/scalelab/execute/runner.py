@@ -86,9 +86,12 @@ def run_study_cells(
     progress: bool = True,
     lease_s: float = DEFAULT_LEASE_S,
     max_attempts: int = 2,
+    on_finished=None,
 ) -> RunSummary:
     """Run every unfinished cell of a registered study; return what happened.
 
+    ``on_finished``, when given, is called with no argument after each cell's result is in
+    the store (a tracker that mirrors the runs elsewhere as they finish).
     Raises :class:`Interrupted` after a clean stop on SIGINT or SIGTERM.
     """
     started = time.perf_counter()
@@ -163,6 +166,8 @@ def run_study_cells(
                     store.finish(event.cell_id, owner, state=event.state, metrics=metrics, reason=event.reason)
                     summary.ran += 1
                     bar.update(advance=1, counts=store.state_counts(spec.name), pretraining=pretrain_status())
+                    if on_finished is not None:
+                        on_finished()
                 elif isinstance(event, WorkerLost):
                     deaths[event.cell_id] = deaths.get(event.cell_id, 0) + 1
                     if deaths[event.cell_id] < max_attempts:
