@@ -14,9 +14,10 @@ total and per-process throughput, the throughput one rank reached alone, and the
 efficiency.
 
 A rank that hangs (a stuck data loader, a deadlocked GPU) would hold the others in their
-next collective for ever. Every collective waits at most ``train.data_parallel_timeout``
+next collective for ever. Every collective of training waits at most ``train.data_parallel_timeout``
 seconds: the ranks still waiting then fail, the agent stops the rest, and the cell fails
-with the first failure's traceback and the timeout named.
+with the first failure's traceback and the timeout named. Joining the group at the
+start waits longer (``START_S`` at least): ranks start seconds apart on a busy machine.
 
 Across hosts, start one process per GPU or host with ``torchrun``; each reads its rank
 from the environment::
@@ -47,6 +48,7 @@ from scalelab.processes import exit_when_parent_dies
 from scalelab.train.outcome import CellOutcome
 
 DEFAULT_TIMEOUT_S = 600.0  # the spec's default for train.data_parallel_timeout
+START_S = 120.0  # seconds every rank has to start and join the process group
 # Seconds the agent gives ranks to leave after SIGTERM before it kills them: a rank that
 # hangs would otherwise hold the cell for the launcher's default 30 s more.
 SHUTDOWN_S = 5
@@ -63,11 +65,15 @@ def run_rank(config: dict, dataset: Dataset) -> CellOutcome | None:
 
     from scalelab.train.torch_trainer import Replica, train_cell
 
-    timeout = datetime.timedelta(seconds=float(config["train"].get("data_parallel_timeout", DEFAULT_TIMEOUT_S)))
+    timeout_s = float(config["train"].get("data_parallel_timeout", DEFAULT_TIMEOUT_S))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     backend = _backend_for(config, int(os.environ.get("LOCAL_WORLD_SIZE", "1")), local_rank=local_rank)
-    dist.init_process_group(backend, timeout=timeout)
-    replica = Replica(dist.get_rank(), dist.get_world_size())
+    # Joining waits for every rank to start (a new Python importing torch, seconds apart on
+    # a busy machine); training's collectives then wait at most the timeout, in a group of
+    # the same ranks made with it.
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=max(START_S, timeout_s)))
+    group = dist.new_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+    replica = Replica(dist.get_rank(), dist.get_world_size(), group=group)
     outcome = train_cell(config, dataset, replica=replica)
     # Only after success: leaving the group can block while other ranks wait in a
     # collective, and after a failure the agent stops every rank anyway.
@@ -124,7 +130,7 @@ def train_data_parallel(config: dict, dataset: Dataset) -> CellOutcome:
             launch = LaunchConfig(
                 min_nodes=1, max_nodes=1, nproc_per_node=world_size, run_id=uuid.uuid4().hex,
                 rdzv_backend="c10d", rdzv_endpoint="localhost:0",  # torchrun --standalone
-                rdzv_configs={"timeout": max(60, int(timeout_s))},  # every rank must join within it
+                rdzv_configs={"timeout": int(max(START_S, timeout_s))},  # every rank must join within it
                 max_restarts=0,  # a failed cell is the store's to retry, not the agent's
                 monitor_interval=0.2, start_method="spawn", logs_specs=DefaultLogsSpecs(log_dir=logs),
                 signals_to_handle="SIGTERM", shutdown_timeout=SHUTDOWN_S,
@@ -157,7 +163,7 @@ def _describe_failure(failed, timeout_s: float) -> str:
         text = message or ""
     if not text:
         text = f"process died (exit code {failure.exitcode})" if failure.exitcode >= 0 else f"process killed by signal {-failure.exitcode}"
-    if "Timed out" in text or "timed out" in text:
+    if "timed out" in text.lower() or "wait timeout" in text.lower():
         text = (f"timed out after {timeout_s:g} s waiting for another rank in a collective "
                 f"(train.data_parallel_timeout; another rank hung or died)\n{text}")  # fmt: skip
     return f"rank {rank}: {text}"

@@ -141,10 +141,12 @@ def make_optimizer(params, train: dict) -> torch.optim.Optimizer:
 @dataclass(frozen=True)
 class Replica:
     """This process's place in a data-parallel run: its rank among ``world_size`` processes
-    that share one process group (see :mod:`scalelab.train.data_parallel`)."""
+    that share one process group (see :mod:`scalelab.train.data_parallel`). ``group`` is
+    the process group training's collectives use (None: the default group)."""
 
     rank: int
     world_size: int
+    group: object = None
 
 
 def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None = None, replica: Replica | None = None) -> CellOutcome:
@@ -211,7 +213,9 @@ def train_cell(config: dict, dataset: Dataset, *, model: torch.nn.Module | None 
     step_model = torch.compile(model) if train_cfg.get("compile") else model
     if replica is not None:
         alone_per_s = _samples_per_s_alone(model, X[:batch_size], y[:batch_size], train_cfg, autocast)
-        step_model = torch.nn.parallel.DistributedDataParallel(step_model, device_ids=[device.index] if device.type == "cuda" else None)
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            step_model, device_ids=[device.index] if device.type == "cuda" else None, process_group=replica.group
+        )
 
     steps_per_epoch = math.ceil(n_train / batch_size)
     # A text cell's windows already hold its epochs over the unique tokens, in order.
