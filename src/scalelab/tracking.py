@@ -155,14 +155,12 @@ class LiveSync:
         self.spec, self.store, self.target, self.every_s = spec, store, target, every_s
         self.last = time.monotonic()
         self.failure: TrackingError | None = None
-        self.syncs = 0
 
     def __call__(self) -> None:
         if self.failure is not None or time.monotonic() - self.last < self.every_s:
             return
         try:
             sync_study(self.spec, self.store, self.target)
-            self.syncs += 1
         except TrackingError as failure:
             self.failure = failure
         self.last = time.monotonic()
